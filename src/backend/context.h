@@ -1,0 +1,113 @@
+#pragma once
+// Vulkan instance + one logical device with a compute queue, what the device can do,
+// and the services every op needs: memory, staging, kernels.
+#include <vulkan/vulkan.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/memory.h"
+
+namespace vkqat {
+
+class Kernel;
+class KernelCache;
+
+// Everything we record about a physical device (printed by `vkqat devices`).
+struct DeviceInfo {
+  int index = -1;
+  std::string name, type;  // type: "discrete", "integrated", "virtual", "cpu", "other"
+  std::string driver_name, driver_info;
+  uint32_t api_version = 0, vendor_id = 0, device_id = 0;
+  std::array<uint8_t, VK_UUID_SIZE> pipeline_cache_uuid{};
+  uint32_t subgroup_size = 0, min_subgroup_size = 0, max_subgroup_size = 0;
+  bool subgroup_size_control = false;
+  bool shader_float16 = false, shader_int8 = false, shader_int16 = false, shader_int64 = false;
+  bool storage_buffer_16bit = false, storage_buffer_8bit = false;
+  bool integer_dot_product = false;              // VK_KHR_shader_integer_dot_product
+  bool integer_dot_4x8_packed_accelerated = false;  // dotPacked4x8EXT is hardware, not emulated
+  bool cooperative_matrix = false;               // VK_KHR_cooperative_matrix
+  bool push_descriptor = false;
+  std::array<uint32_t, 3> max_workgroup_size{}, max_workgroup_count{};
+  uint32_t max_workgroup_invocations = 0, max_shared_memory = 0, max_push_constants = 0;
+  uint64_t max_allocation = 0, max_storage_buffer_range = 0, min_storage_offset_alignment = 0;
+  uint64_t device_local_bytes = 0;
+  bool timestamps = false;
+  float timestamp_period_ns = 0;
+  bool is_cpu() const { return type == "cpu"; }
+};
+
+// Lists every Vulkan physical device. Throws Error with advice when there is no driver.
+std::vector<DeviceInfo> enumerate_devices();
+
+// Picks discrete > integrated > virtual > cpu, unless `requested` >= 0 or the VKQAT_DEVICE
+// environment variable names an index. Throws Error naming the flag when out of range.
+int select_device(const std::vector<DeviceInfo>& devices, int requested);
+
+struct ContextOptions {
+  int device = -1;          // -1: automatic (or VKQAT_DEVICE)
+  bool validation = false;  // VK_LAYER_KHRONOS_validation + synchronization validation
+  bool pipeline_cache = true;  // persisted under $XDG_CACHE_HOME/vkqat
+  // Called for every validation message (warning or error). Default: print to stderr.
+  std::function<void(const std::string&)> on_validation_message;
+};
+
+class Context {
+ public:
+  explicit Context(const ContextOptions& options = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  const DeviceInfo& info() const { return info_; }
+  VkDevice device() const { return device_; }
+  VkPhysicalDevice physical_device() const { return physical_; }
+  VkQueue queue() const { return queue_; }
+  uint32_t queue_family() const { return queue_family_; }
+  VkInstance instance() const { return instance_; }
+
+  // Device memory (sub-allocated from large blocks). Device: fastest for the GPU (may be
+  // host visible on UMA/CPU drivers, then mapped() is non-null). Host: always mapped.
+  Buffer alloc(uint64_t bytes, MemoryKind kind = MemoryKind::Device);
+  BlockAllocator& allocator() { return *allocator_; }
+
+  // Synchronous transfers through the persistent staging ring (or memcpy when mapped).
+  // Must not be called while a Recording is running.
+  void upload(const BufferView& dst, const void* src, uint64_t bytes);
+  void download(const BufferView& src, void* dst, uint64_t bytes);
+
+  // Compiled kernels, cached by (shader, local size, specialization constants).
+  // Spec-constant ids 0,1,2 are the local size x,y,z; `spec` gives ids 3, 4, ... in order.
+  const Kernel& kernel(const std::string& shader, std::array<uint32_t, 3> local_size = {64, 1, 1},
+                       const std::vector<uint32_t>& spec = {});
+
+  // Runs one command buffer and waits (used by Recording::run and the staging path).
+  void submit_and_wait(VkCommandBuffer cmd);
+  VkCommandPool command_pool() const { return command_pool_; }
+
+  uint64_t validation_message_count() const { return validation_messages_; }
+  void report_validation_message(const std::string& msg);
+
+ private:
+  void release();
+  ContextOptions options_;
+  DeviceInfo info_;
+  VkInstance instance_ = VK_NULL_HANDLE;
+  VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
+  VkPhysicalDevice physical_ = VK_NULL_HANDLE;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  uint32_t queue_family_ = 0;
+  VkCommandPool command_pool_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  std::unique_ptr<BlockAllocator> allocator_;
+  std::unique_ptr<StagingRing> staging_;
+  std::unique_ptr<KernelCache> kernels_;
+  uint64_t validation_messages_ = 0;
+};
+
+}  // namespace vkqat

@@ -1,0 +1,246 @@
+#include "backend/recording.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/context.h"
+#include "backend/error.h"
+#include "backend/kernel.h"
+
+namespace vkqat {
+namespace {
+constexpr uint32_t kSetsPerPool = 256;
+constexpr uint32_t kMaxTimestamps = 16384;
+
+VkPipelineStageFlags stages_of(uint32_t s) {
+  VkPipelineStageFlags f = 0;
+  if (s & 1) f |= VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+  if (s & 2) f |= VK_PIPELINE_STAGE_TRANSFER_BIT;
+  return f;
+}
+VkAccessFlags writes_of(uint32_t s) {
+  VkAccessFlags f = 0;
+  if (s & 1) f |= VK_ACCESS_SHADER_WRITE_BIT;
+  if (s & 2) f |= VK_ACCESS_TRANSFER_WRITE_BIT;
+  return f;
+}
+VkAccessFlags all_of(uint32_t s) {
+  VkAccessFlags f = 0;
+  if (s & 1) f |= VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+  if (s & 2) f |= VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  return f;
+}
+}  // namespace
+
+Recording::Recording(Context& ctx, bool profile) : ctx_(ctx) {
+  profile_ = profile && ctx.info().timestamps;
+  const char* fb = std::getenv("VKQAT_FULL_BARRIERS");
+  full_barriers_ = fb && *fb && std::strcmp(fb, "0") != 0;
+  VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  ai.commandPool = ctx.command_pool();
+  ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  ai.commandBufferCount = 1;
+  vk_check(vkAllocateCommandBuffers(ctx.device(), &ai, &cmd_), "vkAllocateCommandBuffers");
+  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  vk_check(vkBeginCommandBuffer(cmd_, &bi), "vkBeginCommandBuffer");
+  if (profile_) {
+    VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    qi.queryCount = kMaxTimestamps;
+    vk_check(vkCreateQueryPool(ctx.device(), &qi, nullptr, &queries_), "vkCreateQueryPool");
+    query_capacity_ = kMaxTimestamps;
+    vkCmdResetQueryPool(cmd_, queries_, 0, kMaxTimestamps);
+    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries_, 0);
+  }
+}
+
+Recording::~Recording() {
+  VkDevice dev = ctx_.device();
+  if (cmd_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &cmd_);
+  for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev, p, nullptr);
+  if (queries_) vkDestroyQueryPool(dev, queries_, nullptr);
+}
+
+Groups Recording::groups_for(const Kernel& k, uint64_t ix, uint64_t iy, uint64_t iz) {
+  auto l = k.local_size();
+  auto div = [](uint64_t a, uint64_t b) { return uint32_t(std::max<uint64_t>(1, (a + b - 1) / b)); };
+  return {div(ix, l[0]), div(iy, l[1]), div(iz, l[2])};
+}
+
+VkDescriptorSet Recording::allocate_set(const Kernel& k) {
+  // One pool per Recording (grown in chunks), never one per object: sets live as long as
+  // the recording that replays them.
+  if (sets_left_in_pool_ == 0) {
+    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kSetsPerPool * 8};
+    VkDescriptorPoolCreateInfo pi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+    pi.maxSets = kSetsPerPool;
+    pi.poolSizeCount = 1;
+    pi.pPoolSizes = &size;
+    VkDescriptorPool pool;
+    vk_check(vkCreateDescriptorPool(ctx_.device(), &pi, nullptr, &pool), "vkCreateDescriptorPool");
+    pools_.push_back(pool);
+    sets_left_in_pool_ = kSetsPerPool;
+  }
+  VkDescriptorSetLayout layout = k.set_layout();
+  VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  ai.descriptorPool = pools_.back();
+  ai.descriptorSetCount = 1;
+  ai.pSetLayouts = &layout;
+  VkDescriptorSet set;
+  VkResult r = vkAllocateDescriptorSets(ctx_.device(), &ai, &set);
+  if (r == VK_ERROR_OUT_OF_POOL_MEMORY || r == VK_ERROR_FRAGMENTED_POOL) {
+    sets_left_in_pool_ = 0;  // more than 8 bindings per set on average: open a new pool
+    return allocate_set(k);
+  }
+  vk_check(r, "vkAllocateDescriptorSets");
+  --sets_left_in_pool_;
+  return set;
+}
+
+void Recording::check_view(const BufferView& v, const char* what) const {
+  if (!v.valid()) throw Error(std::string(what) + ": unbound (empty) buffer");
+  const DeviceInfo& info = ctx_.info();
+  if (info.min_storage_offset_alignment && v.offset % info.min_storage_offset_alignment)
+    throw Error(std::string(what) + ": buffer offset " + std::to_string(v.offset) +
+                " is not a multiple of minStorageBufferOffsetAlignment " +
+                std::to_string(info.min_storage_offset_alignment));
+  if (v.size > info.max_storage_buffer_range)
+    throw Error(std::string(what) + ": buffer of " + std::to_string(v.size) +
+                " bytes exceeds the device's maxStorageBufferRange " + std::to_string(info.max_storage_buffer_range));
+}
+
+void Recording::track(const std::vector<Access>& reads, const std::vector<Access>& writes, Stage stage) {
+  auto overlaps = [](const Access& a, const std::vector<Access>& set) {
+    for (const Access& b : set)
+      if (a.buffer == b.buffer && a.begin < b.end && b.begin < a.end) return true;
+    return false;
+  };
+  bool hazard = full_barriers_;
+  for (const Access& r : reads) hazard = hazard || overlaps(r, pending_writes_);  // read after write
+  for (const Access& w : writes)
+    hazard = hazard || overlaps(w, pending_writes_) || overlaps(w, pending_reads_);  // WAW, WAR
+  if (hazard && (pending_write_stages_ | pending_read_stages_)) {
+    // One global memory barrier: on a single queue it orders everything before it, so the
+    // pending sets restart empty. Cheaper to emit than per-buffer barriers and as precise.
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = writes_of(pending_write_stages_);
+    mb.dstAccessMask = all_of(stage);
+    vkCmdPipelineBarrier(cmd_, stages_of(pending_write_stages_ | pending_read_stages_), stages_of(stage), 0, 1, &mb,
+                         0, nullptr, 0, nullptr);
+    ++barriers_;
+    pending_reads_.clear();
+    pending_writes_.clear();
+    pending_read_stages_ = pending_write_stages_ = 0;
+  }
+  pending_reads_.insert(pending_reads_.end(), reads.begin(), reads.end());
+  pending_writes_.insert(pending_writes_.end(), writes.begin(), writes.end());
+  if (!reads.empty()) pending_read_stages_ |= stage;
+  if (!writes.empty()) pending_write_stages_ |= stage;
+}
+
+void Recording::after_command(const char* label, Stage) {
+  labels_.emplace_back(label ? label : "");
+  if (profile_ && labels_.size() < query_capacity_)
+    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, uint32_t(labels_.size()));
+}
+
+void Recording::dispatch(const Kernel& k, std::initializer_list<BufferView> buffers, const void* push,
+                         uint32_t push_bytes, Groups groups, const char* label) {
+  if (finished_) throw Error("Recording: dispatch after finish()");
+  const std::string what = "dispatch of " + k.name();
+  if (buffers.size() != k.bindings().size())
+    throw Error(what + ": " + std::to_string(buffers.size()) + " buffers given, the shader declares " +
+                std::to_string(k.bindings().size()));
+  if (push_bytes != k.push_constant_bytes())
+    throw Error(what + ": push constants of " + std::to_string(push_bytes) + " bytes, the shader declares " +
+                std::to_string(k.push_constant_bytes()));
+
+  VkDescriptorSet set = allocate_set(k);
+  std::vector<VkDescriptorBufferInfo> infos(buffers.size());
+  std::vector<VkWriteDescriptorSet> writes(buffers.size());
+  std::vector<Access> reads, wr;
+  size_t i = 0;
+  for (const BufferView& v : buffers) {
+    const BindingInfo& b = k.bindings()[i];
+    check_view(v, (what + " binding " + std::to_string(i) + " (" + b.name + ")").c_str());
+    infos[i] = {v.buffer, v.offset, v.size};
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+    writes[i].dstSet = set;
+    writes[i].dstBinding = uint32_t(i);
+    writes[i].descriptorCount = 1;
+    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    writes[i].pBufferInfo = &infos[i];
+    Access a{v.buffer, v.offset, v.offset + v.size};
+    if (b.reads) reads.push_back(a);
+    if (b.writes) wr.push_back(a);
+    ++i;
+  }
+  vkUpdateDescriptorSets(ctx_.device(), uint32_t(writes.size()), writes.data(), 0, nullptr);
+  track(reads, wr, kCompute);
+
+  vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, k.pipeline());
+  vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, k.layout(), 0, 1, &set, 0, nullptr);
+  if (push_bytes) vkCmdPushConstants(cmd_, k.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes, push);
+  // Split along each axis at the device's group-count limit; base offsets keep IDs global.
+  const auto& maxc = ctx_.info().max_workgroup_count;
+  for (uint32_t z = 0; z < groups.z; z += maxc[2])
+    for (uint32_t y = 0; y < groups.y; y += maxc[1])
+      for (uint32_t x = 0; x < groups.x; x += maxc[0])
+        vkCmdDispatchBase(cmd_, x, y, z, std::min(maxc[0], groups.x - x), std::min(maxc[1], groups.y - y),
+                          std::min(maxc[2], groups.z - z));
+  after_command(label ? label : k.name().c_str(), kCompute);
+}
+
+void Recording::copy(const BufferView& src, const BufferView& dst, const char* label) {
+  if (finished_) throw Error("Recording: copy after finish()");
+  if (src.size != dst.size)
+    throw Error("copy: source has " + std::to_string(src.size) + " bytes, destination " + std::to_string(dst.size));
+  track({{src.buffer, src.offset, src.offset + src.size}}, {{dst.buffer, dst.offset, dst.offset + dst.size}}, kTransfer);
+  VkBufferCopy region{src.offset, dst.offset, src.size};
+  vkCmdCopyBuffer(cmd_, src.buffer, dst.buffer, 1, &region);
+  after_command(label ? label : "copy", kTransfer);
+}
+
+void Recording::fill(const BufferView& dst, uint32_t word, const char* label) {
+  if (finished_) throw Error("Recording: fill after finish()");
+  if (dst.size % 4 || dst.offset % 4) throw Error("fill: size and offset must be multiples of 4 bytes");
+  track({}, {{dst.buffer, dst.offset, dst.offset + dst.size}}, kTransfer);
+  vkCmdFillBuffer(cmd_, dst.buffer, dst.offset, dst.size, word);
+  after_command(label ? label : "fill", kTransfer);
+}
+
+void Recording::finish() {
+  if (finished_) return;
+  // Make every write visible to the host (readbacks after run()) and order the next
+  // replay's commands after this one's (the same buffers are reused every step).
+  VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+  vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                       VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+  finished_ = true;
+}
+
+void Recording::run() {
+  if (!finished_) finish();
+  ctx_.submit_and_wait(cmd_);
+  if (profile_) {
+    uint32_t n = uint32_t(std::min<size_t>(labels_.size() + 1, query_capacity_));
+    last_timestamps_.assign(n, 0);
+    vk_check(vkGetQueryPoolResults(ctx_.device(), queries_, 0, n, n * sizeof(uint64_t), last_timestamps_.data(),
+                                   sizeof(uint64_t), VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+             "vkGetQueryPoolResults");
+  }
+}
+
+std::vector<DispatchTiming> Recording::timings() const {
+  std::vector<DispatchTiming> out;
+  for (size_t i = 1; i < last_timestamps_.size(); ++i)
+    out.push_back({labels_[i - 1], double(last_timestamps_[i] - last_timestamps_[i - 1]) *
+                                       ctx_.info().timestamp_period_ns * 1e-6});
+  return out;
+}
+
+}  // namespace vkqat

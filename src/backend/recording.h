@@ -1,0 +1,100 @@
+#pragma once
+// A sequence of dispatches and copies recorded once into a command buffer and replayed
+// with run() as often as needed (a training step is one Recording). The recorder tracks
+// which byte ranges each command reads and writes (from kernel reflection) and inserts a
+// pipeline barrier only where a hazard exists (RAW, WAR, WAW), ncnn-style.
+// VKQAT_FULL_BARRIERS=1 puts a full barrier after every command instead (debugging).
+#include <vulkan/vulkan.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "backend/memory.h"
+
+namespace vkqat {
+
+class Context;
+class Kernel;
+
+struct Groups {
+  uint32_t x = 1, y = 1, z = 1;
+};
+
+struct DispatchTiming {
+  std::string label;
+  double ms = 0;  // GPU time from the previous timestamp to the end of this command
+};
+
+class Recording {
+ public:
+  // profile: write a timestamp after every command (see timings()).
+  explicit Recording(Context& ctx, bool profile = false);
+  ~Recording();
+  Recording(const Recording&) = delete;
+  Recording& operator=(const Recording&) = delete;
+
+  // Binds `buffers` to bindings 0..n-1 of the kernel in order, pushes `push` (its size must
+  // equal the kernel's push-constant block) and dispatches. Group counts beyond the
+  // device's maxComputeWorkGroupCount are split into several vkCmdDispatchBase calls, so
+  // shaders may rely on gl_GlobalInvocationID / gl_WorkGroupID being global.
+  void dispatch(const Kernel& k, std::initializer_list<BufferView> buffers, const void* push,
+                uint32_t push_bytes, Groups groups, const char* label = nullptr);
+  template <class P>
+  void dispatch(const Kernel& k, std::initializer_list<BufferView> buffers, const P& push,
+                Groups groups, const char* label = nullptr) {
+    static_assert(std::is_trivially_copyable_v<P>, "push constants must be plain data");
+    dispatch(k, buffers, &push, sizeof(P), groups, label);
+  }
+  // Same, with the group count derived from a total number of invocations along x.
+  template <class P>
+  void dispatch_1d(const Kernel& k, std::initializer_list<BufferView> buffers, const P& push,
+                   uint64_t invocations, const char* label = nullptr) {
+    dispatch(k, buffers, push, groups_for(k, invocations), label);
+  }
+  static Groups groups_for(const Kernel& k, uint64_t invocations_x, uint64_t invocations_y = 1,
+                           uint64_t invocations_z = 1);
+
+  void copy(const BufferView& src, const BufferView& dst, const char* label = nullptr);
+  void fill(const BufferView& dst, uint32_t word, const char* label = nullptr);  // size % 4 == 0
+
+  // Ends recording (adds the barrier that makes results visible to the host).
+  void finish();
+  // Submits and waits. Records nothing new: the same command buffer every time.
+  void run();
+
+  Context& context() const { return ctx_; }
+  bool finished() const { return finished_; }
+  size_t command_count() const { return labels_.size(); }
+  size_t barrier_count() const { return barriers_; }
+  // Per-command GPU times of the last run() (profile mode only).
+  std::vector<DispatchTiming> timings() const;
+
+ private:
+  struct Access {
+    VkBuffer buffer;
+    uint64_t begin, end;
+  };
+  enum Stage : uint32_t { kCompute = 1, kTransfer = 2 };
+  void track(const std::vector<Access>& reads, const std::vector<Access>& writes, Stage stage);
+  void after_command(const char* label, Stage stage);
+  void check_view(const BufferView& v, const char* what) const;
+  VkDescriptorSet allocate_set(const Kernel& k);
+
+  Context& ctx_;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  std::vector<VkDescriptorPool> pools_;
+  uint32_t sets_left_in_pool_ = 0;
+  VkQueryPool queries_ = VK_NULL_HANDLE;
+  uint32_t query_capacity_ = 0;
+  bool profile_ = false, full_barriers_ = false, finished_ = false;
+  std::vector<Access> pending_reads_, pending_writes_;
+  uint32_t pending_read_stages_ = 0, pending_write_stages_ = 0;
+  size_t barriers_ = 0;
+  std::vector<std::string> labels_;
+  std::vector<uint64_t> last_timestamps_;
+};
+
+}  // namespace vkqat

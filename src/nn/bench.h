@@ -1,0 +1,28 @@
+#pragma once
+// Benchmark records for `vkqat bench`. Each op family contributes a function that times
+// its kernels on the given context (replaying one Recording several times after a warm-up)
+// and reports achieved throughput.
+#include <string>
+#include <vector>
+
+#include "backend/context.h"
+#include "backend/recording.h"
+
+namespace vkqat::nn {
+
+struct BenchRecord {
+  std::string name;     // e.g. "conv2d_fwd n128 c16->16 28x28 k3 s1"
+  double ms = 0;        // median time per run of the measured work
+  double gflops = 0;    // 0 when not a FLOP-bound op
+  double gbps = 0;      // 0 when not a bandwidth-bound op
+  std::string variant;  // kernel variant used, e.g. "regblock" / "tiled"
+};
+
+// Times `rec.run()` `iters` times after `warmup` runs; returns the median in ms.
+double time_recording_ms(Recording& rec, int warmup = 2, int iters = 5);
+
+std::vector<BenchRecord> bench_conv2d(Context& ctx, bool quick);
+std::vector<BenchRecord> bench_elementwise(Context& ctx, bool quick);  // relu, add, bn, pool, linear
+std::vector<BenchRecord> bench_reductions(Context& ctx, bool quick);   // sum, meanvar, maxabs, sgd
+
+}  // namespace vkqat::nn

@@ -1,0 +1,60 @@
+#pragma once
+// Shared test helpers: the process-wide validated Context, seeded random data, and
+// comparisons that print the worst offending index.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/context.h"
+
+namespace vkqat::test {
+
+// One Context per test process, created with VK_LAYER_KHRONOS_validation and
+// synchronization validation. Any validation message fails the running test case.
+Context& ctx();
+
+inline std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// |got - want| <= atol + rtol * |want| elementwise; reports the worst element.
+inline void check_close(const std::vector<float>& got, const std::vector<float>& want, double rtol,
+                        double atol, const std::string& what) {
+  REQUIRE_MESSAGE(got.size() == want.size(), what << ": size " << got.size() << " vs " << want.size());
+  size_t worst = 0;
+  double worst_excess = -1;
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double err = std::fabs(double(got[i]) - double(want[i]));
+    double tol = atol + rtol * std::fabs(double(want[i]));
+    if (!(err <= tol)) ++bad;  // also catches NaN
+    double excess = std::isnan(err) ? 1e30 : err - tol;
+    if (excess > worst_excess) worst_excess = excess, worst = i;
+  }
+  CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << got.size() << " elements off; worst ["
+                               << worst << "] got " << got[worst] << " want " << want[worst]
+                               << " (rtol " << rtol << ", atol " << atol << ")");
+}
+
+// Central finite difference of a scalar function f(x) w.r.t. x[i], in double precision.
+inline double numeric_grad(const std::function<double(const std::vector<float>&)>& f,
+                           std::vector<float> x, size_t i, double eps = 1e-3) {
+  float orig = x[i];
+  x[i] = float(orig + eps);
+  double fp = f(x);
+  x[i] = float(orig - eps);
+  double fm = f(x);
+  double h = double(float(orig + eps)) - double(float(orig - eps));
+  return (fp - fm) / h;
+}
+
+}  // namespace vkqat::test
