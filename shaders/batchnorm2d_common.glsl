@@ -1,0 +1,196 @@
+// BatchNorm2d kernels, written once for float and vec4 elements (the host picks vec4 when
+// H*W % 4 == 0: CPU drivers pay per load instruction, so vec4 is ~3x faster there).
+// Define VEC_WIDTH (1 or 4) and BN_KERNEL before including:
+//   BN_TRAIN: training forward, one workgroup per channel, one dispatch:
+//     1) batch mean and biased variance (sums shifted by the channel's first element, which
+//        keeps E[x^2] - E[x]^2 accurate when |mean| >> std),
+//     2) invocation 0 saves mean and inv_std and updates the running stats like PyTorch
+//        (momentum, unbiased variance for running_var),
+//     3) y = (x - mean) * inv_std * gamma + beta, optional fused ReLU.
+//   BN_BACKWARD: training-mode backward, one workgroup per channel, one dispatch:
+//     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
+//     dbeta = sum(g), dgamma = sum(g * xhat),
+//     dx = gamma * inv_std * (g - dbeta / M - xhat * dgamma / M),  M = N*H*W.
+//   BN_EVAL: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (+ ReLU);
+//     workgroup (c, b) handles channel c of batch items [b * ITEMS_N, (b + 1) * ITEMS_N).
+// A workgroup walks a channel's elements (j = n*HW + i) in steps of the workgroup size
+// without a division per element: each invocation tracks i and the flat NCHW address.
+// The workgroup size must be a power of two (tree reduction).
+#define BN_TRAIN 0
+#define BN_BACKWARD 1
+#define BN_EVAL 2
+#if VEC_WIDTH == 4
+#define VEC vec4
+#define HSUM(v) dot(v, vec4(1.0))
+#define FIRST(v) (v).x
+#define IS_POSITIVE(v) greaterThan(v, vec4(0.0))
+#define IS_NEGATIVE(v) lessThan(v, vec4(0.0))
+#else
+#define VEC float
+#define HSUM(v) (v)
+#define FIRST(v) (v)
+#define IS_POSITIVE(v) ((v) > 0.0)
+#define IS_NEGATIVE(v) ((v) < 0.0)
+#endif
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+layout(constant_id = 3) const bool RELU = false;
+layout(constant_id = 4) const uint ITEMS_N = 1;  // BN_EVAL: batch items per workgroup
+
+layout(push_constant) uniform Params {
+  uint n, c, hw;  // tensor is [n, c, hw], hw counted in VEC elements
+  float eps, momentum;
+  uint accumulate_dx, accumulate_params;
+} p;
+
+#if BN_KERNEL == BN_TRAIN
+layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
+layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
+layout(std430, binding = 2) readonly buffer Bb { float beta[]; };
+layout(std430, binding = 3) buffer RMb { float running_mean[]; };
+layout(std430, binding = 4) buffer RVb { float running_var[]; };
+layout(std430, binding = 5) writeonly buffer SMb { float saved_mean[]; };
+layout(std430, binding = 6) writeonly buffer SIb { float saved_invstd[]; };
+layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
+#elif BN_KERNEL == BN_BACKWARD
+layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
+layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // only read when RELU
+layout(std430, binding = 2) readonly buffer DYb { VEC dy[]; };
+layout(std430, binding = 3) readonly buffer Gb { float gamma[]; };
+layout(std430, binding = 4) readonly buffer SMb { float saved_mean[]; };
+layout(std430, binding = 5) readonly buffer SIb { float saved_invstd[]; };
+layout(std430, binding = 6) buffer DXb { VEC dx[]; };  // read when accumulating
+layout(std430, binding = 7) buffer DGb { float dgamma[]; };
+layout(std430, binding = 8) buffer DBb { float dbeta[]; };
+#else
+layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
+layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
+layout(std430, binding = 2) readonly buffer Bb { float beta[]; };
+layout(std430, binding = 3) readonly buffer RMb { float running_mean[]; };
+layout(std430, binding = 4) readonly buffer RVb { float running_var[]; };
+layout(std430, binding = 5) writeonly buffer Yb { VEC y[]; };
+#endif
+
+struct ChannelWalk {
+  uint j;     // element index inside the channel, n*HW + i
+  uint i;     // position inside the plane
+  uint addr;  // flat index into the NCHW tensor
+};
+
+ChannelWalk walk_begin(uint c, uint first) {
+  uint n = first / p.hw;
+  uint i = first - n * p.hw;
+  return ChannelWalk(first, i, n * p.c * p.hw + c * p.hw + i);
+}
+
+void walk_next(inout ChannelWalk w) {
+  uint step = gl_WorkGroupSize.x;
+  uint step_n = step / p.hw, step_i = step - step_n * p.hw;
+  w.j += step;
+  w.i += step_i;
+  w.addr += step_n * p.c * p.hw + step_i;
+  if (w.i >= p.hw) {  // wrapped into the next plane of this channel
+    w.i -= p.hw;
+    w.addr += (p.c - 1u) * p.hw;
+  }
+}
+
+VEC relu_if(VEC v) { return RELU ? mix(v, VEC(0.0), IS_NEGATIVE(v)) : v; }
+
+#if BN_KERNEL != BN_EVAL
+shared float red_a[gl_WorkGroupSize.x];
+shared float red_b[gl_WorkGroupSize.x];
+
+// Tree reduction of two sums over the workgroup; every invocation gets the totals.
+vec2 workgroup_sum2(float a, float b) {
+  uint lid = gl_LocalInvocationID.x;
+  red_a[lid] = a;
+  red_b[lid] = b;
+  barrier();
+  for (uint s = gl_WorkGroupSize.x / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      red_a[lid] += red_a[lid + s];
+      red_b[lid] += red_b[lid + s];
+    }
+    barrier();
+  }
+  return vec2(red_a[0], red_b[0]);
+}
+#endif
+
+#if BN_KERNEL == BN_TRAIN
+void main() {
+  uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
+  uint count = p.n * p.hw;
+  float elements = float(count) * float(VEC_WIDTH);
+  float shift = FIRST(x[c * p.hw]);
+
+  VEC s1 = VEC(0.0), s2 = VEC(0.0);
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+    VEC v = x[w.addr] - shift;
+    s1 += v;
+    s2 += v * v;
+  }
+  vec2 sums = workgroup_sum2(HSUM(s1), HSUM(s2));
+  float mean_shifted = sums.x / elements;
+  float var = max(sums.y / elements - mean_shifted * mean_shifted, 0.0);
+  float mean = shift + mean_shifted;
+  float inv_std = 1.0 / sqrt(var + p.eps);
+
+  if (lid == 0u) {
+    saved_mean[c] = mean;
+    saved_invstd[c] = inv_std;
+    float unbiased = var * elements / (elements - 1.0);
+    running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+    running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+  }
+
+  float scale = gamma[c] * inv_std, bias = beta[c];
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w))
+    y[w.addr] = relu_if((x[w.addr] - mean) * scale + bias);
+}
+
+#elif BN_KERNEL == BN_BACKWARD
+VEC masked_grad(uint addr) { return RELU ? mix(VEC(0.0), dy[addr], IS_POSITIVE(y[addr])) : dy[addr]; }
+
+void main() {
+  uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
+  uint count = p.n * p.hw;
+  float elements = float(count) * float(VEC_WIDTH);
+  float mean = saved_mean[c], inv_std = saved_invstd[c];
+
+  VEC s_g = VEC(0.0), s_gx = VEC(0.0);
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+    VEC g = masked_grad(w.addr);
+    s_g += g;
+    s_gx += g * (x[w.addr] - mean);
+  }
+  vec2 sums = workgroup_sum2(HSUM(s_g), HSUM(s_gx));
+  float sum_g = sums.x, sum_gxhat = sums.y * inv_std;
+
+  if (lid == 0u) {
+    bool acc = p.accumulate_params != 0u;
+    dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
+    dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
+  }
+
+  float scale = gamma[c] * inv_std;
+  float mean_g = sum_g / elements, mean_gxhat = sum_gxhat / elements;
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+    VEC xhat = (x[w.addr] - mean) * inv_std;
+    VEC v = scale * (masked_grad(w.addr) - mean_g - xhat * mean_gxhat);
+    dx[w.addr] = p.accumulate_dx != 0u ? dx[w.addr] + v : v;
+  }
+}
+
+#else
+void main() {
+  uint c = gl_WorkGroupID.x;
+  uint n_begin = gl_WorkGroupID.y * ITEMS_N;
+  uint end = min(p.n, n_begin + ITEMS_N) * p.hw;  // the walk stops at this j
+  float mean = running_mean[c];
+  float scale = gamma[c] / sqrt(running_var[c] + p.eps), bias = beta[c];
+  for (ChannelWalk w = walk_begin(c, n_begin * p.hw + gl_LocalInvocationID.x); w.j < end; walk_next(w))
+    y[w.addr] = relu_if((x[w.addr] - mean) * scale + bias);
+}
+#endif

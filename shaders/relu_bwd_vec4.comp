@@ -1,0 +1,6 @@
+#version 450
+// dx (+)= dy * [t > 0], vec4 elements.
+#extension GL_GOOGLE_include_directive : require
+#define VEC_WIDTH 4
+#define RELU_BACKWARD 1
+#include "relu_common.glsl"

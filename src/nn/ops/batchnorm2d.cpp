@@ -1,0 +1,124 @@
+#include "nn/ops/batchnorm2d.h"
+
+#include <algorithm>
+
+#include "backend/error.h"
+#include "backend/kernel.h"
+
+namespace vkqat::nn {
+
+namespace {
+// Must match the push-constant block of shaders/batchnorm2d_common.glsl.
+struct BnParams {
+  uint32_t n, c, hw;  // hw in elements of the kernel's width
+  float eps, momentum;
+  uint32_t accumulate_dx, accumulate_params;
+};
+
+// One workgroup per channel: a power of two (tree reduction). CPU drivers pay per barrier
+// and per invocation, GPUs want many threads in flight.
+uint32_t channel_workgroup_size(Context& ctx) { return ctx.info().is_cpu() ? 64 : 256; }
+
+BnParams params_for(const char* op, const Tensor& x) {
+  if (x.rank() != 4 || x.dtype() != DType::F32)
+    throw Error(std::string(op) + ": x must be an F32 [N, C, H, W] tensor, got " + x.shape_str());
+  return BnParams{uint32_t(x.dim(0)), uint32_t(x.dim(1)), uint32_t(x.dim(2) * x.dim(3)), 0.f, 0.f, 0, 0};
+}
+
+// Picks the vec4 variant of `shader` when planes split into whole, aligned vec4s (CPU
+// drivers pay per load instruction: ~3x faster) and converts p.hw to that width.
+std::string variant(const std::string& shader, BnParams& p, std::initializer_list<BufferView> activations) {
+  bool vec4 = p.hw % 4 == 0;
+  for (const BufferView& v : activations) vec4 = vec4 && v.offset % 16 == 0;
+  if (!vec4) return shader;
+  p.hw /= 4;
+  return shader + "_vec4";
+}
+
+void require_channels(const char* op, const Tensor& x, const Tensor& t, const char* name) {
+  if (t.dtype() != DType::F32 || t.numel() != x.dim(1) || t.rank() != 1)
+    throw Error(std::string(op) + ": " + name + " " + t.shape_str() + " must be F32 [" +
+                std::to_string(x.dim(1)) + "] for x " + x.shape_str());
+}
+
+void require_like_x(const char* op, const Tensor& x, const Tensor& t, const char* name) {
+  if (t.shape() != x.shape() || t.dtype() != DType::F32)
+    throw Error(std::string(op) + ": " + name + " " + t.shape_str() + " must be F32 of x's shape " +
+                x.shape_str());
+}
+}  // namespace
+
+void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
+                               const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                               Tensor& saved_mean, Tensor& saved_invstd, Tensor& y, float eps,
+                               float momentum, bool relu) {
+  const char* op = "batchnorm2d_forward_train";
+  BnParams p = params_for(op, x);
+  require_channels(op, x, gamma, "gamma");
+  require_channels(op, x, beta, "beta");
+  require_channels(op, x, running_mean, "running_mean");
+  require_channels(op, x, running_var, "running_var");
+  require_channels(op, x, saved_mean, "saved_mean");
+  require_channels(op, x, saved_invstd, "saved_invstd");
+  require_like_x(op, x, y, "y");
+  if (uint64_t(p.n) * p.hw < 2)
+    throw Error(std::string(op) + ": expected more than 1 value per channel in training, got x " +
+                x.shape_str());
+  p.eps = eps;
+  p.momentum = momentum;
+  Context& ctx = rec.context();
+  std::string shader = variant("batchnorm2d_train", p, {x.view(), y.view()});
+  const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, {relu ? 1u : 0u});
+  rec.dispatch(k,
+               {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(),
+                saved_mean.view(), saved_invstd.view(), y.view()},
+               p, Groups{p.c, 1, 1}, relu ? "batchnorm2d_train_relu" : "batchnorm2d_train");
+}
+
+void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta, const Tensor& running_mean,
+                              const Tensor& running_var, Tensor& y, float eps, bool relu) {
+  const char* op = "batchnorm2d_forward_eval";
+  BnParams p = params_for(op, x);
+  require_channels(op, x, gamma, "gamma");
+  require_channels(op, x, beta, "beta");
+  require_channels(op, x, running_mean, "running_mean");
+  require_channels(op, x, running_var, "running_var");
+  require_like_x(op, x, y, "y");
+  p.eps = eps;
+  // Each workgroup covers one channel of several batch items (~8K floats) so that small
+  // images do not leave most invocations idle.
+  uint32_t items_per_group = std::min<uint32_t>(p.n, std::max<uint32_t>(1, 8192 / p.hw));
+  std::string shader = variant("batchnorm2d_eval", p, {x.view(), y.view()});
+  uint32_t groups_n = (p.n + items_per_group - 1) / items_per_group;
+  const Kernel& k = rec.context().kernel(shader, {64, 1, 1}, {relu ? 1u : 0u, items_per_group});
+  rec.dispatch(k, {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(), y.view()},
+               p, Groups{p.c, groups_n, 1}, relu ? "batchnorm2d_eval_relu" : "batchnorm2d_eval");
+}
+
+void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy,
+                          const Tensor& gamma, const Tensor& saved_mean,
+                          const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
+                          Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu) {
+  const char* op = "batchnorm2d_backward";
+  BnParams p = params_for(op, x);
+  if (relu) require_like_x(op, x, y, "y");
+  require_like_x(op, x, dy, "dy");
+  require_like_x(op, x, dx, "dx");
+  require_channels(op, x, gamma, "gamma");
+  require_channels(op, x, saved_mean, "saved_mean");
+  require_channels(op, x, saved_invstd, "saved_invstd");
+  require_channels(op, x, dgamma, "dgamma");
+  require_channels(op, x, dbeta, "dbeta");
+  p.accumulate_dx = accumulate_dx ? 1 : 0;
+  p.accumulate_params = accumulate_params ? 1 : 0;
+  Context& ctx = rec.context();
+  std::string shader = variant("batchnorm2d_bwd", p, {x.view(), y.view(), dy.view(), dx.view()});
+  const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, {relu ? 1u : 0u});
+  rec.dispatch(k,
+               {x.view(), relu ? y.view() : x.view(), dy.view(), gamma.view(), saved_mean.view(),
+                saved_invstd.view(), dx.view(), dgamma.view(), dbeta.view()},
+               p, Groups{p.c, 1, 1}, relu ? "batchnorm2d_bwd_relu" : "batchnorm2d_bwd");
+}
+
+}  // namespace vkqat::nn

@@ -1,0 +1,60 @@
+#pragma once
+// BatchNorm2d (PyTorch semantics) on NCHW activations, with an optional fused ReLU, and its
+// CPU twin (namespace ref). Per-channel tensors (gamma, beta, running and saved stats, and
+// their gradients) are F32 [C].
+#include <vector>
+
+#include "backend/recording.h"
+#include "nn/tensor.h"
+
+namespace vkqat::nn {
+
+// Training forward: normalizes with the batch mean and biased variance, saves mean and
+// 1/sqrt(var + eps) for backward, and updates running_mean / running_var in place like
+// torch.nn.BatchNorm2d: r = (1 - momentum) * r + momentum * batch_stat, with the unbiased
+// variance for running_var. relu: y = max(BN(x), 0) in the same pass.
+// Throws when a channel has a single value (N*H*W == 1), like PyTorch.
+void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
+                               const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                               Tensor& saved_mean, Tensor& saved_invstd, Tensor& y,
+                               float eps = 1e-5f, float momentum = 0.1f, bool relu = false);
+
+// Eval forward with the running statistics (optionally fused ReLU).
+void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta, const Tensor& running_mean,
+                              const Tensor& running_var, Tensor& y, float eps = 1e-5f,
+                              bool relu = false);
+
+// Training-mode backward from the saved statistics: dx, dgamma, dbeta. When the forward
+// fused a ReLU pass relu = true and its output y (the gradient is masked by y > 0);
+// otherwise y is ignored (pass any tensor, e.g. x). accumulate_dx / accumulate_params:
+// add into dx / into dgamma and dbeta instead of overwriting.
+void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy,
+                          const Tensor& gamma, const Tensor& saved_mean,
+                          const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
+                          Tensor& dgamma, Tensor& dbeta, bool accumulate_params,
+                          bool relu = false);
+
+namespace ref {
+// shape = {N, C, H, W}. Outputs are resized. Sums in double.
+template <class T>
+std::vector<T> batchnorm2d_forward_train(const std::vector<T>& x, const std::vector<int>& shape,
+                                         const std::vector<T>& gamma, const std::vector<T>& beta,
+                                         std::vector<T>& running_mean, std::vector<T>& running_var,
+                                         std::vector<T>& saved_mean, std::vector<T>& saved_invstd,
+                                         double eps, double momentum, bool relu);
+template <class T>
+std::vector<T> batchnorm2d_forward_eval(const std::vector<T>& x, const std::vector<int>& shape,
+                                        const std::vector<T>& gamma, const std::vector<T>& beta,
+                                        const std::vector<T>& running_mean,
+                                        const std::vector<T>& running_var, double eps, bool relu);
+// y is only read when relu.
+template <class T>
+void batchnorm2d_backward(const std::vector<T>& x, const std::vector<T>& y, const std::vector<T>& dy,
+                          const std::vector<int>& shape, const std::vector<T>& gamma,
+                          const std::vector<T>& saved_mean, const std::vector<T>& saved_invstd,
+                          bool relu, std::vector<T>& dx, std::vector<T>& dgamma,
+                          std::vector<T>& dbeta);
+}  // namespace ref
+
+}  // namespace vkqat::nn

@@ -1,0 +1,232 @@
+// batchnorm2d: GPU vs CPU reference (rtol 1e-4, atol 1e-5 * max|want|), running-stat update
+// vs PyTorch's formula, eval mode, backward (plain and fused ReLU, accumulate), finite
+// differences of the reference backward (in double), shape errors.
+#include <algorithm>
+
+#include "backend/error.h"
+#include "nn/ops/batchnorm2d.h"
+#include "testutil.h"
+
+using namespace vkqat;
+using namespace vkqat::nn;
+
+namespace {
+constexpr double kRtol = 1e-4, kAtolScale = 1e-5;
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, double(std::fabs(x)));
+  return m;
+}
+
+void check_bn(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  test::check_close(got, want, kRtol, kAtolScale * std::max(max_abs(want), 1e-3), what);
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+size_t numel(const std::vector<int>& s) { return size_t(s[0]) * s[1] * s[2] * s[3]; }
+
+// Random activations with a per-channel offset and spread, like a conv output.
+std::vector<float> activations(const std::vector<int>& s, uint32_t seed, float offset, float spread) {
+  return test::random_vector(numel(s), seed, offset - spread, offset + spread);
+}
+
+// H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
+const std::vector<std::vector<int>> kShapes = {
+    {4, 3, 1, 1},    // 1x1 images
+    {1, 17, 5, 3},   // batch 1, odd channel count and sizes
+    {3, 1, 7, 7},    // one channel
+    {70, 3, 2, 2},   // vec4, one vec4 per plane: a workgroup step spans many planes
+    {8, 16, 14, 14}, // vec4, a realistic block (M = 1568 per channel)
+};
+}  // namespace
+
+TEST_CASE("batchnorm2d training forward matches the reference and PyTorch's running stats" *
+          doctest::test_suite("batchnorm2d")) {
+  Context& ctx = test::ctx();
+  for (const auto& shape : kShapes)
+    for (bool relu : {false, true}) {
+      CAPTURE(shape_str(shape));
+      CAPTURE(relu);
+      int c = shape[1];
+      // Offset 10 with spread 0.5 would lose ~1e-4 of the variance to cancellation in a naive
+      // E[x^2] - E[x]^2 in fp32; the shader's shifted sums must not.
+      auto xv = activations(shape, 20, 10.f, 0.5f);
+      auto gv = test::random_vector(c, 21, 0.5f, 1.5f), bv = test::random_vector(c, 22);
+      auto rm0 = test::random_vector(c, 23), rv0 = test::random_vector(c, 24, 0.5f, 2.f);
+      Tensor x(ctx, shape), y(ctx, shape), gamma(ctx, {c}), beta(ctx, {c}), rm(ctx, {c}), rv(ctx, {c}),
+          saved_mean(ctx, {c}), saved_invstd(ctx, {c});
+      x.upload(xv);
+      gamma.upload(gv);
+      beta.upload(bv);
+      rm.upload(rm0);
+      rv.upload(rv0);
+      Recording rec(ctx);
+      batchnorm2d_forward_train(rec, x, gamma, beta, rm, rv, saved_mean, saved_invstd, y, 1e-5f, 0.1f, relu);
+      rec.run();
+
+      std::vector<float> rm_want = rm0, rv_want = rv0, mean_want, invstd_want;
+      auto y_want = ref::batchnorm2d_forward_train(xv, shape, gv, bv, rm_want, rv_want, mean_want, invstd_want,
+                                                   1e-5, 0.1, relu);
+      check_bn(y.download(), y_want, "y");
+      check_bn(saved_mean.download(), mean_want, "saved_mean");
+      check_bn(saved_invstd.download(), invstd_want, "saved_invstd");
+      check_bn(rm.download(), rm_want, "running_mean");
+      check_bn(rv.download(), rv_want, "running_var");
+
+      // PyTorch's update, spelled out independently of the reference: momentum 0.1,
+      // running_var takes the unbiased variance. Replaying the recording applies it again.
+      rec.run();
+      size_t m = size_t(shape[0]) * shape[2] * shape[3];
+      std::vector<float> rm2(c), rv2(c);
+      for (int ch = 0; ch < c; ++ch) {
+        double sum = 0, sq = 0;
+        for (int n = 0; n < shape[0]; ++n)
+          for (size_t i = 0; i < size_t(shape[2]) * shape[3]; ++i) sum += xv[(size_t(n) * c + ch) * shape[2] * shape[3] + i];
+        double mean = sum / double(m);
+        for (int n = 0; n < shape[0]; ++n)
+          for (size_t i = 0; i < size_t(shape[2]) * shape[3]; ++i) {
+            double d = xv[(size_t(n) * c + ch) * shape[2] * shape[3] + i] - mean;
+            sq += d * d;
+          }
+        double r1m = 0.9 * rm0[ch] + 0.1 * mean, r1v = 0.9 * rv0[ch] + 0.1 * sq / double(m - 1);
+        rm2[ch] = float(0.9 * r1m + 0.1 * mean);
+        rv2[ch] = float(0.9 * r1v + 0.1 * sq / double(m - 1));
+      }
+      check_bn(rm.download(), rm2, "running_mean after two steps");
+      check_bn(rv.download(), rv2, "running_var after two steps");
+    }
+}
+
+TEST_CASE("batchnorm2d eval forward matches the reference" * doctest::test_suite("batchnorm2d")) {
+  Context& ctx = test::ctx();
+  for (auto shape : kShapes)
+    for (bool relu : {false, true}) {
+      CAPTURE(shape_str(shape));
+      int c = shape[1];
+      auto xv = activations(shape, 30, 0.2f, 2.f);
+      auto gv = test::random_vector(c, 31, 0.5f, 1.5f), bv = test::random_vector(c, 32);
+      auto rmv = test::random_vector(c, 33), rvv = test::random_vector(c, 34, 0.5f, 2.f);
+      Tensor x(ctx, shape), y(ctx, shape), gamma(ctx, {c}), beta(ctx, {c}), rm(ctx, {c}), rv(ctx, {c});
+      x.upload(xv);
+      gamma.upload(gv);
+      beta.upload(bv);
+      rm.upload(rmv);
+      rv.upload(rvv);
+      Recording rec(ctx);
+      batchnorm2d_forward_eval(rec, x, gamma, beta, rm, rv, y, 1e-5f, relu);
+      rec.run();
+      check_bn(y.download(), ref::batchnorm2d_forward_eval(xv, shape, gv, bv, rmv, rvv, 1e-5, relu), "eval y");
+    }
+  // Batch large enough that one channel spans several workgroups.
+  std::vector<int> shape{40, 2, 16, 16};
+  auto xv = activations(shape, 35, 0.f, 1.f);
+  std::vector<float> gv{1.5f, 0.5f}, bv{0.1f, -0.2f}, rmv{0.3f, -0.1f}, rvv{0.8f, 1.9f};
+  Tensor x(ctx, shape), y(ctx, shape), gamma(ctx, {2}), beta(ctx, {2}), rm(ctx, {2}), rv(ctx, {2});
+  x.upload(xv);
+  gamma.upload(gv);
+  beta.upload(bv);
+  rm.upload(rmv);
+  rv.upload(rvv);
+  Recording rec(ctx);
+  batchnorm2d_forward_eval(rec, x, gamma, beta, rm, rv, y, 1e-5f, false);
+  rec.run();
+  check_bn(y.download(), ref::batchnorm2d_forward_eval(xv, shape, gv, bv, rmv, rvv, 1e-5, false), "eval y, N=40");
+}
+
+TEST_CASE("batchnorm2d backward matches the reference" * doctest::test_suite("batchnorm2d")) {
+  Context& ctx = test::ctx();
+  for (const auto& shape : kShapes)
+    for (bool relu : {false, true})
+      for (bool accumulate : {false, true}) {
+        CAPTURE(shape_str(shape));
+        CAPTURE(relu);
+        CAPTURE(accumulate);
+        int c = shape[1];
+        size_t n = numel(shape);
+        auto xv = activations(shape, 40, 0.3f, 1.f), dyv = test::random_vector(n, 41);
+        auto gv = test::random_vector(c, 42, 0.5f, 1.5f), bv = test::random_vector(c, 43);
+        std::vector<float> rm(c, 0.f), rv(c, 1.f), mean, invstd, dx_want, dg_want, db_want;
+        auto yv = ref::batchnorm2d_forward_train(xv, shape, gv, bv, rm, rv, mean, invstd, 1e-5, 0.1, relu);
+        ref::batchnorm2d_backward(xv, yv, dyv, shape, gv, mean, invstd, relu, dx_want, dg_want, db_want);
+
+        Tensor x(ctx, shape), y(ctx, shape), dy(ctx, shape), dx(ctx, shape), gamma(ctx, {c}),
+            saved_mean(ctx, {c}), saved_invstd(ctx, {c}), dgamma(ctx, {c}), dbeta(ctx, {c});
+        x.upload(xv);
+        y.upload(yv);  // the reference's y, so the ReLU mask is identical
+        dy.upload(dyv);
+        gamma.upload(gv);
+        saved_mean.upload(mean);
+        saved_invstd.upload(invstd);
+        auto dx0 = test::random_vector(n, 44), dg0 = test::random_vector(c, 45), db0 = test::random_vector(c, 46);
+        dx.upload(dx0);
+        dgamma.upload(dg0);
+        dbeta.upload(db0);
+        if (accumulate)
+          for (size_t i = 0; i < n; ++i) dx_want[i] += dx0[i];
+        Recording rec(ctx);
+        // Accumulate dx only, or the parameter gradients only: both flags exercised.
+        batchnorm2d_backward(rec, x, y, dy, gamma, saved_mean, saved_invstd, dx, accumulate, dgamma, dbeta,
+                             !accumulate, relu);
+        rec.run();
+        if (!accumulate)
+          for (int ch = 0; ch < c; ++ch) dg_want[ch] += dg0[ch], db_want[ch] += db0[ch];
+        check_bn(dx.download(), dx_want, "dx");
+        check_bn(dgamma.download(), dg_want, "dgamma");
+        check_bn(dbeta.download(), db_want, "dbeta");
+      }
+}
+
+TEST_CASE("batchnorm2d reference backward equals finite differences" * doctest::test_suite("batchnorm2d")) {
+  const std::vector<int> shape{2, 3, 3, 2};
+  size_t n = numel(shape);
+  auto x = to_double(test::random_vector(n, 50, -1.f, 2.f));
+  auto w = to_double(test::random_vector(n, 51));
+  auto gamma = to_double(test::random_vector(3, 52, 0.5f, 1.5f)), beta = to_double(test::random_vector(3, 53));
+  for (bool relu : {false, true}) {
+    CAPTURE(relu);
+    auto loss = [&](const std::vector<double>& xx, const std::vector<double>& g, const std::vector<double>& b) {
+      std::vector<double> rm(3, 0.0), rv(3, 1.0), mean, invstd;
+      auto y = ref::batchnorm2d_forward_train(xx, shape, g, b, rm, rv, mean, invstd, 1e-5, 0.1, relu);
+      double s = 0;
+      for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
+      return s;
+    };
+    std::vector<double> rm(3, 0.0), rv(3, 1.0), mean, invstd, dx, dg, db;
+    auto y = ref::batchnorm2d_forward_train(x, shape, gamma, beta, rm, rv, mean, invstd, 1e-5, 0.1, relu);
+    ref::batchnorm2d_backward(x, y, w, shape, gamma, mean, invstd, relu, dx, dg, db);
+    const double h = 1e-6;
+    auto fd = [&](std::vector<double>* v, size_t i) {
+      double orig = (*v)[i];
+      (*v)[i] = orig + h;
+      double lp = loss(x, gamma, beta);
+      (*v)[i] = orig - h;
+      double lm = loss(x, gamma, beta);
+      (*v)[i] = orig;
+      return (lp - lm) / (2 * h);
+    };
+    for (size_t i = 0; i < n; ++i) CHECK(dx[i] == doctest::Approx(fd(&x, i)).epsilon(1e-6));
+    for (size_t ch = 0; ch < 3; ++ch) {
+      CHECK(dg[ch] == doctest::Approx(fd(&gamma, ch)).epsilon(1e-6));
+      CHECK(db[ch] == doctest::Approx(fd(&beta, ch)).epsilon(1e-6));
+    }
+  }
+}
+
+TEST_CASE("batchnorm2d rejects bad shapes" * doctest::test_suite("batchnorm2d")) {
+  Context& ctx = test::ctx();
+  Tensor x(ctx, {2, 3, 4, 4}), y(ctx, {2, 3, 4, 4}), c3(ctx, {3}), c3b(ctx, {3}), c3c(ctx, {3}),
+      c3d(ctx, {3}), c3e(ctx, {3}), c3f(ctx, {3}), c4(ctx, {4}), flat(ctx, {2, 48}), y_bad(ctx, {2, 3, 4, 5});
+  Recording rec(ctx);
+  CHECK_THROWS_AS(batchnorm2d_forward_train(rec, flat, c3, c3b, c3c, c3d, c3e, c3f, flat), Error);
+  CHECK_THROWS_AS(batchnorm2d_forward_train(rec, x, c4, c3b, c3c, c3d, c3e, c3f, y), Error);
+  CHECK_THROWS_AS(batchnorm2d_forward_train(rec, x, c3, c3b, c3c, c3d, c3e, c3f, y_bad), Error);
+  CHECK_THROWS_AS(batchnorm2d_forward_eval(rec, x, c3, c3b, c4, c3d, y), Error);
+  CHECK_THROWS_AS(batchnorm2d_backward(rec, x, y, y_bad, c3, c3b, c3c, y, false, c3d, c3e, false), Error);
+  CHECK_THROWS_AS(batchnorm2d_backward(rec, x, y, y, c3, c3b, c3c, y, false, c4, c3e, false), Error);
+  // One value per channel: the batch variance is undefined (PyTorch raises too).
+  Tensor single(ctx, {1, 3, 1, 1}), single_y(ctx, {1, 3, 1, 1});
+  CHECK_THROWS_AS(batchnorm2d_forward_train(rec, single, c3, c3b, c3c, c3d, c3e, c3f, single_y), Error);
+  batchnorm2d_forward_eval(rec, single, c3, c3b, c3c, c3d, single_y);  // fine in eval
+}
