@@ -1,7 +1,9 @@
 // Softmax cross-entropy over a batch in ONE workgroup: invocation t handles rows t, t+LS, ...
 // (max-subtracted, so exp never overflows), then a tree reduction gives the batch loss sum
 // and the number of rows whose argmax (first maximum) equals the label. A label outside
-// [0, classes) yields a NaN loss and no one-hot term in the gradient.
+// [0, classes) yields a NaN loss and no one-hot term in the gradient, except the label
+// 0xffffffff ("ignore": padding rows of a partial eval batch), which adds no loss, is never
+// counted correct and gets a zero gradient.
 // Include after defining WITH_GRAD (0 or 1) and, when 1, binding 4 `dlogits`.
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 
@@ -35,13 +37,14 @@ void main() {
     for (uint j = 0u; j < p.classes; ++j) s += exp(logits[base + j] - m);
     uint label = labels[r];
     bool valid = label < p.classes;
-    loss_sum += valid ? log(s) + m - logits[base + label] : uintBitsToFloat(0x7fc00000u);
+    bool ignored = label == 0xffffffffu;
+    loss_sum += ignored ? 0.0 : valid ? log(s) + m - logits[base + label] : uintBitsToFloat(0x7fc00000u);
     n_correct += (valid && best == label) ? 1u : 0u;
 #if WITH_GRAD
     float inv_s = 1.0 / s;
     for (uint j = 0u; j < p.classes; ++j) {
       float onehot = j == label ? 1.0 : 0.0;
-      dlogits[base + j] = (exp(logits[base + j] - m) * inv_s - onehot) * p.grad_scale;
+      dlogits[base + j] = ignored ? 0.0 : (exp(logits[base + j] - m) * inv_s - onehot) * p.grad_scale;
     }
 #endif
   }

@@ -95,12 +95,46 @@ TEST_CASE("cross entropy flags a label outside [0, classes) with a NaN loss" * d
   Context& ctx = test::ctx();
   Tensor logits(ctx, {2, 3}), labels(ctx, {2}, DType::I32), loss(ctx, {1}), correct(ctx, {1}, DType::U32);
   logits.upload({0.f, 1.f, 2.f, 2.f, 1.f, 0.f});
-  labels.upload_u32({2u, uint32_t(-1)});  // -1 as I32
+  labels.upload_u32({2u, 3u});  // 3 is outside [0, 3)
   Recording rec(ctx);
   cross_entropy(rec, logits, labels, loss, correct, nullptr);
   rec.run();
   CHECK(std::isnan(loss.download()[0]));
   CHECK(correct.download_u32()[0] == 1);
+}
+
+TEST_CASE("cross entropy ignores padding rows labelled kIgnoreLabel" * doctest::test_suite("cross_entropy")) {
+  Context& ctx = test::ctx();
+  const int n = 5, k = 4;
+  Batch b = make_batch(n, k, 11);
+  b.labels[1] = b.labels[4] = kIgnoreLabel;
+  Tensor logits(ctx, {n, k}), labels(ctx, {n}, DType::U32), loss(ctx, {1}), correct(ctx, {1}, DType::U32),
+      dlogits(ctx, {n, k});
+  logits.upload(b.logits);
+  labels.upload_u32(b.labels);
+  Recording rec(ctx);
+  rec.fill(loss.view(), 0);
+  rec.fill(correct.view(), 0);
+  cross_entropy(rec, logits, labels, loss, correct, &dlogits, 1.f, /*accumulate=*/true);
+  rec.run();
+  std::vector<float> ref_grad;
+  auto ref = ref::cross_entropy(b.logits, b.labels, n, k, 1.0, ref_grad);
+  // Sum over the 3 real rows only; the reference divides by n for its mean.
+  CHECK(loss.download()[0] == doctest::Approx(ref.loss * n).epsilon(1e-4));  // row 2 has logits near 1000
+  CHECK(correct.download_u32()[0] == ref.correct);
+  auto g = dlogits.download();
+  for (int j = 0; j < k; ++j) CHECK(g[size_t(1) * k + j] == 0.f);
+  test::check_close(g, ref_grad, 1e-4, 1e-6, "dlogits with ignored rows");
+  // Removing the ignored rows gives the same sum.
+  std::vector<float> kept;
+  std::vector<uint32_t> kept_labels;
+  for (int r : {0, 2, 3}) {
+    kept.insert(kept.end(), b.logits.begin() + r * k, b.logits.begin() + (r + 1) * k);
+    kept_labels.push_back(b.labels[r]);
+  }
+  std::vector<float> unused;
+  auto ref3 = ref::cross_entropy(kept, kept_labels, 3, k, 1.0, unused);
+  CHECK(ref.loss * n == doctest::Approx(ref3.loss * 3).epsilon(1e-12));
 }
 
 TEST_CASE("cross entropy rejects bad shapes" * doctest::test_suite("cross_entropy")) {

@@ -57,11 +57,12 @@ CrossEntropyResult cross_entropy(const std::vector<T>& logits, const std::vector
     for (int j = 0; j < k; ++j) s += std::exp(double(z[j]) - m);
     uint32_t label = labels[r];
     bool valid = label < uint32_t(k);
-    loss_sum += valid ? std::log(s) + m - double(z[label]) : std::numeric_limits<double>::quiet_NaN();
+    bool ignored = label == kIgnoreLabel;
+    loss_sum += ignored ? 0.0 : valid ? std::log(s) + m - double(z[label]) : std::numeric_limits<double>::quiet_NaN();
     result.correct += valid && uint32_t(best) == label ? 1 : 0;
     for (int j = 0; j < k; ++j) {
       double onehot = uint32_t(j) == label ? 1.0 : 0.0;
-      dlogits[size_t(r) * k + j] = T((std::exp(double(z[j]) - m) / s - onehot) * scale / n);
+      dlogits[size_t(r) * k + j] = ignored ? T(0) : T((std::exp(double(z[j]) - m) / s - onehot) * scale / n);
     }
   }
   result.loss = loss_sum / n;

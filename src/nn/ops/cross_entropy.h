@@ -9,7 +9,11 @@
 
 namespace vkqat::nn {
 
-// logits: F32 [N, K]; labels: U32 or I32 [N], each in [0, K) (a label outside gives a NaN
+// Label value that contributes nothing (no loss, never correct, zero gradient): the padding
+// rows of a partial evaluation batch.
+constexpr uint32_t kIgnoreLabel = 0xffffffffu;
+
+// logits: F32 [N, K]; labels: U32 or I32 [N], each in [0, K) or kIgnoreLabel (another label gives a NaN
 // loss); loss: F32 [1]; correct: U32 or I32 [1]. Everything that changes per step is read
 // from buffers, so the recording can be replayed with new logits/labels.
 //   accumulate = false: loss = mean_i CE_i,   correct = #{i : argmax_i == label_i}
