@@ -1,0 +1,109 @@
+#include "nn/model/layers.h"
+
+#include <cmath>
+
+#include "nn/ops/batchnorm2d.h"
+#include "nn/ops/linear.h"
+
+namespace vkqat::nn {
+
+Parameter::Parameter(Context& ctx, std::string n, std::vector<int> shape, bool decay)
+    : name(std::move(n)), value(ctx, shape), grad(ctx, shape), momentum(ctx, shape), weight_decay(decay) {}
+
+float InitRng::uniform(float lo, float hi) {
+  // 53 random bits -> [0, 1): identical on every standard library.
+  double u = double(rng_() >> 11) * (1.0 / 9007199254740992.0);
+  return float(lo + (hi - lo) * u);
+}
+
+float InitRng::normal(float mean, float stddev) {
+  double u1 = double((rng_() >> 11) + 1) * (1.0 / 9007199254740993.0);  // (0, 1]
+  double u2 = double(rng_() >> 11) * (1.0 / 9007199254740992.0);
+  return float(mean + stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+}
+
+static std::vector<float> filled(size_t n, float v) { return std::vector<float>(n, v); }
+
+Conv2dLayer::Conv2dLayer(Context& ctx, const std::string& name, const Conv2dShape& s)
+    : shape(s), weight(ctx, name + ".weight", s.w_shape(), true) {
+  shape.validate();
+}
+
+void Conv2dLayer::init(InitRng& rng) {
+  // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu")
+  double fan_out = double(shape.c_out) * shape.kh * shape.kw / (shape.depthwise() ? shape.c_out : 1);
+  float stddev = float(std::sqrt(2.0 / fan_out));
+  std::vector<float> w(size_t(weight.value.numel()));
+  for (auto& v : w) v = rng.normal(0.f, stddev);
+  weight.value.upload(w);
+  weight.momentum.zero();
+}
+
+void Conv2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y) const {
+  conv2d_forward(rec, shape, x, weight.value, y);
+}
+
+void Conv2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
+  conv2d_backward_weight(rec, shape, x, dy, weight.grad, false);
+  if (dx) conv2d_backward_data(rec, shape, dy, weight.value, *dx, accumulate_dx);
+}
+
+BatchNorm2dLayer::BatchNorm2dLayer(Context& ctx, const std::string& n, int batch, int channels)
+    : name(n),
+      gamma(ctx, n + ".weight", {channels}, false),
+      beta(ctx, n + ".bias", {channels}, false),
+      running_mean(ctx, {channels}),
+      running_var(ctx, {channels}),
+      saved_mean(ctx, {channels}),
+      saved_invstd(ctx, {channels}) {}
+
+void BatchNorm2dLayer::init() {
+  size_t c = size_t(gamma.value.numel());
+  gamma.value.upload(filled(c, 1.f));
+  beta.value.upload(filled(c, 0.f));
+  running_mean.upload(filled(c, 0.f));
+  running_var.upload(filled(c, 1.f));
+  gamma.momentum.zero();
+  beta.momentum.zero();
+}
+
+void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu) {
+  if (train)
+    batchnorm2d_forward_train(rec, x, gamma.value, beta.value, running_mean, running_var, saved_mean, saved_invstd, y,
+                              eps, momentum, relu);
+  else
+    batchnorm2d_forward_eval(rec, x, gamma.value, beta.value, running_mean, running_var, y, eps, relu);
+}
+
+void BatchNorm2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                                bool relu, bool accumulate_dx) {
+  batchnorm2d_backward(rec, x, y, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad, beta.grad,
+                       false, relu);
+}
+
+LinearLayer::LinearLayer(Context& ctx, const std::string& name, int in_features, int out_features)
+    : in(in_features),
+      out(out_features),
+      weight(ctx, name + ".weight", {out_features, in_features}, true),
+      bias(ctx, name + ".bias", {out_features}, false) {}
+
+void LinearLayer::init(InitRng& rng) {
+  float bound = 1.f / std::sqrt(float(in));
+  std::vector<float> w(size_t(in) * size_t(out)), b(static_cast<size_t>(out));
+  for (auto& v : w) v = rng.uniform(-bound, bound);
+  for (auto& v : b) v = rng.uniform(-bound, bound);
+  weight.value.upload(w);
+  bias.value.upload(b);
+  weight.momentum.zero();
+  bias.momentum.zero();
+}
+
+void LinearLayer::forward(Recording& rec, const Tensor& x, Tensor& y) const {
+  linear_forward(rec, x, weight.value, bias.value, y);
+}
+
+void LinearLayer::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
+  linear_backward(rec, x, weight.value, dy, dx, accumulate_dx, weight.grad, bias.grad, false);
+}
+
+}  // namespace vkqat::nn

@@ -1,0 +1,86 @@
+#include "nn/model/network.h"
+
+#include "backend/error.h"
+#include "nn/model/resnet.h"
+
+namespace vkqat::nn {
+
+nlohmann::json ModelConfig::to_json() const {
+  return {{"model", name}, {"width", width}, {"in_channels", in_channels}, {"height", height},
+          {"image_width", width_px}, {"classes", classes}};
+}
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
+  ModelConfig c;
+  try {
+    c.name = j.at("model").get<std::string>();
+    c.width = j.at("width").get<int>();
+    c.in_channels = j.at("in_channels").get<int>();
+    c.height = j.at("height").get<int>();
+    c.width_px = j.at("image_width").get<int>();
+    c.classes = j.at("classes").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("model config: ") + e.what());
+  }
+  return c;
+}
+
+std::vector<std::string> model_names() { return {"resnet20", "resnet32", "resnet56", "preact-resnet20", "plain-cnn"}; }
+
+Network::Network(Context& ctx, const ModelConfig& cfg, int batch) : ctx_(ctx), config_(cfg), batch_(batch) {
+  input_ = Tensor(ctx, {batch, cfg.in_channels, cfg.height, cfg.width_px});
+  logits_ = Tensor(ctx, {batch, cfg.classes});
+  d_logits_ = Tensor(ctx, {batch, cfg.classes});
+}
+
+void Network::register_conv(Conv2dLayer& c) {
+  params_.push_back(&c.weight);
+  state_.push_back({c.weight.name, &c.weight.value});
+}
+
+void Network::register_bn(BatchNorm2dLayer& b) {
+  params_.push_back(&b.gamma);
+  params_.push_back(&b.beta);
+  state_.push_back({b.gamma.name, &b.gamma.value});
+  state_.push_back({b.beta.name, &b.beta.value});
+  state_.push_back({b.name + ".running_mean", &b.running_mean});
+  state_.push_back({b.name + ".running_var", &b.running_var});
+  bn_names_.push_back(b.name);
+}
+
+void Network::register_linear(LinearLayer& l) {
+  params_.push_back(&l.weight);
+  params_.push_back(&l.bias);
+  state_.push_back({l.weight.name, &l.weight.value});
+  state_.push_back({l.bias.name, &l.bias.value});
+}
+
+void Network::init(uint64_t seed) {
+  InitRng rng(seed);
+  init_layers(rng);
+}
+
+uint64_t Network::parameter_count() const {
+  uint64_t n = 0;
+  for (const Parameter* p : params_) n += uint64_t(p->value.numel());
+  return n;
+}
+
+std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch) {
+  if (batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(batch));
+  if (cfg.width < 1 || cfg.width > 1024) throw Error("--width must be in 1..1024, got " + std::to_string(cfg.width));
+  if (cfg.classes < 2) throw Error("model needs at least 2 classes, got " + std::to_string(cfg.classes));
+  if (cfg.height < 4 || cfg.width_px < 4)
+    throw Error("images of " + std::to_string(cfg.height) + "x" + std::to_string(cfg.width_px) + " are too small");
+  const std::string& n = cfg.name;
+  if (n == "resnet20") return std::make_unique<ResNet>(ctx, cfg, batch, 3);
+  if (n == "resnet32") return std::make_unique<ResNet>(ctx, cfg, batch, 5);
+  if (n == "resnet56") return std::make_unique<ResNet>(ctx, cfg, batch, 9);
+  if (n == "preact-resnet20") return std::make_unique<PreActResNet>(ctx, cfg, batch, 3);
+  if (n == "plain-cnn") return std::make_unique<PlainCnn>(ctx, cfg, batch);
+  std::string known;
+  for (auto& m : model_names()) known += (known.empty() ? "" : ", ") + m;
+  throw Error("--model " + n + ": unknown model (known: " + known + ")");
+}
+
+}  // namespace vkqat::nn

@@ -1,0 +1,68 @@
+#pragma once
+// Networks: a small graph of layers with activations and gradients planned once for a
+// batch size. forward() and backward() record their ops into the training step.
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/model/layers.h"
+
+namespace vkqat::nn {
+
+struct ModelConfig {
+  std::string name = "resnet20";  // resnet20|resnet32|resnet56|preact-resnet20|plain-cnn
+  int width = 16;                 // channels of the first stage (16 = standard)
+  int in_channels = 1, height = 28, width_px = 28, classes = 10;
+  nlohmann::json to_json() const;
+  static ModelConfig from_json(const nlohmann::json& j);  // throws Error on bad fields
+};
+
+std::vector<std::string> model_names();
+
+class Network {
+ public:
+  virtual ~Network() = default;
+  // Reads input(), writes logits(). train: batch statistics and saved activations.
+  virtual void forward(Recording& rec, bool train) = 0;
+  // Reads d_logits(), writes every parameter's grad (overwriting).
+  virtual void backward(Recording& rec) = 0;
+  // Whether the net has residual blocks (the auxiliary module needs them).
+  virtual bool has_residual_blocks() const = 0;
+
+  void init(uint64_t seed);  // deterministic initialisation of every parameter/buffer
+  Tensor& input() { return input_; }
+  Tensor& logits() { return logits_; }
+  Tensor& d_logits() { return d_logits_; }
+  const ModelConfig& config() const { return config_; }
+  int batch() const { return batch_; }
+  const std::vector<Parameter*>& parameters() const { return params_; }
+  // The state dict in a stable order: parameters and BN running statistics, with names
+  // and layouts of a torchvision-style PyTorch model.
+  const std::vector<std::pair<std::string, Tensor*>>& state() const { return state_; }
+  // Names of the BatchNorm layers (for num_batches_tracked in checkpoints).
+  const std::vector<std::string>& batchnorm_names() const { return bn_names_; }
+  uint64_t parameter_count() const;
+
+ protected:
+  Network(Context& ctx, const ModelConfig& cfg, int batch);
+  void register_conv(Conv2dLayer& c);
+  void register_bn(BatchNorm2dLayer& b);
+  void register_linear(LinearLayer& l);
+  virtual void init_layers(InitRng& rng) = 0;
+
+  Context& ctx_;
+  ModelConfig config_;
+  int batch_;
+  Tensor input_, logits_, d_logits_;
+  std::vector<Parameter*> params_;
+  std::vector<std::pair<std::string, Tensor*>> state_;
+  std::vector<std::string> bn_names_;
+};
+
+// Throws Error naming the model or field when the configuration is invalid.
+std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch);
+
+}  // namespace vkqat::nn

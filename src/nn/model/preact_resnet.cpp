@@ -1,0 +1,113 @@
+#include "nn/model/resnet.h"
+#include "nn/ops/add.h"
+#include "nn/ops/pool.h"
+
+namespace vkqat::nn {
+
+static Conv2dShape conv3(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+  Conv2dShape s;
+  s.n = n, s.c_in = c_in, s.h = h, s.w = w, s.c_out = c_out, s.kh = s.kw = k, s.stride = stride, s.pad = pad;
+  return s;
+}
+
+PreActBlock::PreActBlock(Context& ctx, const std::string& name, int n, int c_in, int c_out, int h, int w, int stride)
+    : bn1(ctx, name + ".bn1", n, c_in),
+      bn2(ctx, name + ".bn2", n, c_out),
+      conv1(ctx, name + ".conv1", conv3(n, c_in, h, w, c_out, 3, stride, 1)),
+      conv2(ctx, name + ".conv2", conv3(n, c_out, conv1.shape.out_h(), conv1.shape.out_w(), c_out, 3, 1, 1)) {
+  if (stride != 1 || c_in != c_out) down.emplace(ctx, name + ".downsample.0", conv3(n, c_in, h, w, c_out, 1, stride, 0));
+  const std::vector<int> in_shape{n, c_in, h, w}, mid = conv1.shape.y_shape();
+  o1 = Tensor(ctx, in_shape), d_o1 = Tensor(ctx, in_shape);
+  h1 = Tensor(ctx, mid), d_h1 = Tensor(ctx, mid), o2 = Tensor(ctx, mid), d_o2 = Tensor(ctx, mid);
+  out = Tensor(ctx, mid), d_out = Tensor(ctx, mid);
+  if (down) sc = Tensor(ctx, mid);
+}
+
+void PreActBlock::forward(Recording& rec, const Tensor& x, bool train) {
+  bn1.forward(rec, x, o1, train, /*relu=*/true);
+  if (down) down->forward(rec, o1, sc);
+  conv1.forward(rec, o1, h1);
+  bn2.forward(rec, h1, o2, train, /*relu=*/true);
+  conv2.forward(rec, o2, out);
+  accumulate(rec, down ? sc : x, out);  // out = conv2(...) + shortcut
+}
+
+void PreActBlock::backward(Recording& rec, const Tensor& x, Tensor& dx) {
+  conv2.backward(rec, o2, d_out, &d_o2, false);
+  bn2.backward(rec, h1, o2, d_o2, d_h1, /*relu=*/true, false);
+  conv1.backward(rec, o1, d_h1, &d_o1, false);
+  if (down) down->backward(rec, o1, d_out, &d_o1, true);  // relu(bn1(x)) feeds both branches
+  bn1.backward(rec, x, o1, d_o1, dx, /*relu=*/true, false);
+  if (!down) accumulate(rec, d_out, dx);  // identity shortcut
+}
+
+PreActResNet::PreActResNet(Context& ctx, const ModelConfig& cfg, int batch, int blocks_per_stage)
+    : Network(ctx, cfg, batch),
+      stem(ctx, "conv1", conv3(batch, cfg.in_channels, cfg.height, cfg.width_px, cfg.width, 3, 1, 1)) {
+  register_conv(stem);
+  stem_out = Tensor(ctx, stem.shape.y_shape());
+  d_stem_out = Tensor(ctx, stem.shape.y_shape());
+  int c = cfg.width, h = cfg.height, w = cfg.width_px;
+  for (int stage = 0; stage < 3; ++stage) {
+    int c_out = cfg.width << stage;
+    for (int b = 0; b < blocks_per_stage; ++b) {
+      int stride = (stage > 0 && b == 0) ? 2 : 1;
+      auto blk = std::make_unique<PreActBlock>(ctx, "layer" + std::to_string(stage + 1) + "." + std::to_string(b), batch,
+                                               c, c_out, h, w, stride);
+      register_bn(blk->bn1);
+      register_conv(blk->conv1);
+      register_bn(blk->bn2);
+      register_conv(blk->conv2);
+      if (blk->down) register_conv(*blk->down);
+      h = blk->conv1.shape.out_h(), w = blk->conv1.shape.out_w(), c = c_out;
+      blocks.push_back(std::move(blk));
+    }
+  }
+  final_bn = BatchNorm2dLayer(ctx, "bn", batch, c);
+  register_bn(final_bn);
+  final_out = Tensor(ctx, {batch, c, h, w});
+  d_final_out = Tensor(ctx, {batch, c, h, w});
+  pooled = Tensor(ctx, {batch, c});
+  d_pooled = Tensor(ctx, {batch, c});
+  fc = LinearLayer(ctx, "fc", c, cfg.classes);
+  register_linear(fc);
+}
+
+void PreActResNet::init_layers(InitRng& rng) {
+  stem.init(rng);
+  for (auto& b : blocks) {
+    b->bn1.init();
+    b->conv1.init(rng);
+    b->bn2.init();
+    b->conv2.init(rng);
+    if (b->down) b->down->init(rng);
+  }
+  final_bn.init();
+  fc.init(rng);
+}
+
+void PreActResNet::forward(Recording& rec, bool train) {
+  stem.forward(rec, input_, stem_out);
+  const Tensor* x = &stem_out;
+  for (auto& b : blocks) {
+    b->forward(rec, *x, train);
+    x = &b->out;
+  }
+  final_bn.forward(rec, *x, final_out, train, /*relu=*/true);
+  global_avg_pool_forward(rec, final_out, pooled);
+  fc.forward(rec, pooled, logits_);
+}
+
+void PreActResNet::backward(Recording& rec) {
+  fc.backward(rec, pooled, d_logits_, &d_pooled, false);
+  global_avg_pool_backward(rec, d_pooled, d_final_out, false);
+  final_bn.backward(rec, blocks.back()->out, final_out, d_final_out, blocks.back()->d_out, /*relu=*/true, false);
+  for (size_t i = blocks.size(); i-- > 0;) {
+    const Tensor& x = i ? blocks[i - 1]->out : stem_out;
+    Tensor& dx = i ? blocks[i - 1]->d_out : d_stem_out;
+    blocks[i]->backward(rec, x, dx);
+  }
+  stem.backward(rec, input_, d_stem_out, nullptr, false);
+}
+
+}  // namespace vkqat::nn

@@ -1,0 +1,190 @@
+#include "nn/model/resnet.h"
+
+#include "nn/ops/add.h"
+#include "nn/ops/pool.h"
+#include "nn/ops/relu.h"
+
+namespace vkqat::nn {
+
+static Conv2dShape conv_shape(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+  Conv2dShape s;
+  s.n = n, s.c_in = c_in, s.h = h, s.w = w, s.c_out = c_out, s.kh = s.kw = k, s.stride = stride, s.pad = pad;
+  return s;
+}
+
+// ---- ConvBnUnit ----------------------------------------------------------------------
+ConvBnUnit::ConvBnUnit(Context& ctx, const std::string& conv_name, const std::string& bn_name, const Conv2dShape& s,
+                       bool relu_after)
+    : conv(ctx, conv_name, s),
+      bn(ctx, bn_name, s.n, s.c_out),
+      relu(relu_after),
+      conv_out(ctx, s.y_shape()),
+      out(ctx, s.y_shape()),
+      d_conv_out(ctx, s.y_shape()),
+      d_out(ctx, s.y_shape()) {}
+
+void ConvBnUnit::forward(Recording& rec, const Tensor& x, bool train) {
+  conv.forward(rec, x, conv_out);
+  bn.forward(rec, conv_out, out, train, relu);
+}
+
+void ConvBnUnit::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
+  bn.backward(rec, conv_out, out, dy, d_conv_out, relu, false);
+  conv.backward(rec, x, d_conv_out, dx, accumulate_dx);
+}
+
+// ---- BasicBlock ----------------------------------------------------------------------
+BasicBlock::BasicBlock(Context& ctx, const std::string& name, int n, int c_in, int c_out, int h, int w, int stride)
+    : c1(ctx, name + ".conv1", name + ".bn1", conv_shape(n, c_in, h, w, c_out, 3, stride, 1), true),
+      c2(ctx, name + ".conv2", name + ".bn2",
+         conv_shape(n, c_out, c1.conv.shape.out_h(), c1.conv.shape.out_w(), c_out, 3, 1, 1), false) {
+  if (stride != 1 || c_in != c_out)
+    down.emplace(ctx, name + ".downsample.0", name + ".downsample.1", conv_shape(n, c_in, h, w, c_out, 1, stride, 0),
+                 false);
+  auto shape = c2.conv.shape.y_shape();
+  sum = Tensor(ctx, shape);
+  out = Tensor(ctx, shape);
+  d_out = Tensor(ctx, shape);
+  d_sum = Tensor(ctx, shape);
+}
+
+void BasicBlock::forward(Recording& rec, const Tensor& x, bool train) {
+  c1.forward(rec, x, train);
+  c2.forward(rec, c1.out, train);
+  if (down) down->forward(rec, x, train);
+  add_forward(rec, c2.out, down ? down->out : x, sum);
+  relu_forward(rec, sum, out);
+}
+
+void BasicBlock::backward(Recording& rec, const Tensor& x, Tensor& dx) {
+  relu_backward(rec, out, d_out, d_sum, false);
+  c2.backward(rec, c1.out, d_sum, &c1.d_out, false);
+  c1.backward(rec, x, c1.d_out, &dx, false);
+  if (down)
+    down->backward(rec, x, d_sum, &dx, true);  // the block input feeds both branches
+  else
+    accumulate(rec, d_sum, dx);
+}
+
+// ---- ResNet --------------------------------------------------------------------------
+ResNet::ResNet(Context& ctx, const ModelConfig& cfg, int batch, int blocks_per_stage)
+    : Network(ctx, cfg, batch),
+      stem(ctx, "conv1", "bn1", conv_shape(batch, cfg.in_channels, cfg.height, cfg.width_px, cfg.width, 3, 1, 1), true) {
+  register_conv(stem.conv);
+  register_bn(stem.bn);
+  int c = cfg.width, h = cfg.height, w = cfg.width_px;
+  for (int stage = 0; stage < 3; ++stage) {
+    int c_out = cfg.width << stage;
+    for (int b = 0; b < blocks_per_stage; ++b) {
+      int stride = (stage > 0 && b == 0) ? 2 : 1;
+      auto block = std::make_unique<BasicBlock>(ctx, "layer" + std::to_string(stage + 1) + "." + std::to_string(b),
+                                                batch, c, c_out, h, w, stride);
+      register_conv(block->c1.conv);
+      register_bn(block->c1.bn);
+      register_conv(block->c2.conv);
+      register_bn(block->c2.bn);
+      if (block->down) {
+        register_conv(block->down->conv);
+        register_bn(block->down->bn);
+      }
+      h = block->c2.conv.shape.out_h();
+      w = block->c2.conv.shape.out_w();
+      c = c_out;
+      blocks.push_back(std::move(block));
+    }
+  }
+  pooled = Tensor(ctx, {batch, c});
+  d_pooled = Tensor(ctx, {batch, c});
+  fc = LinearLayer(ctx, "fc", c, cfg.classes);
+  register_linear(fc);
+}
+
+void ResNet::init_layers(InitRng& rng) {
+  stem.conv.init(rng);
+  stem.bn.init();
+  for (auto& b : blocks) {
+    b->c1.conv.init(rng);
+    b->c1.bn.init();
+    b->c2.conv.init(rng);
+    b->c2.bn.init();
+    if (b->down) {
+      b->down->conv.init(rng);
+      b->down->bn.init();
+    }
+  }
+  fc.init(rng);
+}
+
+void ResNet::forward(Recording& rec, bool train) {
+  stem.forward(rec, input_, train);
+  const Tensor* x = &stem.out;
+  for (auto& b : blocks) {
+    b->forward(rec, *x, train);
+    x = &b->out;
+  }
+  global_avg_pool_forward(rec, *x, pooled);
+  fc.forward(rec, pooled, logits_);
+}
+
+void ResNet::backward(Recording& rec) {
+  fc.backward(rec, pooled, d_logits_, &d_pooled, false);
+  global_avg_pool_backward(rec, d_pooled, blocks.back()->d_out, false);
+  for (size_t i = blocks.size(); i-- > 0;) {
+    const Tensor& x = i ? blocks[i - 1]->out : stem.out;
+    Tensor& dx = i ? blocks[i - 1]->d_out : stem.d_out;
+    blocks[i]->backward(rec, x, dx);
+  }
+  stem.backward(rec, input_, stem.d_out, nullptr, false);
+}
+
+// ---- PlainCnn ------------------------------------------------------------------------
+PlainCnn::PlainCnn(Context& ctx, const ModelConfig& cfg, int batch)
+    : Network(ctx, cfg, batch),
+      u1(ctx, "conv1", "bn1", conv_shape(batch, cfg.in_channels, cfg.height, cfg.width_px, cfg.width, 3, 1, 1), true),
+      p1(ctx, {batch, cfg.width, cfg.height / 2, cfg.width_px / 2}),
+      d_p1(ctx, {batch, cfg.width, cfg.height / 2, cfg.width_px / 2}),
+      u2(ctx, "conv2", "bn2", conv_shape(batch, cfg.width, cfg.height / 2, cfg.width_px / 2, 2 * cfg.width, 3, 1, 1),
+         true),
+      p2(ctx, {batch, 2 * cfg.width, cfg.height / 4, cfg.width_px / 4}),
+      d_p2(ctx, {batch, 2 * cfg.width, cfg.height / 4, cfg.width_px / 4}),
+      u3(ctx, "conv3", "bn3", conv_shape(batch, 2 * cfg.width, cfg.height / 4, cfg.width_px / 4, 4 * cfg.width, 3, 1, 1),
+         true),
+      pooled(ctx, {batch, 4 * cfg.width}),
+      d_pooled(ctx, {batch, 4 * cfg.width}),
+      fc(ctx, "fc", 4 * cfg.width, cfg.classes) {
+  for (ConvBnUnit* u : {&u1, &u2, &u3}) {
+    register_conv(u->conv);
+    register_bn(u->bn);
+  }
+  register_linear(fc);
+}
+
+void PlainCnn::init_layers(InitRng& rng) {
+  for (ConvBnUnit* u : {&u1, &u2, &u3}) {
+    u->conv.init(rng);
+    u->bn.init();
+  }
+  fc.init(rng);
+}
+
+void PlainCnn::forward(Recording& rec, bool train) {
+  u1.forward(rec, input_, train);
+  maxpool2x2_forward(rec, u1.out, p1);
+  u2.forward(rec, p1, train);
+  maxpool2x2_forward(rec, u2.out, p2);
+  u3.forward(rec, p2, train);
+  global_avg_pool_forward(rec, u3.out, pooled);
+  fc.forward(rec, pooled, logits_);
+}
+
+void PlainCnn::backward(Recording& rec) {
+  fc.backward(rec, pooled, d_logits_, &d_pooled, false);
+  global_avg_pool_backward(rec, d_pooled, u3.d_out, false);
+  u3.backward(rec, p2, u3.d_out, &d_p2, false);
+  maxpool2x2_backward(rec, u2.out, d_p2, u2.d_out, false);
+  u2.backward(rec, p1, u2.d_out, &d_p1, false);
+  maxpool2x2_backward(rec, u1.out, d_p1, u1.d_out, false);
+  u1.backward(rec, input_, u1.d_out, nullptr, false);
+}
+
+}  // namespace vkqat::nn

@@ -1,0 +1,109 @@
+#pragma once
+// CIFAR-style ResNets (He et al. 2016, section 4.2): 3x3 stem conv + BN + ReLU, three
+// stages of BasicBlocks (16/32/64 x width/16 channels, stride 2 entering stages 2 and 3,
+// 1x1 conv + BN "option B" shortcut where the shape changes), global average pool, FC.
+// Also a small plain CNN (no residual blocks) built from the same units.
+#include <optional>
+
+#include "nn/model/network.h"
+
+namespace vkqat::nn {
+
+// conv -> BN (-> ReLU fused into BN).
+struct ConvBnUnit {
+  ConvBnUnit() = default;
+  ConvBnUnit(Context& ctx, const std::string& conv_name, const std::string& bn_name, const Conv2dShape& s, bool relu);
+  void forward(Recording& rec, const Tensor& x, bool train);
+  // dy: gradient w.r.t. out. dx null: input needs no gradient.
+  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx);
+  Conv2dLayer conv;
+  BatchNorm2dLayer bn;
+  bool relu = false;
+  Tensor conv_out, out, d_conv_out, d_out;  // d_out: gradient of out, written by the consumer
+};
+
+// out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
+struct BasicBlock {
+  BasicBlock(Context& ctx, const std::string& name, int batch, int c_in, int c_out, int h, int w, int stride);
+  void forward(Recording& rec, const Tensor& x, bool train);
+  // Reads d_out; writes dx (overwrite).
+  void backward(Recording& rec, const Tensor& x, Tensor& dx);
+  ConvBnUnit c1, c2;
+  std::optional<ConvBnUnit> down;
+  Tensor sum;    // residual sum before the output ReLU (the aux module taps this)
+  Tensor out;    // relu(sum)
+  Tensor d_out;  // gradient of out, written by the next block / pooling
+  Tensor d_sum;  // gradient of sum
+};
+
+class ResNet : public Network {
+ public:
+  ResNet(Context& ctx, const ModelConfig& cfg, int batch, int blocks_per_stage);
+  void forward(Recording& rec, bool train) override;
+  void backward(Recording& rec) override;
+  bool has_residual_blocks() const override { return true; }
+
+  ConvBnUnit stem;
+  std::vector<std::unique_ptr<BasicBlock>> blocks;
+  Tensor pooled, d_pooled;
+  LinearLayer fc;
+
+ protected:
+  void init_layers(InitRng& rng) override;
+};
+
+class PlainCnn : public Network {
+ public:
+  PlainCnn(Context& ctx, const ModelConfig& cfg, int batch);
+  void forward(Recording& rec, bool train) override;
+  void backward(Recording& rec) override;
+  bool has_residual_blocks() const override { return false; }
+
+ protected:
+  void init_layers(InitRng& rng) override;
+
+ private:
+  // conv-bn-relu, maxpool, conv-bn-relu, maxpool, conv-bn-relu, global pool, fc
+  ConvBnUnit u1, u2, u3;
+  Tensor p1, d_p1, p2, d_p2, pooled, d_pooled;
+  LinearLayer fc;
+};
+
+}  // namespace vkqat::nn
+
+namespace vkqat::nn {
+
+// Pre-activation ResNet (He et al. 2016b): out = conv2(relu(bn2(conv1(relu(bn1(x)))))) + sc,
+// sc = x or a 1x1 conv (no BN) of relu(bn1(x)) where the shape changes. The stem is a bare
+// 3x3 conv; a final BN + ReLU (state-dict name "bn") precedes pooling. Names follow the
+// common PyTorch implementations: layerS.B.{bn1,conv1,bn2,conv2,downsample.0}.
+struct PreActBlock {
+  PreActBlock(Context& ctx, const std::string& name, int batch, int c_in, int c_out, int h, int w, int stride);
+  void forward(Recording& rec, const Tensor& x, bool train);
+  void backward(Recording& rec, const Tensor& x, Tensor& dx);  // reads d_out, overwrites dx
+  BatchNorm2dLayer bn1, bn2;
+  Conv2dLayer conv1, conv2;
+  std::optional<Conv2dLayer> down;
+  Tensor o1, h1, o2, sc, out;  // out: the residual sum
+  Tensor d_o1, d_h1, d_o2, d_out;
+};
+
+class PreActResNet : public Network {
+ public:
+  PreActResNet(Context& ctx, const ModelConfig& cfg, int batch, int blocks_per_stage);
+  void forward(Recording& rec, bool train) override;
+  void backward(Recording& rec) override;
+  bool has_residual_blocks() const override { return true; }
+
+  Conv2dLayer stem;
+  Tensor stem_out, d_stem_out;
+  std::vector<std::unique_ptr<PreActBlock>> blocks;
+  BatchNorm2dLayer final_bn;
+  Tensor final_out, d_final_out, pooled, d_pooled;
+  LinearLayer fc;
+
+ protected:
+  void init_layers(InitRng& rng) override;
+};
+
+}  // namespace vkqat::nn

@@ -1,0 +1,471 @@
+#include "nn/train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <algorithm>
+#include <map>
+
+#include "backend/error.h"
+#include "backend/recording.h"
+#include "nn/data/loader.h"
+#include "nn/ops/cross_entropy.h"
+#include "nn/ops/sgd.h"
+#include "nn/train/checkpoint.h"
+
+namespace vkqat::nn {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+std::atomic<bool> g_stop{false};
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string format_eta(double s) {
+  int t = int(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+  return buf;
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw Error("cannot write " + tmp);
+    out << text;
+    if (!out) throw Error("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
+}
+}  // namespace
+
+// ---- config --------------------------------------------------------------------------
+nlohmann::json TrainConfig::to_json() const {
+  return {{"data", data},        {"data_dir", data_dir},       {"model", model.to_json()},
+          {"epochs", epochs},    {"batch_size", batch},        {"lr", lr},
+          {"momentum", momentum}, {"weight_decay", weight_decay}, {"nesterov", nesterov},
+          {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
+          {"abits", abits},      {"init", init},               {"train_limit", train_limit},
+          {"test_limit", test_limit}, {"log_every", log_every}};
+}
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
+  TrainConfig c;
+  try {
+    c.data = j.at("data");
+    c.data_dir = j.at("data_dir");
+    c.model = ModelConfig::from_json(j.at("model"));
+    c.epochs = j.at("epochs");
+    c.batch = j.at("batch_size");
+    c.lr = j.at("lr");
+    c.momentum = j.at("momentum");
+    c.weight_decay = j.at("weight_decay");
+    c.nesterov = j.at("nesterov");
+    c.warmup_epochs = j.at("warmup_epochs");
+    c.seed = j.at("seed");
+    c.wbits = j.at("wbits");
+    c.abits = j.at("abits");
+    c.init = j.at("init");
+    c.train_limit = j.at("train_limit");
+    c.test_limit = j.at("test_limit");
+    c.log_every = j.at("log_every");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("training config: ") + e.what());
+  }
+  return c;
+}
+
+// ---- evaluation ----------------------------------------------------------------------
+static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b);
+
+// Test-set evaluation of a network: its own recording (eval-mode forward + loss), replayed
+// per batch; a partial last batch is padded with ignored rows.
+class Evaluator {
+ public:
+  Evaluator(Context& ctx, Network& net, const Dataset& data, uint64_t seed)
+      : host_x_(ctx, net.input().shape(), DType::F32, MemoryKind::Host),
+        host_y_(ctx, {net.batch()}, DType::U32, MemoryKind::Host),
+        labels_(ctx, {net.batch()}, DType::U32),
+        loss_sum_(ctx, {1}, DType::F32, MemoryKind::Host),
+        correct_(ctx, {1}, DType::U32, MemoryKind::Host),
+        loader_(data, net.batch(), false, seed),
+        rec_(ctx) {
+    rec_.copy(host_x_.view(), net.input().view(), "upload batch");
+    rec_.copy(host_y_.view(), labels_.view(), "upload labels");
+    net.forward(rec_, /*train=*/false);
+    cross_entropy(rec_, net.logits(), labels_, loss_sum_, correct_, nullptr, 1.f, /*accumulate=*/true);
+    rec_.finish();
+  }
+  EvalResult run() {
+    float* loss = static_cast<float*>(loss_sum_.view().mapped);
+    uint32_t* correct = static_cast<uint32_t*>(correct_.view().mapped);
+    *loss = 0.f, *correct = 0;
+    loader_.start_epoch(0);
+    Batch b;
+    EvalResult r;
+    while (loader_.next(b)) {
+      fill_host_batch(host_x_, host_y_, b);
+      rec_.run();
+      r.images += b.size;
+    }
+    r.loss = *loss / std::max(1, r.images);
+    r.acc = double(*correct) / std::max(1, r.images);
+    return r;
+  }
+
+ private:
+  Tensor host_x_, host_y_, labels_, loss_sum_, correct_;
+  BatchLoader loader_;
+  Recording rec_;
+};
+
+// ---- the step ------------------------------------------------------------------------
+struct Trainer::Impl {
+  Context& ctx;
+  Dataset train_set, test_set;
+  std::unique_ptr<BatchLoader> train_loader;
+  Tensor host_x, host_y, labels, step_params;  // host_*: written by the CPU before each replay
+  Tensor loss_sum, correct;                    // train accumulators (reset each epoch)
+  std::unique_ptr<Recording> train_step;
+  std::unique_ptr<Evaluator> evaluator;
+  int epoch = 0, position = 0;
+  int64_t step = 0;
+  // Train metrics at the last metrics.jsonl step record of this epoch: the next record
+  // reports the mean over the steps since (kept in the checkpoint for exact resumes).
+  float log_loss_base = 0.f;
+  uint32_t log_correct_base = 0;
+  int log_position_base = 0;
+  double train_seconds = 0;
+  int64_t train_images = 0;
+  explicit Impl(Context& c) : ctx(c) {}
+};
+
+Trainer::Trainer(Context& ctx, TrainConfig cfg) : impl_(std::make_unique<Impl>(ctx)), cfg_(std::move(cfg)) {
+  Impl& s = *impl_;
+  if (cfg_.epochs < 1) throw Error("--epochs must be at least 1, got " + std::to_string(cfg_.epochs));
+  if (!(cfg_.lr > 0)) throw Error("--lr must be positive");
+  if (cfg_.wbits != 32 || cfg_.abits != 32)
+    throw Error("--wbits/--abits other than 32 need the quantization module, which this build does not have yet");
+  s.train_set = load_dataset(cfg_.data, cfg_.data_dir, true);
+  s.test_set = load_dataset(cfg_.data, cfg_.data_dir, false);
+  if (cfg_.train_limit > 0) s.train_set = first_n(s.train_set, cfg_.train_limit);
+  if (cfg_.test_limit > 0) s.test_set = first_n(s.test_set, cfg_.test_limit);
+  if (s.train_set.n < cfg_.batch)
+    throw Error("--batch-size " + std::to_string(cfg_.batch) + " is larger than the " + std::to_string(s.train_set.n) +
+                " training images");
+  cfg_.model.in_channels = s.train_set.channels;
+  cfg_.model.height = s.train_set.height;
+  cfg_.model.width_px = s.train_set.width;
+  cfg_.model.classes = s.train_set.classes;
+  net_ = build_network(ctx, cfg_.model, cfg_.batch);
+  net_->init(cfg_.seed);
+  if (!cfg_.init.empty()) load_network_state(*net_, read_safetensors(cfg_.init), {"aux."});
+
+  s.train_loader = std::make_unique<BatchLoader>(s.train_set, cfg_.batch, true, cfg_.seed);
+
+  const int b = cfg_.batch;
+  s.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
+  s.host_y = Tensor(ctx, {b}, DType::U32, MemoryKind::Host);
+  s.labels = Tensor(ctx, {b}, DType::U32);
+  s.step_params = Tensor(ctx, {4}, DType::F32, MemoryKind::Host);
+  s.loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
+  s.correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
+
+  // Training step: recorded once, replayed every step.
+  s.train_step = std::make_unique<Recording>(ctx, cfg_.profile);
+  Recording& rec = *s.train_step;
+  rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
+  rec.copy(s.host_y.view(), s.labels.view(), "upload labels");
+  net_->forward(rec, /*train=*/true);
+  cross_entropy(rec, net_->logits(), s.labels, s.loss_sum, s.correct, &net_->d_logits(), 1.f, /*accumulate=*/true);
+  net_->backward(rec);
+  for (Parameter* p : net_->parameters()) {
+    SgdOptions o;
+    o.momentum = cfg_.momentum;
+    o.nesterov = cfg_.nesterov;
+    o.weight_decay = p->weight_decay ? cfg_.weight_decay : 0.f;
+    sgd_update(rec, p->value, p->grad, p->momentum, s.step_params, 0, o);
+  }
+  rec.finish();
+
+  s.evaluator = std::make_unique<Evaluator>(ctx, *net_, s.test_set, cfg_.seed);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::request_stop() { g_stop = true; }
+
+static float scheduled_lr(const TrainConfig& c, int64_t step, int64_t steps_per_epoch) {
+  const double total = double(c.epochs) * steps_per_epoch;
+  const double warm = double(c.warmup_epochs) * steps_per_epoch;
+  if (step < warm) return float(c.lr * (step + 1) / warm);
+  double t = (step - warm) / std::max(1.0, total - warm);
+  return float(c.lr * 0.5 * (1.0 + std::cos(M_PI * t)));
+}
+
+static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b) {
+  float* x = static_cast<float*>(host_x.view().mapped);
+  uint32_t* y = static_cast<uint32_t*>(host_y.view().mapped);
+  const size_t per_image = size_t(host_x.numel()) / host_x.dim(0);
+  std::memcpy(x, b.x.data(), b.x.size() * sizeof(float));
+  std::memcpy(y, b.y.data(), b.y.size() * sizeof(uint32_t));
+  for (int i = b.size; i < host_x.dim(0); ++i) {  // pad a partial batch; its rows are ignored
+    std::memset(x + size_t(i) * per_image, 0, per_image * sizeof(float));
+    y[i] = kIgnoreLabel;
+  }
+}
+
+EvalResult Trainer::evaluate() { return impl_->evaluator->run(); }
+
+// ---- checkpoints ---------------------------------------------------------------------
+namespace {
+const char* kCheckpoint = "checkpoint.safetensors";
+const char* kTrainerState = "trainer_state.safetensors";
+}  // namespace
+
+static nlohmann::json model_metadata(const TrainConfig& c, const Dataset& d) {
+  return {{"format", "vkqat-checkpoint-1"},
+          {"model", c.model.to_json()},
+          {"dataset", c.data},
+          {"normalization", {{"mean", d.mean}, {"std", d.std}}},
+          {"wbits", c.wbits},
+          {"abits", c.abits}};
+}
+
+// Trainer state lives beside the checkpoint (so the checkpoint stays a plain state_dict):
+// momentum buffers, the epoch's running train metrics, and where the data order stands.
+static void save_run_state(const std::string& dir, const TrainConfig& cfg, Network& net, Trainer::Impl& s) {
+  SafeTensors model = network_state(net, s.step);
+  nlohmann::json meta = model_metadata(cfg, s.train_set);
+  meta["step"] = s.step;
+  model.metadata["vkqat"] = meta.dump();
+  SafeTensors state;
+  for (Parameter* p : net.parameters()) state.add_f32(p->name + ".momentum", {p->value.numel()}, p->momentum.download());
+  state.add_f32("train.loss_sum", {1}, s.loss_sum.download());
+  std::vector<uint32_t> c = s.correct.download_u32();
+  state.add_i64("train.correct", {1}, {int64_t(c[0])});
+  nlohmann::json t = {{"config", cfg.to_json()},
+                      {"epoch", s.epoch},
+                      {"position", s.position},
+                      {"step", s.step},
+                      {"train_seconds", s.train_seconds},
+                      {"train_images", s.train_images},
+                      {"log_loss_base", s.log_loss_base},
+                      {"log_correct_base", s.log_correct_base},
+                      {"log_position_base", s.log_position_base}};
+  state.metadata["trainer"] = t.dump();
+  write_safetensors(dir + "/" + kTrainerState, state);
+  write_safetensors(dir + "/" + kCheckpoint, model);
+}
+
+std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, int epochs_override) {
+  const std::string state_path = dir + "/" + kTrainerState, ckpt_path = dir + "/" + kCheckpoint;
+  if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
+  if (!fs::exists(state_path)) throw Error("--resume " + dir + ": no " + kTrainerState + " (not a vkqat run directory?)");
+  SafeTensors state = read_safetensors(state_path);
+  nlohmann::json t;
+  try {
+    t = nlohmann::json::parse(state.metadata.at("trainer"));
+  } catch (const std::exception& e) {
+    throw Error(state_path + ": missing or invalid trainer metadata");
+  }
+  TrainConfig cfg = TrainConfig::from_json(t.at("config"));
+  cfg.out = dir;
+  if (epochs_override > 0) cfg.epochs = epochs_override;
+  auto tr = std::make_unique<Trainer>(ctx, cfg);
+  SafeTensors model = read_safetensors(ckpt_path);
+  nlohmann::json meta = checkpoint_metadata(model);
+  if (meta.is_null() || meta.value("step", int64_t(-1)) != t.at("step").get<int64_t>())
+    throw Error(ckpt_path + " and " + state_path + " are from different steps (interrupted while saving?)");
+  load_network_state(*tr->net_, model);
+  for (Parameter* p : tr->net_->parameters())
+    p->momentum.upload(state.get_f32(p->name + ".momentum", {p->value.numel()}));
+  Impl& s = *tr->impl_;
+  s.loss_sum.upload(state.get_f32("train.loss_sum"));
+  s.correct.upload_u32({uint32_t(state.get_i64("train.correct").at(0))});
+  s.epoch = t.at("epoch");
+  s.position = t.at("position");
+  s.step = t.at("step");
+  s.train_seconds = t.at("train_seconds");
+  s.train_images = t.at("train_images");
+  s.log_loss_base = t.at("log_loss_base");
+  s.log_correct_base = t.at("log_correct_base");
+  s.log_position_base = t.at("log_position_base");
+  // Drop metrics recorded after the checkpoint: the resumed run writes them again.
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    auto r = nlohmann::json::parse(line, nullptr, false);
+    if (!r.is_discarded() && r.value("step", int64_t(0)) <= s.step) kept += line + "\n";
+  }
+  write_text_atomic(dir + "/metrics.jsonl", kept);
+  return tr;
+}
+
+// ---- the loop ------------------------------------------------------------------------
+TrainSummary Trainer::run() {
+  Impl& s = *impl_;
+  if (cfg_.out.empty()) throw Error("--out RUN_DIR is required");
+  std::error_code ec;
+  fs::create_directories(cfg_.out, ec);
+  if (ec || !fs::is_directory(cfg_.out)) throw Error("--out " + cfg_.out + ": cannot create directory");
+  std::ofstream metrics(cfg_.out + "/metrics.jsonl", std::ios::app);
+  if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl");
+
+  const bool tty = isatty(fileno(stderr));
+  const int64_t steps_per_epoch = s.train_loader->batches_per_epoch();
+  float* lr_slot = static_cast<float*>(s.step_params.view().mapped);
+  float* loss_sum = static_cast<float*>(s.loss_sum.view().mapped);
+  uint32_t* correct = static_cast<uint32_t*>(s.correct.view().mapped);
+  TrainSummary summary;
+  EvalResult last_eval;
+  Batch batch;
+  const auto run_start = Clock::now();
+  int steps_this_process = 0;
+  g_stop = false;
+
+  for (; s.epoch < cfg_.epochs; ++s.epoch, s.position = 0) {
+    s.train_loader->start_epoch(s.epoch, s.position);
+    if (s.position == 0) {
+      *loss_sum = 0.f, *correct = 0;
+      s.log_loss_base = 0.f, s.log_correct_base = 0, s.log_position_base = 0;
+    }
+    auto epoch_start = Clock::now(), log_start = epoch_start;
+    const int epoch_start_position = s.position;
+    while (true) {
+      auto t0 = Clock::now();
+      if (!s.train_loader->next(batch)) break;
+      fill_host_batch(s.host_x, s.host_y, batch);
+      const float lr = scheduled_lr(cfg_, s.step, steps_per_epoch);
+      lr_slot[0] = lr;
+      s.train_step->run();
+      s.train_seconds += seconds_since(t0);
+      s.train_images += batch.size;
+      ++s.step, ++s.position, ++steps_this_process;
+
+      if (cfg_.profile && steps_this_process == 3) {
+        std::map<std::string, double> by_kernel;
+        double total = 0;
+        for (const auto& t : s.train_step->timings()) by_kernel[t.label] += t.ms, total += t.ms;
+        std::vector<std::pair<double, std::string>> rows;
+        for (auto& [k, ms] : by_kernel) rows.push_back({ms, k});
+        std::sort(rows.rbegin(), rows.rend());
+        std::fprintf(stderr, "\nGPU time of one training step: %.2f ms (%zu commands, %zu barriers)\n", total,
+                     s.train_step->command_count(), s.train_step->barrier_count());
+        for (auto& [ms, k] : rows) std::fprintf(stderr, "  %-36s %8.3f ms %5.1f%%\n", k.c_str(), ms, 100 * ms / total);
+      }
+      // Records fall on fixed positions of the epoch, whatever the process history.
+      const bool log_now = s.position % cfg_.log_every == 0 || s.position == steps_per_epoch;
+      if (log_now || tty) {
+        const double n = double(s.position - s.log_position_base) * cfg_.batch;
+        const double loss = (*loss_sum - s.log_loss_base) / n, acc = (*correct - s.log_correct_base) / n;
+        const double ips = double(s.position - std::max(s.log_position_base, epoch_start_position)) * cfg_.batch /
+                           seconds_since(log_start);
+        if (log_now) {
+          metrics << nlohmann::json{{"type", "step"}, {"epoch", s.epoch + 1}, {"step", s.step}, {"lr", lr},
+                                    {"loss", loss}, {"acc", acc}, {"images_per_s", ips}}
+                         .dump()
+                  << "\n";
+          metrics.flush();
+          s.log_loss_base = *loss_sum, s.log_correct_base = *correct, s.log_position_base = s.position;
+          log_start = Clock::now();
+        }
+        if (tty) {
+          double done = double(s.position) / steps_per_epoch;
+          double eta = seconds_since(epoch_start) / std::max(1e-9, done) * (1 - done);
+          std::fprintf(stderr, "\repoch %d/%d  step %d/%lld  loss %.4f  acc %5.1f%%  %6.0f img/s  ETA %s   ",
+                       s.epoch + 1, cfg_.epochs, s.position, (long long)steps_per_epoch, *loss_sum / (s.position * cfg_.batch),
+                       100.0 * *correct / (s.position * cfg_.batch), s.train_images / s.train_seconds,
+                       format_eta(eta).c_str());
+        }
+      }
+      if (g_stop || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) {
+        save_run_state(cfg_.out, cfg_, *net_, s);
+        if (tty) std::fprintf(stderr, "\n");
+        std::fprintf(stderr, "stopped at step %lld; continue with: vkqat train --resume %s\n", (long long)s.step,
+                     cfg_.out.c_str());
+        summary.interrupted = true;
+        return summary;
+      }
+    }
+    const double train_loss = *loss_sum / double(steps_per_epoch * cfg_.batch);
+    const double train_acc = *correct / double(steps_per_epoch * cfg_.batch);
+    last_eval = evaluate();
+    metrics << nlohmann::json{{"type", "epoch"},         {"epoch", s.epoch + 1},       {"step", s.step},
+                              {"train_loss", train_loss}, {"train_acc", train_acc},     {"test_loss", last_eval.loss},
+                              {"test_acc", last_eval.acc}, {"aux_test_acc", nullptr},
+                              {"images_per_s", s.train_images / s.train_seconds}}
+                   .dump()
+            << "\n";
+    metrics.flush();
+    if (tty) std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s\n",
+                 s.epoch + 1, cfg_.epochs, train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc,
+                 s.train_images / s.train_seconds);
+    s.position = 0;
+    ++s.epoch;
+    save_run_state(cfg_.out, cfg_, *net_, s);  // a finished epoch is never lost
+    --s.epoch;
+  }
+  if (last_eval.images == 0) last_eval = evaluate();  // resumed a run that had already finished
+
+  summary.test_acc = last_eval.acc;
+  summary.test_loss = last_eval.loss;
+  summary.epochs = cfg_.epochs;
+  summary.train_images_per_s = s.train_seconds > 0 ? s.train_images / s.train_seconds : 0;
+  summary.seconds = seconds_since(run_start);
+  summary.json = {{"test_acc", summary.test_acc},
+                  {"test_loss", summary.test_loss},
+                  {"aux_test_acc", nullptr},
+                  {"train_images_per_s", summary.train_images_per_s},
+                  {"epochs", summary.epochs},
+                  {"steps", s.step},
+                  {"seconds", summary.seconds},
+                  {"train_seconds", s.train_seconds},
+                  {"device", s.ctx.info().name + " (" + s.ctx.info().driver_name + ")"},
+                  {"parameters", net_->parameter_count()},
+                  {"config", cfg_.to_json()}};
+  write_text_atomic(cfg_.out + "/summary.json", summary.json.dump(2) + "\n");
+  return summary;
+}
+
+// ---- vkqat eval ----------------------------------------------------------------------
+EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used) {
+  SafeTensors st = read_safetensors(req.checkpoint);
+  nlohmann::json meta = checkpoint_metadata(st);
+  Dataset test = load_dataset(req.data, req.data_dir, false);
+  if (req.limit > 0) test = first_n(test, req.limit);
+  ModelConfig mc;
+  if (!meta.is_null() && meta.contains("model")) {
+    mc = ModelConfig::from_json(meta["model"]);
+  } else if (req.model.empty()) {
+    throw Error(req.checkpoint + " has no vkqat metadata (a PyTorch state_dict?): pass --model and --width");
+  }
+  if (!req.model.empty()) mc.name = req.model;
+  if (req.width > 0) mc.width = req.width;
+  if (mc.in_channels != test.channels || mc.height != test.height || mc.width_px != test.width ||
+      mc.classes != test.classes) {
+    if (!meta.is_null())
+      throw Error(req.checkpoint + " was trained on " + std::to_string(mc.in_channels) + "x" + std::to_string(mc.height) +
+                  "x" + std::to_string(mc.width_px) + " images with " + std::to_string(mc.classes) + " classes; --data " +
+                  req.data + " has " + std::to_string(test.channels) + "x" + std::to_string(test.height) + "x" +
+                  std::to_string(test.width) + " with " + std::to_string(test.classes));
+    mc.in_channels = test.channels, mc.height = test.height, mc.width_px = test.width, mc.classes = test.classes;
+  }
+  auto net = build_network(ctx, mc, std::min(req.batch, std::max(1, test.n)));
+  load_network_state(*net, st, {"aux."});
+  if (used) *used = mc;
+  Evaluator ev(ctx, *net, test, 0);
+  return ev.run();
+}
+
+}  // namespace vkqat::nn
