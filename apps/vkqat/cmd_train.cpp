@@ -11,29 +11,37 @@
 #include "nn/safetensors.h"
 #include "nn/train/checkpoint.h"
 #include "nn/train/trainer.h"
+#include "quant/policy.h"
 
 namespace vkqat::cli {
 namespace {
 
 struct TrainArgs {
   nn::TrainConfig cfg;
-  std::string resume, quantizer = "none";
+  quant::QuantConfig quant;
+  std::string resume, bits_config;
   int device = -1;
-  bool sat = false, aux = false;
-  float aux_weight = 1.f;
 };
 
 void on_sigint(int) { nn::Trainer::request_stop(); }
 
 int run_train(TrainArgs a) {
   if (a.resume.empty() && a.cfg.out.empty()) throw Error("--out RUN_DIR is required (or --resume RUN_DIR)");
-  if (a.sat || a.aux || a.quantizer != "none")
-    throw Error("--sat, --aux and --quantizer need the quantization module, which this build does not have yet");
+  a.quant.wbits = a.cfg.wbits;
+  a.quant.abits = a.cfg.abits;
+  if (!a.bits_config.empty()) {
+    a.quant.bits_config = quant::load_bits_config(a.bits_config);
+    a.quant.bits_config_source = "--bits-config " + a.bits_config;
+  }
+  a.quant.validate();
+  if (a.quant.any() || !a.bits_config.empty()) a.cfg.quant = a.quant.to_json();
+  if (!(a.cfg.aux_weight >= 0)) throw Error("--aux-weight must be >= 0");
   ContextOptions co;
   co.device = a.device;
   Context ctx(co);
-  std::unique_ptr<nn::Trainer> trainer =
-      a.resume.empty() ? std::make_unique<nn::Trainer>(ctx, a.cfg) : nn::Trainer::resume(ctx, a.resume, a.cfg.epochs);
+  const nn::QuantPlugins plugins = quant::quant_plugins();
+  std::unique_ptr<nn::Trainer> trainer = a.resume.empty() ? std::make_unique<nn::Trainer>(ctx, a.cfg, plugins)
+                                                          : nn::Trainer::resume(ctx, a.resume, a.cfg.epochs, plugins);
   std::signal(SIGINT, on_sigint);  // first Ctrl-C: checkpoint and stop cleanly
   std::fprintf(stderr, "training %s (width %d, %llu parameters) on %s, device %s\n",
                trainer->config().model.name.c_str(), trainer->config().model.width,
@@ -42,8 +50,10 @@ int run_train(TrainArgs a) {
   nn::TrainSummary s = trainer->run();
   std::signal(SIGINT, SIG_DFL);
   if (s.interrupted) return 130;
-  std::printf("test_acc %.4f  test_loss %.4f  train %.0f images/s  %.1f s  -> %s/summary.json\n", s.test_acc,
-              s.test_loss, s.train_images_per_s, s.seconds, trainer->config().out.c_str());
+  std::printf("test_acc %.4f", s.test_acc);
+  if (s.eval.has_aux) std::printf("  aux_test_acc %.4f", s.eval.aux_acc);
+  std::printf("  test_loss %.4f  train %.0f images/s  %.1f s  -> %s/summary.json\n", s.test_loss,
+              s.train_images_per_s, s.seconds, trainer->config().out.c_str());
   return 0;
 }
 
@@ -52,15 +62,21 @@ int run_eval(const nn::EvalRequest& req, int device, bool json) {
   co.device = device;
   Context ctx(co);
   nn::ModelConfig mc;
-  nn::EvalResult r = nn::evaluate_checkpoint(ctx, req, &mc);
+  nn::EvalResult r = nn::evaluate_checkpoint(ctx, req, &mc, quant::quant_plugins());
   if (json) {
-    std::cout << nlohmann::json{{"test_acc", r.acc}, {"test_loss", r.loss}, {"images", r.images},
-                                {"checkpoint", req.checkpoint}, {"model", mc.to_json()}, {"device", ctx.info().name}}
+    std::cout << nlohmann::json{{"test_acc", r.acc},
+                                {"test_loss", r.loss},
+                                {"aux_test_acc", r.has_aux ? nlohmann::json(r.aux_acc) : nlohmann::json()},
+                                {"images", r.images},
+                                {"checkpoint", req.checkpoint},
+                                {"model", mc.to_json()},
+                                {"device", ctx.info().name}}
                      .dump(2)
               << "\n";
   } else {
-    std::printf("%s: test_acc %.4f  test_loss %.4f  (%d images, %s)\n", req.checkpoint.c_str(), r.acc, r.loss,
-                r.images, mc.name.c_str());
+    std::printf("%s: test_acc %.4f  test_loss %.4f", req.checkpoint.c_str(), r.acc, r.loss);
+    if (r.has_aux) std::printf("  aux_test_acc %.4f", r.aux_acc);
+    std::printf("  (%d images, %s)\n", r.images, mc.name.c_str());
   }
   return 0;
 }
@@ -85,6 +101,25 @@ int run_inspect(const std::string& path, bool json) {
   return 0;
 }
 
+// The deployable low-precision checkpoint: everything but the auxiliary module.
+int run_export_lp(const std::string& in, const std::string& out) {
+  nn::SafeTensors st = nn::read_safetensors(in);
+  size_t dropped = 0;
+  for (auto it = st.tensors.begin(); it != st.tensors.end();)
+    if (it->first.rfind("aux.", 0) == 0)
+      it = st.tensors.erase(it), ++dropped;
+    else
+      ++it;
+  nlohmann::json meta = nn::checkpoint_metadata(st);
+  if (!meta.is_null()) {
+    meta["aux"] = false;
+    st.metadata["vkqat"] = meta.dump();
+  }
+  nn::write_safetensors(out, st);
+  std::printf("%s: %zu tensors (%zu aux.* tensors dropped)\n", out.c_str(), st.tensors.size(), dropped);
+  return 0;
+}
+
 }  // namespace
 
 void add_training_commands(CLI::App& app, Actions& actions) {
@@ -103,10 +138,13 @@ void add_training_commands(CLI::App& app, Actions& actions) {
   t->add_option("--seed", a->cfg.seed, "random seed (init, data order, augmentation)")->capture_default_str();
   t->add_option("--wbits", a->cfg.wbits, "weight bits (32 = full precision)")->capture_default_str();
   t->add_option("--abits", a->cfg.abits, "activation bits (32 = full precision)")->capture_default_str();
-  t->add_option("--quantizer", a->quantizer, "quantizer");
-  t->add_flag("--sat", a->sat, "scale-adjusted training");
-  t->add_flag("--aux", a->aux, "full-precision auxiliary module");
-  t->add_option("--aux-weight", a->aux_weight, "lambda of the auxiliary loss");
+  t->add_option("--quantizer", a->quant.quantizer, "cgpact | dorefa-pact | dorefa | lsq | minmax")->capture_default_str();
+  t->add_option("--edge-bits", a->quant.edge_bits, "weight bits of the first conv and last FC")->capture_default_str();
+  t->add_option("--bits-config", a->bits_config, "JSON file of per-layer bits: {\"layer1.0.conv1\": {\"wbits\": 2}}");
+  t->add_flag("--sat", a->quant.sat, "scale-adjusted training: last FC weights rescaled to n_out Var = 1");
+  t->add_flag("--sat-conv", a->quant.sat_conv, "SAT's rescale of every conv weight (fan_out Var = 1)");
+  t->add_flag("--aux", a->cfg.aux, "full-precision auxiliary module (training only)");
+  t->add_option("--aux-weight", a->cfg.aux_weight, "lambda: loss = CE(LP) + lambda CE(aux)")->capture_default_str();
   t->add_option("--init", a->cfg.init, "initialise weights from a checkpoint");
   t->add_option("--resume", a->resume, "continue the run in RUN_DIR from its last checkpoint");
   t->add_option("--out", a->cfg.out, "run directory");
@@ -135,6 +173,12 @@ void add_training_commands(CLI::App& app, Actions& actions) {
   ev->add_option("--device", *edev, "Vulkan device index");
   ev->add_flag("--json", *ejson, "machine-readable output");
   ev->callback([&actions, e, edev, ejson] { actions.push_back([=] { return run_eval(*e, *edev, *ejson); }); });
+
+  auto lp_in = std::make_shared<std::string>(), lp_out = std::make_shared<std::string>();
+  auto* ex = app.add_subcommand("export-lp", "write the deployable low-precision checkpoint (auxiliary module dropped)");
+  ex->add_option("--checkpoint", *lp_in, "trained checkpoint")->required();
+  ex->add_option("--out", *lp_out, "output safetensors file")->required();
+  ex->callback([&actions, lp_in, lp_out] { actions.push_back([=] { return run_export_lp(*lp_in, *lp_out); }); });
 
   auto path = std::make_shared<std::string>();
   auto ijson = std::make_shared<bool>(false);

@@ -8,7 +8,11 @@
 namespace vkqat::nn {
 
 Parameter::Parameter(Context& ctx, std::string n, std::vector<int> shape, bool decay)
-    : name(std::move(n)), value(ctx, shape), grad(ctx, shape), momentum(ctx, shape), weight_decay(decay) {}
+    : name(std::move(n)), value(ctx, shape), grad(ctx, shape), momentum(ctx, shape), weight_decay(decay) {
+  value.zero();  // memory is recycled: never start from another tensor's leftovers
+  grad.zero();
+  momentum.zero();
+}
 
 float InitRng::uniform(float lo, float hi) {
   // 53 random bits -> [0, 1): identical on every standard library.
@@ -39,13 +43,23 @@ void Conv2dLayer::init(InitRng& rng) {
   weight.momentum.zero();
 }
 
-void Conv2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y) const {
-  conv2d_forward(rec, shape, x, weight.value, y);
+void Conv2dLayer::set_quantizer(Context& ctx, std::unique_ptr<WeightQuantizer> q) {
+  quant = std::move(q);
+  if (quant && !wq.defined()) {
+    wq = Tensor(ctx, weight.value.shape());
+    d_wq = Tensor(ctx, weight.value.shape());
+  }
+}
+
+void Conv2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train) {
+  if (quant) quant->forward(rec, weight.value, wq, train);  // once per step, read by the conv
+  conv2d_forward(rec, shape, x, effective_weight(), y);
 }
 
 void Conv2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
-  conv2d_backward_weight(rec, shape, x, dy, weight.grad, false);
-  if (dx) conv2d_backward_data(rec, shape, dy, weight.value, *dx, accumulate_dx);
+  conv2d_backward_weight(rec, shape, x, dy, quant ? d_wq : weight.grad, false);
+  if (quant) quant->backward(rec, weight.value, d_wq, weight.grad);
+  if (dx) conv2d_backward_data(rec, shape, dy, effective_weight(), *dx, accumulate_dx);
 }
 
 BatchNorm2dLayer::BatchNorm2dLayer(Context& ctx, const std::string& n, int batch, int channels)
@@ -98,12 +112,22 @@ void LinearLayer::init(InitRng& rng) {
   bias.momentum.zero();
 }
 
-void LinearLayer::forward(Recording& rec, const Tensor& x, Tensor& y) const {
-  linear_forward(rec, x, weight.value, bias.value, y);
+void LinearLayer::set_quantizer(Context& ctx, std::unique_ptr<WeightQuantizer> q) {
+  quant = std::move(q);
+  if (quant && !wq.defined()) {
+    wq = Tensor(ctx, weight.value.shape());
+    d_wq = Tensor(ctx, weight.value.shape());
+  }
+}
+
+void LinearLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train) {
+  if (quant) quant->forward(rec, weight.value, wq, train);
+  linear_forward(rec, x, effective_weight(), bias.value, y);
 }
 
 void LinearLayer::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
-  linear_backward(rec, x, weight.value, dy, dx, accumulate_dx, weight.grad, bias.grad, false);
+  linear_backward(rec, x, effective_weight(), dy, dx, accumulate_dx, quant ? d_wq : weight.grad, bias.grad, false);
+  if (quant) quant->backward(rec, weight.value, d_wq, weight.grad);
 }
 
 }  // namespace vkqat::nn

@@ -5,19 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "nn/model/quant_hooks.h"
 #include "nn/ops/conv2d.h"
 #include "nn/tensor.h"
 
 namespace vkqat::nn {
-
-// A trainable tensor with its gradient and SGD momentum buffer.
-struct Parameter {
-  std::string name;  // state-dict name, torchvision convention ("layer1.0.conv1.weight")
-  Tensor value, grad, momentum;
-  bool weight_decay = true;  // false for BN parameters and biases
-  Parameter() = default;
-  Parameter(Context& ctx, std::string name, std::vector<int> shape, bool decay);
-};
 
 // Deterministic initialisers (same seed, same numbers on every platform).
 class InitRng {
@@ -34,11 +26,16 @@ class Conv2dLayer {
   Conv2dLayer() = default;
   Conv2dLayer(Context& ctx, const std::string& name, const Conv2dShape& shape);
   void init(InitRng& rng);  // Kaiming normal, fan_out, ReLU gain (torchvision ResNet)
-  void forward(Recording& rec, const Tensor& x, Tensor& y) const;
+  // With a quantizer, forward first writes wq = Q(weight) and convolves with wq.
+  void set_quantizer(Context& ctx, std::unique_ptr<WeightQuantizer> q);
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool train = true);
   // dx may be null (the input is the image); accumulate_dx adds into dx.
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx);
+  const Tensor& effective_weight() const { return quant ? wq : weight.value; }
   Conv2dShape shape;
   Parameter weight;
+  std::unique_ptr<WeightQuantizer> quant;
+  Tensor wq, d_wq;  // only with a quantizer
 };
 
 class BatchNorm2dLayer {
@@ -61,10 +58,14 @@ class LinearLayer {
   LinearLayer() = default;
   LinearLayer(Context& ctx, const std::string& name, int in, int out);
   void init(InitRng& rng);  // PyTorch default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias
-  void forward(Recording& rec, const Tensor& x, Tensor& y) const;
+  void set_quantizer(Context& ctx, std::unique_ptr<WeightQuantizer> q);  // also SAT's rescale
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool train = true);
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx);
+  const Tensor& effective_weight() const { return quant ? wq : weight.value; }
   int in = 0, out = 0;
   Parameter weight, bias;
+  std::unique_ptr<WeightQuantizer> quant;
+  Tensor wq, d_wq;
 };
 
 }  // namespace vkqat::nn

@@ -55,6 +55,23 @@ void Network::register_linear(LinearLayer& l) {
   state_.push_back({l.bias.name, &l.bias.value});
 }
 
+void Network::register_quantizer_state(std::vector<Parameter*> params, const NamedTensors& state) {
+  for (Parameter* p : params) {
+    params_.push_back(p);
+    state_.push_back({p->name, &p->value});
+  }
+  for (const auto& s : state) state_.push_back(s);
+}
+
+void Network::register_act_quantizer(ActQuantizer* q) {
+  act_quantizers_.push_back(q);
+  register_quantizer_state(q->parameters(), q->state());
+}
+
+void Network::apply_quant_policy(QuantPolicy&) {
+  throw Error("--model " + config_.name + ": quantized training is implemented for resnet20/32/56");
+}
+
 void Network::init(uint64_t seed) {
   InitRng rng(seed);
   init_layers(rng);

@@ -31,6 +31,11 @@ class Network {
   virtual void backward(Recording& rec) = 0;
   // Whether the net has residual blocks (the auxiliary module needs them).
   virtual bool has_residual_blocks() const = 0;
+  // Gives every weight and activation the quantizer the policy chooses (before recording).
+  virtual void apply_quant_policy(QuantPolicy& policy);
+  // Stem output and each residual sum, before their activation (quantizer); allocates the
+  // gradient buffers and makes backward add them in. Empty for nets without blocks.
+  virtual std::vector<FeatureTap> feature_taps() { return {}; }
 
   void init(uint64_t seed);  // deterministic initialisation of every parameter/buffer
   Tensor& input() { return input_; }
@@ -45,12 +50,16 @@ class Network {
   // Names of the BatchNorm layers (for num_batches_tracked in checkpoints).
   const std::vector<std::string>& batchnorm_names() const { return bn_names_; }
   uint64_t parameter_count() const;
+  const std::vector<ActQuantizer*>& act_quantizers() const { return act_quantizers_; }
 
  protected:
   Network(Context& ctx, const ModelConfig& cfg, int batch);
   void register_conv(Conv2dLayer& c);
   void register_bn(BatchNorm2dLayer& b);
   void register_linear(LinearLayer& l);
+  // Adds a quantizer's learned parameters and state to params_ / state_.
+  void register_quantizer_state(std::vector<Parameter*> params, const NamedTensors& state);
+  void register_act_quantizer(ActQuantizer* q);
   virtual void init_layers(InitRng& rng) = 0;
 
   Context& ctx_;
@@ -60,6 +69,8 @@ class Network {
   std::vector<Parameter*> params_;
   std::vector<std::pair<std::string, Tensor*>> state_;
   std::vector<std::string> bn_names_;
+  std::vector<std::unique_ptr<Tensor>> tap_grads_;
+  std::vector<ActQuantizer*> act_quantizers_;  // owned gradient buffers of feature taps
 };
 
 // Throws Error naming the model or field when the configuration is invalid.

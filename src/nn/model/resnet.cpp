@@ -12,6 +12,8 @@ static Conv2dShape conv_shape(int n, int c_in, int h, int w, int c_out, int k, i
   return s;
 }
 
+static void copy_tensor(Recording& rec, const Tensor& src, Tensor& dst) { rec.copy(src.view(), dst.view(), "copy"); }
+
 // ---- ConvBnUnit ----------------------------------------------------------------------
 ConvBnUnit::ConvBnUnit(Context& ctx, const std::string& conv_name, const std::string& bn_name, const Conv2dShape& s,
                        bool relu_after)
@@ -23,13 +25,40 @@ ConvBnUnit::ConvBnUnit(Context& ctx, const std::string& conv_name, const std::st
       d_conv_out(ctx, s.y_shape()),
       d_out(ctx, s.y_shape()) {}
 
+void ConvBnUnit::split_activation(Context& ctx) {
+  if (pre.defined()) return;
+  pre = Tensor(ctx, out.shape());
+  d_pre = Tensor(ctx, out.shape());
+}
+
 void ConvBnUnit::forward(Recording& rec, const Tensor& x, bool train) {
-  conv.forward(rec, x, conv_out);
-  bn.forward(rec, conv_out, out, train, relu);
+  conv.forward(rec, x, conv_out, train);
+  if (!pre.defined()) {
+    bn.forward(rec, conv_out, out, train, relu);  // ReLU fused into BN
+    return;
+  }
+  bn.forward(rec, conv_out, pre, train, false);
+  if (act)
+    act->forward(rec, pre, out, train);
+  else if (relu)
+    relu_forward(rec, pre, out);
+  else
+    copy_tensor(rec, pre, out);
 }
 
 void ConvBnUnit::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
-  bn.backward(rec, conv_out, out, dy, d_conv_out, relu, false);
+  if (!pre.defined()) {
+    bn.backward(rec, conv_out, out, dy, d_conv_out, relu, false);
+  } else {
+    if (act)
+      act->backward(rec, pre, dy, d_pre, false);
+    else if (relu)
+      relu_backward(rec, pre, dy, d_pre, false);
+    else
+      copy_tensor(rec, dy, d_pre);
+    if (pre_grad_extra) accumulate(rec, *pre_grad_extra, d_pre);
+    bn.backward(rec, conv_out, pre, d_pre, d_conv_out, false, false);
+  }
   conv.backward(rec, x, d_conv_out, dx, accumulate_dx);
 }
 
@@ -53,11 +82,18 @@ void BasicBlock::forward(Recording& rec, const Tensor& x, bool train) {
   c2.forward(rec, c1.out, train);
   if (down) down->forward(rec, x, train);
   add_forward(rec, c2.out, down ? down->out : x, sum);
-  relu_forward(rec, sum, out);
+  if (act_out)
+    act_out->forward(rec, sum, out, train);
+  else
+    relu_forward(rec, sum, out);
 }
 
 void BasicBlock::backward(Recording& rec, const Tensor& x, Tensor& dx) {
-  relu_backward(rec, out, d_out, d_sum, false);
+  if (act_out)
+    act_out->backward(rec, sum, d_out, d_sum, false);
+  else
+    relu_backward(rec, out, d_out, d_sum, false);
+  if (sum_grad_extra) accumulate(rec, *sum_grad_extra, d_sum);
   c2.backward(rec, c1.out, d_sum, &c1.d_out, false);
   c1.backward(rec, x, c1.d_out, &dx, false);
   if (down)
@@ -123,11 +159,17 @@ void ResNet::forward(Recording& rec, bool train) {
     x = &b->out;
   }
   global_avg_pool_forward(rec, *x, pooled);
-  fc.forward(rec, pooled, logits_);
+  if (fc_act) fc_act->forward(rec, pooled, pooled_q, train);
+  fc.forward(rec, fc_act ? pooled_q : pooled, logits_, train);
 }
 
 void ResNet::backward(Recording& rec) {
-  fc.backward(rec, pooled, d_logits_, &d_pooled, false);
+  if (fc_act) {
+    fc.backward(rec, pooled_q, d_logits_, &d_pooled_q, false);
+    fc_act->backward(rec, pooled, d_pooled_q, d_pooled, false);
+  } else {
+    fc.backward(rec, pooled, d_logits_, &d_pooled, false);
+  }
   global_avg_pool_backward(rec, d_pooled, blocks.back()->d_out, false);
   for (size_t i = blocks.size(); i-- > 0;) {
     const Tensor& x = i ? blocks[i - 1]->out : stem.out;
@@ -135,6 +177,56 @@ void ResNet::backward(Recording& rec) {
     blocks[i]->backward(rec, x, dx);
   }
   stem.backward(rec, input_, stem.d_out, nullptr, false);
+}
+
+void ResNet::apply_quant_policy(QuantPolicy& policy) {
+  auto weight = [&](Conv2dLayer& c, LayerRole role) {
+    const std::string prefix = c.weight.name.substr(0, c.weight.name.size() - 7);  // drop ".weight"
+    c.set_quantizer(ctx_, policy.weight(ctx_, prefix, c.weight.value, role));
+    if (c.quant) register_quantizer_state(c.quant->parameters(), c.quant->state());
+  };
+  auto act = [&](std::unique_ptr<ActQuantizer>& slot, const std::string& name, const Tensor& t, LayerRole consumer) {
+    slot = policy.activation(ctx_, name, t.shape(), consumer);
+    if (slot) register_act_quantizer(slot.get());
+  };
+  weight(stem.conv, LayerRole::First);
+  act(stem.act, "conv1.act", stem.out, LayerRole::Middle);
+  if (stem.act) stem.split_activation(ctx_);
+  for (auto& b : blocks) {
+    const std::string name = b->c1.conv.weight.name.substr(0, b->c1.conv.weight.name.size() - 13);  // "layerS.B"
+    weight(b->c1.conv, LayerRole::Middle);
+    weight(b->c2.conv, LayerRole::Middle);
+    if (b->down) weight(b->down->conv, LayerRole::Middle);
+    act(b->c1.act, name + ".act1", b->c1.out, LayerRole::Middle);
+    if (b->c1.act) b->c1.split_activation(ctx_);
+    act(b->act_out, name + ".act2", b->out, LayerRole::Middle);
+  }
+  act(fc_act, "fc.act", pooled, LayerRole::Last);
+  if (fc_act && !pooled_q.defined()) {
+    pooled_q = Tensor(ctx_, pooled.shape());
+    d_pooled_q = Tensor(ctx_, pooled.shape());
+  }
+  fc.set_quantizer(ctx_, policy.weight(ctx_, "fc", fc.weight.value, LayerRole::Last));
+  if (fc.quant) register_quantizer_state(fc.quant->parameters(), fc.quant->state());
+  policy.finish();
+}
+
+std::vector<FeatureTap> ResNet::feature_taps() {
+  // The stem's BN output before its activation, then every block's residual sum.
+  stem.split_activation(ctx_);
+  std::vector<std::pair<std::string, Tensor*>> points{{"conv1", &stem.pre}};
+  for (auto& b : blocks) points.push_back({b->c1.conv.weight.name.substr(0, b->c1.conv.weight.name.size() - 13), &b->sum});
+  std::vector<FeatureTap> taps;
+  for (size_t i = 0; i < points.size(); ++i) {
+    if (tap_grads_.size() <= i) tap_grads_.push_back(std::make_unique<Tensor>(ctx_, points[i].second->shape()));
+    Tensor* g = tap_grads_[i].get();
+    if (i == 0)
+      stem.pre_grad_extra = g;
+    else
+      blocks[i - 1]->sum_grad_extra = g;
+    taps.push_back({points[i].first, points[i].second, g});
+  }
+  return taps;
 }
 
 // ---- PlainCnn ------------------------------------------------------------------------

@@ -9,17 +9,22 @@
 
 namespace vkqat::nn {
 
-// conv -> BN (-> ReLU fused into BN).
+// conv -> BN (-> ReLU fused into BN, or -> activation quantizer).
 struct ConvBnUnit {
   ConvBnUnit() = default;
   ConvBnUnit(Context& ctx, const std::string& conv_name, const std::string& bn_name, const Conv2dShape& s, bool relu);
   void forward(Recording& rec, const Tensor& x, bool train);
   // dy: gradient w.r.t. out. dx null: input needs no gradient.
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx);
+  // Keeps the BN output before the activation in `pre` (for a quantizer or a tap).
+  void split_activation(Context& ctx);
   Conv2dLayer conv;
   BatchNorm2dLayer bn;
   bool relu = false;
+  std::unique_ptr<ActQuantizer> act;  // replaces the ReLU
   Tensor conv_out, out, d_conv_out, d_out;  // d_out: gradient of out, written by the consumer
+  Tensor pre, d_pre;                        // only when split
+  Tensor* pre_grad_extra = nullptr;         // added into d_pre (the aux module's gradient)
 };
 
 // out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
@@ -30,10 +35,12 @@ struct BasicBlock {
   void backward(Recording& rec, const Tensor& x, Tensor& dx);
   ConvBnUnit c1, c2;
   std::optional<ConvBnUnit> down;
-  Tensor sum;    // residual sum before the output ReLU (the aux module taps this)
-  Tensor out;    // relu(sum)
+  std::unique_ptr<ActQuantizer> act_out;  // replaces the output ReLU
+  Tensor sum;    // residual sum before the output ReLU / quantizer (the aux module taps this)
+  Tensor out;    // relu(sum) or Q(sum)
   Tensor d_out;  // gradient of out, written by the next block / pooling
   Tensor d_sum;  // gradient of sum
+  Tensor* sum_grad_extra = nullptr;  // added into d_sum (the aux module's gradient)
 };
 
 class ResNet : public Network {
@@ -42,10 +49,14 @@ class ResNet : public Network {
   void forward(Recording& rec, bool train) override;
   void backward(Recording& rec) override;
   bool has_residual_blocks() const override { return true; }
+  void apply_quant_policy(QuantPolicy& policy) override;
+  std::vector<FeatureTap> feature_taps() override;
 
   ConvBnUnit stem;
   std::vector<std::unique_ptr<BasicBlock>> blocks;
   Tensor pooled, d_pooled;
+  std::unique_ptr<ActQuantizer> fc_act;  // quantizes the FC input
+  Tensor pooled_q, d_pooled_q;
   LinearLayer fc;
 
  protected:

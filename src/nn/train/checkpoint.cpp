@@ -13,7 +13,8 @@ SafeTensors network_state(const Network& net, int64_t batches_tracked) {
   return st;
 }
 
-void load_network_state(Network& net, const SafeTensors& st, const std::vector<std::string>& ignored_prefixes) {
+void load_network_state(Network& net, const SafeTensors& st, const std::vector<std::string>& ignored_prefixes,
+                        bool ignore_unexpected) {
   const std::string file = st.source.empty() ? "checkpoint" : st.source;
   std::map<std::string, bool> expected;
   for (const auto& [name, tensor] : net.state()) {
@@ -35,8 +36,20 @@ void load_network_state(Network& net, const SafeTensors& st, const std::vector<s
     if (expected.count(name)) continue;
     bool ignored = false;
     for (const auto& p : ignored_prefixes) ignored = ignored || name.rfind(p, 0) == 0;
-    if (!ignored) throw Error(file + ": unexpected tensor '" + name + "' for model " + net.config().name);
+    if (!ignored && !ignore_unexpected)
+      throw Error(file + ": unexpected tensor '" + name + "' for model " + net.config().name +
+                  " (a quantized or --aux checkpoint? the run's configuration must match)");
   }
+}
+
+int load_named_tensors(const NamedTensors& named, const SafeTensors& st) {
+  int n = 0;
+  for (const auto& [name, t] : named) {
+    if (!st.has(name)) continue;
+    t->upload(st.get_f32(name, std::vector<int64_t>(t->shape().begin(), t->shape().end())));
+    ++n;
+  }
+  return n;
 }
 
 nlohmann::json checkpoint_metadata(const SafeTensors& st) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "nn/model/network.h"
+#include "nn/model/quant_hooks.h"
 #include "nn/safetensors.h"
 
 namespace vkqat::nn {
@@ -19,7 +20,12 @@ SafeTensors network_state(const Network& net, int64_t batches_tracked);
 // Uploads the matching tensors; every state tensor must be present with the right shape
 // (Error names the file, tensor and shapes). Unknown tensors are an error unless their
 // names start with one of `ignored_prefixes`.
-void load_network_state(Network& net, const SafeTensors& st, const std::vector<std::string>& ignored_prefixes = {});
+// ignore_unexpected: tensors the net does not have are skipped (loading a quantized or
+// aux checkpoint into a plain net, or weights before the quantizers exist).
+void load_network_state(Network& net, const SafeTensors& st, const std::vector<std::string>& ignored_prefixes = {},
+                        bool ignore_unexpected = false);
+// Uploads the tensors of `named` that `st` has; returns how many.
+int load_named_tensors(const NamedTensors& named, const SafeTensors& st);
 
 // The config stored in a vkqat checkpoint's metadata, or null when absent (PyTorch file).
 nlohmann::json checkpoint_metadata(const SafeTensors& st);

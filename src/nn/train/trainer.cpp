@@ -54,7 +54,8 @@ nlohmann::json TrainConfig::to_json() const {
           {"epochs", epochs},    {"batch_size", batch},        {"lr", lr},
           {"momentum", momentum}, {"weight_decay", weight_decay}, {"nesterov", nesterov},
           {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
-          {"abits", abits},      {"init", init},               {"train_limit", train_limit},
+          {"abits", abits},      {"quant", quant},             {"aux", aux},
+          {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"train_limit", train_limit},
           {"test_limit", test_limit}, {"log_every", log_every}};
 }
 
@@ -74,6 +75,10 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
     c.seed = j.at("seed");
     c.wbits = j.at("wbits");
     c.abits = j.at("abits");
+    c.quant = j.at("quant");
+    c.aux = j.at("aux");
+    c.aux_weight = j.at("aux_weight");
+    c.lp_weight = j.value("lp_weight", 1.f);
     c.init = j.at("init");
     c.train_limit = j.at("train_limit");
     c.test_limit = j.at("test_limit");
@@ -91,24 +96,33 @@ static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b);
 // per batch; a partial last batch is padded with ignored rows.
 class Evaluator {
  public:
-  Evaluator(Context& ctx, Network& net, const Dataset& data, uint64_t seed)
+  Evaluator(Context& ctx, Network& net, const Dataset& data, uint64_t seed, AuxiliaryHead* aux = nullptr)
       : host_x_(ctx, net.input().shape(), DType::F32, MemoryKind::Host),
         host_y_(ctx, {net.batch()}, DType::U32, MemoryKind::Host),
         labels_(ctx, {net.batch()}, DType::U32),
         loss_sum_(ctx, {1}, DType::F32, MemoryKind::Host),
         correct_(ctx, {1}, DType::U32, MemoryKind::Host),
+        aux_loss_sum_(ctx, {1}, DType::F32, MemoryKind::Host),
+        aux_correct_(ctx, {1}, DType::U32, MemoryKind::Host),
         loader_(data, net.batch(), false, seed),
-        rec_(ctx) {
+        rec_(ctx),
+        has_aux_(aux != nullptr) {
     rec_.copy(host_x_.view(), net.input().view(), "upload batch");
     rec_.copy(host_y_.view(), labels_.view(), "upload labels");
     net.forward(rec_, /*train=*/false);
     cross_entropy(rec_, net.logits(), labels_, loss_sum_, correct_, nullptr, 1.f, /*accumulate=*/true);
+    if (aux) {
+      aux->forward(rec_, /*train=*/false);
+      cross_entropy(rec_, aux->logits(), labels_, aux_loss_sum_, aux_correct_, nullptr, 1.f, /*accumulate=*/true);
+    }
     rec_.finish();
   }
   EvalResult run() {
     float* loss = static_cast<float*>(loss_sum_.view().mapped);
     uint32_t* correct = static_cast<uint32_t*>(correct_.view().mapped);
-    *loss = 0.f, *correct = 0;
+    float* aux_loss = static_cast<float*>(aux_loss_sum_.view().mapped);
+    uint32_t* aux_correct = static_cast<uint32_t*>(aux_correct_.view().mapped);
+    *loss = *aux_loss = 0.f, *correct = *aux_correct = 0;
     loader_.start_epoch(0);
     Batch b;
     EvalResult r;
@@ -119,13 +133,17 @@ class Evaluator {
     }
     r.loss = *loss / std::max(1, r.images);
     r.acc = double(*correct) / std::max(1, r.images);
+    r.has_aux = has_aux_;
+    r.aux_loss = *aux_loss / std::max(1, r.images);
+    r.aux_acc = double(*aux_correct) / std::max(1, r.images);
     return r;
   }
 
  private:
-  Tensor host_x_, host_y_, labels_, loss_sum_, correct_;
+  Tensor host_x_, host_y_, labels_, loss_sum_, correct_, aux_loss_sum_, aux_correct_;
   BatchLoader loader_;
   Recording rec_;
+  bool has_aux_;
 };
 
 // ---- the step ------------------------------------------------------------------------
@@ -135,6 +153,7 @@ struct Trainer::Impl {
   std::unique_ptr<BatchLoader> train_loader;
   Tensor host_x, host_y, labels, step_params;  // host_*: written by the CPU before each replay
   Tensor loss_sum, correct;                    // train accumulators (reset each epoch)
+  Tensor aux_loss_sum, aux_correct;            // the same for the auxiliary head
   std::unique_ptr<Recording> train_step;
   std::unique_ptr<Evaluator> evaluator;
   int epoch = 0, position = 0;
@@ -149,12 +168,14 @@ struct Trainer::Impl {
   explicit Impl(Context& c) : ctx(c) {}
 };
 
-Trainer::Trainer(Context& ctx, TrainConfig cfg) : impl_(std::make_unique<Impl>(ctx)), cfg_(std::move(cfg)) {
+Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
+    : impl_(std::make_unique<Impl>(ctx)), cfg_(std::move(cfg)) {
   Impl& s = *impl_;
   if (cfg_.epochs < 1) throw Error("--epochs must be at least 1, got " + std::to_string(cfg_.epochs));
   if (!(cfg_.lr > 0)) throw Error("--lr must be positive");
-  if (cfg_.wbits != 32 || cfg_.abits != 32)
-    throw Error("--wbits/--abits other than 32 need the quantization module, which this build does not have yet");
+  if (cfg_.batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(cfg_.batch));
+  if (!cfg_.quant.is_null() && !plugins.policy) throw Error("quantized training needs the quantization module");
+  if (cfg_.aux && !plugins.aux) throw Error("--aux needs the quantization module");
   s.train_set = load_dataset(cfg_.data, cfg_.data_dir, true);
   s.test_set = load_dataset(cfg_.data, cfg_.data_dir, false);
   if (cfg_.train_limit > 0) s.train_set = first_n(s.train_set, cfg_.train_limit);
@@ -168,7 +189,24 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg) : impl_(std::make_unique<Impl>(c
   cfg_.model.classes = s.train_set.classes;
   net_ = build_network(ctx, cfg_.model, cfg_.batch);
   net_->init(cfg_.seed);
-  if (!cfg_.init.empty()) load_network_state(*net_, read_safetensors(cfg_.init), {"aux."});
+  // --init first (full-precision weights; quantizer and aux tensors are picked up below),
+  // then the quantizers: LSQ initialises its steps from the weights it is given.
+  SafeTensors init_ckpt;
+  if (!cfg_.init.empty()) {
+    init_ckpt = read_safetensors(cfg_.init);
+    load_network_state(*net_, init_ckpt, {"aux."}, /*ignore_unexpected=*/true);
+  }
+  bool quantizers_loaded = false;
+  if (!cfg_.quant.is_null()) {
+    auto policy = plugins.policy(cfg_.quant);
+    net_->apply_quant_policy(*policy);
+    if (!cfg_.init.empty()) quantizers_loaded = load_named_tensors(net_->state(), init_ckpt) > 0;
+  }
+  if (cfg_.aux) {
+    aux_ = plugins.aux(ctx, *net_);
+    aux_->init(cfg_.seed);
+    if (!cfg_.init.empty()) load_named_tensors(aux_->state(), init_ckpt);
+  }
 
   s.train_loader = std::make_unique<BatchLoader>(s.train_set, cfg_.batch, true, cfg_.seed);
 
@@ -179,6 +217,10 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg) : impl_(std::make_unique<Impl>(c
   s.step_params = Tensor(ctx, {4}, DType::F32, MemoryKind::Host);
   s.loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
   s.correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
+  s.aux_loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
+  s.aux_correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
+
+  if (!quantizers_loaded) initialise_quantizers_from_data();
 
   // Training step: recorded once, replayed every step.
   s.train_step = std::make_unique<Recording>(ctx, cfg_.profile);
@@ -186,9 +228,19 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg) : impl_(std::make_unique<Impl>(c
   rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
   rec.copy(s.host_y.view(), s.labels.view(), "upload labels");
   net_->forward(rec, /*train=*/true);
-  cross_entropy(rec, net_->logits(), s.labels, s.loss_sum, s.correct, &net_->d_logits(), 1.f, /*accumulate=*/true);
+  if (aux_) aux_->forward(rec, /*train=*/true);
+  // loss = CE(LP) + lambda CE(aux): each head's gradient carries its weight.
+  cross_entropy(rec, net_->logits(), s.labels, s.loss_sum, s.correct, &net_->d_logits(), cfg_.lp_weight,
+                /*accumulate=*/true);
+  if (aux_) {
+    cross_entropy(rec, aux_->logits(), s.labels, s.aux_loss_sum, s.aux_correct, &aux_->d_logits(), cfg_.aux_weight,
+                  /*accumulate=*/true);
+    aux_->backward(rec);  // writes the gradients the network adds at its taps
+  }
   net_->backward(rec);
-  for (Parameter* p : net_->parameters()) {
+  std::vector<Parameter*> params = net_->parameters();
+  if (aux_) params.insert(params.end(), aux_->parameters().begin(), aux_->parameters().end());
+  for (Parameter* p : params) {
     SgdOptions o;
     o.momentum = cfg_.momentum;
     o.nesterov = cfg_.nesterov;
@@ -197,7 +249,34 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg) : impl_(std::make_unique<Impl>(c
   }
   rec.finish();
 
-  s.evaluator = std::make_unique<Evaluator>(ctx, *net_, s.test_set, cfg_.seed);
+  s.evaluator = std::make_unique<Evaluator>(ctx, *net_, s.test_set, cfg_.seed, aux_.get());
+}
+
+// Quantizers that start from data (LSQ activation steps) see the first training batch in
+// one forward pass; BatchNorm running statistics are put back afterwards.
+void Trainer::initialise_quantizers_from_data() {
+  std::vector<ActQuantizer*> wants;
+  for (ActQuantizer* q : net_->act_quantizers())
+    if (q->wants_data_init()) wants.push_back(q);
+  if (wants.empty()) return;
+  Impl& s = *impl_;
+  std::vector<std::pair<Tensor*, std::vector<float>>> saved;
+  for (const auto& [name, t] : net_->state())
+    if (name.size() > 12 && (name.rfind(".running_mean") == name.size() - 13 || name.rfind(".running_var") == name.size() - 12))
+      saved.push_back({t, t->download()});
+  Batch first;
+  s.train_loader->start_epoch(0);
+  s.train_loader->make_batch(0, first);
+  fill_host_batch(s.host_x, s.host_y, first);
+  for (ActQuantizer* q : wants) q->set_data_init(true);
+  {
+    Recording rec(s.ctx);
+    rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
+    net_->forward(rec, /*train=*/true);
+    rec.run();
+  }
+  for (ActQuantizer* q : wants) q->set_data_init(false);
+  for (auto& [t, values] : saved) t->upload(values);
 }
 
 Trainer::~Trainer() = default;
@@ -238,21 +317,32 @@ static nlohmann::json model_metadata(const TrainConfig& c, const Dataset& d) {
           {"dataset", c.data},
           {"normalization", {{"mean", d.mean}, {"std", d.std}}},
           {"wbits", c.wbits},
-          {"abits", c.abits}};
+          {"abits", c.abits},
+          {"quant", c.quant},
+          {"aux", c.aux}};
 }
 
 // Trainer state lives beside the checkpoint (so the checkpoint stays a plain state_dict):
 // momentum buffers, the epoch's running train metrics, and where the data order stands.
-static void save_run_state(const std::string& dir, const TrainConfig& cfg, Network& net, Trainer::Impl& s) {
+static void save_run_state(const std::string& dir, const TrainConfig& cfg, Network& net, AuxiliaryHead* aux,
+                           Trainer::Impl& s) {
   SafeTensors model = network_state(net, s.step);
+  std::vector<Parameter*> params = net.parameters();
+  if (aux) {
+    for (const auto& [name, t] : aux->state())
+      model.add_f32(name, std::vector<int64_t>(t->shape().begin(), t->shape().end()), t->download());
+    for (const std::string& bn : aux->batchnorm_names()) model.add_i64(bn + ".num_batches_tracked", {}, {s.step});
+    params.insert(params.end(), aux->parameters().begin(), aux->parameters().end());
+  }
   nlohmann::json meta = model_metadata(cfg, s.train_set);
   meta["step"] = s.step;
   model.metadata["vkqat"] = meta.dump();
   SafeTensors state;
-  for (Parameter* p : net.parameters()) state.add_f32(p->name + ".momentum", {p->value.numel()}, p->momentum.download());
+  for (Parameter* p : params) state.add_f32(p->name + ".momentum", {p->value.numel()}, p->momentum.download());
   state.add_f32("train.loss_sum", {1}, s.loss_sum.download());
-  std::vector<uint32_t> c = s.correct.download_u32();
-  state.add_i64("train.correct", {1}, {int64_t(c[0])});
+  state.add_i64("train.correct", {1}, {int64_t(s.correct.download_u32()[0])});
+  state.add_f32("train.aux_loss_sum", {1}, s.aux_loss_sum.download());
+  state.add_i64("train.aux_correct", {1}, {int64_t(s.aux_correct.download_u32()[0])});
   nlohmann::json t = {{"config", cfg.to_json()},
                       {"epoch", s.epoch},
                       {"position", s.position},
@@ -267,7 +357,8 @@ static void save_run_state(const std::string& dir, const TrainConfig& cfg, Netwo
   write_safetensors(dir + "/" + kCheckpoint, model);
 }
 
-std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, int epochs_override) {
+std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, int epochs_override,
+                                         const QuantPlugins& plugins) {
   const std::string state_path = dir + "/" + kTrainerState, ckpt_path = dir + "/" + kCheckpoint;
   if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
   if (!fs::exists(state_path)) throw Error("--resume " + dir + ": no " + kTrainerState + " (not a vkqat run directory?)");
@@ -281,17 +372,25 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, i
   TrainConfig cfg = TrainConfig::from_json(t.at("config"));
   cfg.out = dir;
   if (epochs_override > 0) cfg.epochs = epochs_override;
-  auto tr = std::make_unique<Trainer>(ctx, cfg);
+  cfg.init.clear();  // the checkpoint below replaces whatever the run started from
+  auto tr = std::make_unique<Trainer>(ctx, cfg, plugins);
   SafeTensors model = read_safetensors(ckpt_path);
   nlohmann::json meta = checkpoint_metadata(model);
   if (meta.is_null() || meta.value("step", int64_t(-1)) != t.at("step").get<int64_t>())
     throw Error(ckpt_path + " and " + state_path + " are from different steps (interrupted while saving?)");
-  load_network_state(*tr->net_, model);
-  for (Parameter* p : tr->net_->parameters())
-    p->momentum.upload(state.get_f32(p->name + ".momentum", {p->value.numel()}));
+  load_network_state(*tr->net_, model, {"aux."});
+  std::vector<Parameter*> params = tr->net_->parameters();
+  if (tr->aux_) {
+    if (load_named_tensors(tr->aux_->state(), model) != int(tr->aux_->state().size()))
+      throw Error(ckpt_path + ": the auxiliary module's aux.* tensors are missing or incomplete");
+    params.insert(params.end(), tr->aux_->parameters().begin(), tr->aux_->parameters().end());
+  }
+  for (Parameter* p : params) p->momentum.upload(state.get_f32(p->name + ".momentum", {p->value.numel()}));
   Impl& s = *tr->impl_;
   s.loss_sum.upload(state.get_f32("train.loss_sum"));
   s.correct.upload_u32({uint32_t(state.get_i64("train.correct").at(0))});
+  s.aux_loss_sum.upload(state.get_f32("train.aux_loss_sum"));
+  s.aux_correct.upload_u32({uint32_t(state.get_i64("train.aux_correct").at(0))});
   s.epoch = t.at("epoch");
   s.position = t.at("position");
   s.step = t.at("step");
@@ -337,6 +436,8 @@ TrainSummary Trainer::run() {
     s.train_loader->start_epoch(s.epoch, s.position);
     if (s.position == 0) {
       *loss_sum = 0.f, *correct = 0;
+      *static_cast<float*>(s.aux_loss_sum.view().mapped) = 0.f;
+      *static_cast<uint32_t*>(s.aux_correct.view().mapped) = 0;
       s.log_loss_base = 0.f, s.log_correct_base = 0, s.log_position_base = 0;
     }
     auto epoch_start = Clock::now(), log_start = epoch_start;
@@ -371,10 +472,14 @@ TrainSummary Trainer::run() {
         const double ips = double(s.position - std::max(s.log_position_base, epoch_start_position)) * cfg_.batch /
                            seconds_since(log_start);
         if (log_now) {
-          metrics << nlohmann::json{{"type", "step"}, {"epoch", s.epoch + 1}, {"step", s.step}, {"lr", lr},
-                                    {"loss", loss}, {"acc", acc}, {"images_per_s", ips}}
-                         .dump()
-                  << "\n";
+          nlohmann::json rec = {{"type", "step"}, {"epoch", s.epoch + 1}, {"step", s.step}, {"lr", lr},
+                                {"loss", loss}, {"acc", acc}, {"images_per_s", ips}};
+          if (aux_) {  // epoch-running means of the aux head (its interval bases are not kept)
+            const double m = double(s.position) * cfg_.batch;
+            rec["aux_loss_epoch"] = *static_cast<float*>(s.aux_loss_sum.view().mapped) / m;
+            rec["aux_acc_epoch"] = *static_cast<uint32_t*>(s.aux_correct.view().mapped) / m;
+          }
+          metrics << rec.dump() << "\n";
           metrics.flush();
           s.log_loss_base = *loss_sum, s.log_correct_base = *correct, s.log_position_base = s.position;
           log_start = Clock::now();
@@ -389,7 +494,7 @@ TrainSummary Trainer::run() {
         }
       }
       if (g_stop || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) {
-        save_run_state(cfg_.out, cfg_, *net_, s);
+        save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);
         if (tty) std::fprintf(stderr, "\n");
         std::fprintf(stderr, "stopped at step %lld; continue with: vkqat train --resume %s\n", (long long)s.step,
                      cfg_.out.c_str());
@@ -402,22 +507,25 @@ TrainSummary Trainer::run() {
     last_eval = evaluate();
     metrics << nlohmann::json{{"type", "epoch"},         {"epoch", s.epoch + 1},       {"step", s.step},
                               {"train_loss", train_loss}, {"train_acc", train_acc},     {"test_loss", last_eval.loss},
-                              {"test_acc", last_eval.acc}, {"aux_test_acc", nullptr},
+                              {"test_acc", last_eval.acc},
+                              {"aux_test_acc", last_eval.has_aux ? nlohmann::json(last_eval.aux_acc) : nlohmann::json()},
                               {"images_per_s", s.train_images / s.train_seconds}}
                    .dump()
             << "\n";
     metrics.flush();
     if (tty) std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s\n",
-                 s.epoch + 1, cfg_.epochs, train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc,
-                 s.train_images / s.train_seconds);
+    std::fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%", s.epoch + 1, cfg_.epochs,
+                 train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc);
+    if (last_eval.has_aux) std::fprintf(stderr, " | aux head test acc %.2f%%", 100 * last_eval.aux_acc);
+    std::fprintf(stderr, " | %.0f img/s\n", s.train_images / s.train_seconds);
     s.position = 0;
     ++s.epoch;
-    save_run_state(cfg_.out, cfg_, *net_, s);  // a finished epoch is never lost
+    save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);  // a finished epoch is never lost
     --s.epoch;
   }
   if (last_eval.images == 0) last_eval = evaluate();  // resumed a run that had already finished
 
+  summary.eval = last_eval;
   summary.test_acc = last_eval.acc;
   summary.test_loss = last_eval.loss;
   summary.epochs = cfg_.epochs;
@@ -425,7 +533,7 @@ TrainSummary Trainer::run() {
   summary.seconds = seconds_since(run_start);
   summary.json = {{"test_acc", summary.test_acc},
                   {"test_loss", summary.test_loss},
-                  {"aux_test_acc", nullptr},
+                  {"aux_test_acc", last_eval.has_aux ? nlohmann::json(last_eval.aux_acc) : nlohmann::json()},
                   {"train_images_per_s", summary.train_images_per_s},
                   {"epochs", summary.epochs},
                   {"steps", s.step},
@@ -439,7 +547,7 @@ TrainSummary Trainer::run() {
 }
 
 // ---- vkqat eval ----------------------------------------------------------------------
-EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used) {
+EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used, const QuantPlugins& plugins) {
   SafeTensors st = read_safetensors(req.checkpoint);
   nlohmann::json meta = checkpoint_metadata(st);
   Dataset test = load_dataset(req.data, req.data_dir, false);
@@ -462,9 +570,21 @@ EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig
     mc.in_channels = test.channels, mc.height = test.height, mc.width_px = test.width, mc.classes = test.classes;
   }
   auto net = build_network(ctx, mc, std::min(req.batch, std::max(1, test.n)));
+  const nlohmann::json quant = meta.is_null() ? nlohmann::json() : meta.value("quant", nlohmann::json());
+  if (!quant.is_null()) {
+    if (!plugins.policy) throw Error(req.checkpoint + " is quantized: evaluating it needs the quantization module");
+    net->apply_quant_policy(*plugins.policy(quant));
+  }
   load_network_state(*net, st, {"aux."});
+  // The auxiliary head is evaluated too when the checkpoint carries it.
+  std::unique_ptr<AuxiliaryHead> aux;
+  if (!meta.is_null() && meta.value("aux", false) && plugins.aux && st.has("aux.fc.weight")) {
+    aux = plugins.aux(ctx, *net);
+    if (load_named_tensors(aux->state(), st) != int(aux->state().size()))
+      throw Error(req.checkpoint + ": incomplete aux.* tensors");
+  }
   if (used) *used = mc;
-  Evaluator ev(ctx, *net, test, 0);
+  Evaluator ev(ctx, *net, test, 0, aux.get());
   return ev.run();
 }
 

@@ -11,6 +11,7 @@
 
 #include "nn/data/dataset.h"
 #include "nn/model/network.h"
+#include "nn/model/quant_hooks.h"
 
 namespace vkqat::nn {
 
@@ -23,6 +24,10 @@ struct TrainConfig {
   float warmup_epochs = 0.f;  // linear warm-up, then cosine to 0
   uint64_t seed = 0;
   int wbits = 32, abits = 32;
+  nlohmann::json quant = nullptr;  // quantization config (opaque here; see src/quant/policy.h)
+  bool aux = false;                // full-precision auxiliary module
+  float aux_weight = 1.f;          // lambda: loss = CE(LP) + lambda CE(aux)
+  float lp_weight = 1.f;           // weight of CE(LP) (0 isolates the aux route, for tests)
   std::string out;               // run directory
   std::string init;              // checkpoint to initialise weights from
   int train_limit = 0, test_limit = 0;  // use only the first K images (quick runs, tests)
@@ -36,10 +41,13 @@ struct TrainConfig {
 struct EvalResult {
   double loss = 0, acc = 0;
   int images = 0;
+  bool has_aux = false;
+  double aux_loss = 0, aux_acc = 0;
 };
 
 struct TrainSummary {
   double test_acc = 0, test_loss = 0, train_images_per_s = 0, seconds = 0;
+  EvalResult eval;
   int epochs = 0;
   bool interrupted = false;
   nlohmann::json json;  // what summary.json holds
@@ -47,14 +55,18 @@ struct TrainSummary {
 
 class Trainer {
  public:
-  Trainer(Context& ctx, TrainConfig cfg);
+  // plugins: where quantizers and the auxiliary module come from (needed when cfg asks
+  // for quantization or --aux).
+  Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins = {});
   ~Trainer();
   // Continues the run in `run_dir` from its last checkpoint (weights, momentum, step, RNG).
-  static std::unique_ptr<Trainer> resume(Context& ctx, const std::string& run_dir, int epochs_override);
+  static std::unique_ptr<Trainer> resume(Context& ctx, const std::string& run_dir, int epochs_override,
+                                         const QuantPlugins& plugins = {});
 
   TrainSummary run();
   EvalResult evaluate();
   Network& network() { return *net_; }
+  AuxiliaryHead* aux() { return aux_.get(); }
   const TrainConfig& config() const { return cfg_; }
   // Called from a signal handler: finish the current step, checkpoint, stop.
   static void request_stop();
@@ -62,9 +74,11 @@ class Trainer {
   struct Impl;  // loaders, host staging tensors, the recorded step, progress counters
 
  private:
+  void initialise_quantizers_from_data();
   std::unique_ptr<Impl> impl_;
   TrainConfig cfg_;
   std::unique_ptr<Network> net_;
+  std::unique_ptr<AuxiliaryHead> aux_;
 };
 
 // Evaluates a checkpoint (vkqat or PyTorch state_dict in safetensors) on a test set.
@@ -72,6 +86,8 @@ struct EvalRequest {
   std::string checkpoint, data = "fashion-mnist", data_dir, model;  // model/width: for files without metadata
   int width = 0, batch = 256, limit = 0;
 };
-EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used = nullptr);
+// Quantized checkpoints need the plugins to rebuild their quantizers.
+EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used = nullptr,
+                               const QuantPlugins& plugins = {});
 
 }  // namespace vkqat::nn

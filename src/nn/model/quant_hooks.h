@@ -1,0 +1,110 @@
+#pragma once
+// The one interface through which src/quant plugs into nn (nn knows nothing of concrete
+// quantizers): a layer asks its weight quantizer for the effective weight each step and
+// its activation quantizer to replace the ReLU; a QuantPolicy decides, per layer, which
+// quantizer (if any) each gets. Learned quantizer parameters (PACT alpha, LSQ steps) are
+// Parameters without weight decay; running statistics are extra state-dict tensors.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/recording.h"
+#include "nn/model/parameter.h"
+
+namespace vkqat::nn {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
+
+class WeightQuantizer {
+ public:
+  virtual ~WeightQuantizer() = default;
+  // wq = Q(w), recorded once per step before the layer's forward reads wq.
+  virtual void forward(Recording& rec, const Tensor& w, Tensor& wq, bool train) = 0;
+  // dw = (dQ/dw)^T dwq, overwriting dw (straight-through where Q rounds).
+  virtual void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) = 0;
+  virtual std::vector<Parameter*> parameters() { return {}; }
+  virtual NamedTensors state() { return {}; }  // non-trainable state for checkpoints
+  virtual std::string describe() const = 0;    // e.g. "dorefa w4 + sat"
+};
+
+// Applied where the full-precision net has a ReLU: y = Q(relu(x)) (the quantizers clip
+// at 0 themselves), so x is the pre-activation.
+class ActQuantizer {
+ public:
+  virtual ~ActQuantizer() = default;
+  virtual void forward(Recording& rec, const Tensor& x, Tensor& y, bool train) = 0;
+  // dx (+)= (dQ/dx)^T dy; parameter gradients are overwritten.
+  virtual void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate) = 0;
+  virtual std::vector<Parameter*> parameters() { return {}; }
+  virtual NamedTensors state() { return {}; }
+  virtual std::string describe() const = 0;
+  // Quantizers initialised from data (LSQ's step from the first batch): while `on`, a
+  // recorded forward also records that initialisation before quantizing.
+  virtual bool wants_data_init() const { return false; }
+  virtual void set_data_init(bool on) {}
+};
+
+enum class LayerRole {
+  First,   // the stem conv: sees the image (which is never quantized)
+  Middle,  // everything else
+  Last,    // the classifier FC (SAT rescales it; its input is quantized like the rest)
+};
+
+class QuantPolicy {
+ public:
+  virtual ~QuantPolicy() = default;
+  // Return null for a full-precision weight / activation. `layer` is the state-dict
+  // prefix of the layer ("layer1.0.conv1"); `name` of an activation is its own prefix
+  // ("layer1.0.act1").
+  // `w` holds its initial values (LSQ initialises its step from them).
+  virtual std::unique_ptr<WeightQuantizer> weight(Context& ctx, const std::string& layer, const Tensor& w,
+                                                  LayerRole role) = 0;
+  virtual std::unique_ptr<ActQuantizer> activation(Context& ctx, const std::string& name,
+                                                   const std::vector<int>& shape, LayerRole consumer) = 0;
+  // Called once every layer has asked: lets a policy report names it was given that match
+  // no layer (e.g. a bits-config file naming a layer the model does not have).
+  virtual void finish() {}
+};
+
+// A point of the low-precision net that the auxiliary module reads, and the gradient
+// buffer the net adds into its own gradient at that point during backward.
+struct FeatureTap {
+  std::string name;
+  const Tensor* value = nullptr;  // [N, C, H, W]
+  Tensor* grad = nullptr;          // same shape; written by the aux module's backward
+};
+
+}  // namespace vkqat::nn
+
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+namespace vkqat::nn {
+
+class Network;
+
+// A training-only head fed by the network's feature taps (the full-precision auxiliary
+// module): recorded after the network's forward and before its backward.
+class AuxiliaryHead {
+ public:
+  virtual ~AuxiliaryHead() = default;
+  virtual void init(uint64_t seed) = 0;
+  virtual void forward(Recording& rec, bool train) = 0;
+  virtual void backward(Recording& rec) = 0;  // reads d_logits(), writes the taps' gradients
+  virtual Tensor& logits() = 0;
+  virtual Tensor& d_logits() = 0;
+  virtual const std::vector<Parameter*>& parameters() const = 0;
+  virtual const NamedTensors& state() const = 0;  // names start with "aux."
+  virtual const std::vector<std::string>& batchnorm_names() const = 0;
+};
+
+// How the trainer gets quantizers and the auxiliary head without knowing src/quant:
+// the application wires src/quant's implementations in.
+struct QuantPlugins {
+  std::function<std::unique_ptr<QuantPolicy>(const nlohmann::json& quant_config)> policy;
+  std::function<std::unique_ptr<AuxiliaryHead>(Context& ctx, Network& net)> aux;
+};
+
+}  // namespace vkqat::nn

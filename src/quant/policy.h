@@ -1,0 +1,49 @@
+#pragma once
+// The quantization policy of a run: which quantizer each weight and activation gets, at
+// how many bits (METHODS.md section 5), implementing nn::QuantPolicy.
+//   --quantizer  weights          activations
+//   cgpact       DoReFa           PACT with the calibrated (SAT) alpha gradient  (default)
+//   dorefa-pact  DoReFa           PACT with the original alpha gradient
+//   dorefa       DoReFa           DoReFa clip to [0, 1]
+//   lsq          LSQ (signed)     LSQ (unsigned), steps initialised from the data
+//   minmax       min-max (sym.)   ReLU then min-max with a running range (EMA 0.01)
+// First conv and last FC weights use --edge-bits (8); the image is never quantized; the
+// FC's input is quantized to --abits (PACT alpha starts at 10 there, 8 elsewhere).
+// --sat rescales the last FC's effective weight to n_out Var = 1; --sat-conv every conv's
+// to fan_out Var = 1. A bits-config JSON overrides bits per layer:
+//   {"layer1.0.conv1": {"wbits": 2}, "layer1.0.act1": {"abits": 2}, "fc": {"wbits": 4}}
+// Names are state-dict prefixes; one that matches no layer is an error.
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "nn/model/quant_hooks.h"
+
+namespace vkqat::quant {
+
+struct QuantConfig {
+  std::string quantizer = "cgpact";
+  int wbits = 32, abits = 32, edge_bits = 8;
+  bool sat = false, sat_conv = false;
+  nlohmann::json bits_config = nlohmann::json::object();  // per-layer overrides
+  std::string bits_config_source = "--bits-config";       // for error messages
+  bool quantized() const { return wbits != 32 || abits != 32; }
+  bool any() const { return quantized() || sat || sat_conv; }
+  void validate() const;  // throws Error naming the flag
+  nlohmann::json to_json() const;
+};
+
+std::vector<std::string> quantizer_names();
+// Reads and checks a bits-config file.
+nlohmann::json load_bits_config(const std::string& path);
+
+std::unique_ptr<nn::QuantPolicy> make_quant_policy(const QuantConfig& cfg);
+QuantConfig quant_config_from_json(const nlohmann::json& j);
+
+// src/quant's quantization policy and auxiliary module, for nn::Trainer.
+nn::QuantPlugins quant_plugins();
+
+}  // namespace vkqat::quant

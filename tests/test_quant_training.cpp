@@ -1,0 +1,152 @@
+// Quantization-aware training end to end: W4A4 CG-PACT + SAT + aux trains; the aux loss
+// alone moves the low-precision weights; SAT holds n_out Var[W*] = 1 inside the network;
+// the exported low-precision checkpoint evaluates exactly like the LP head; bad inputs.
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "backend/error.h"
+#include "nn/model/resnet.h"
+#include "nn/ops/reduce.h"
+#include "nn/safetensors.h"
+#include "nn/train/checkpoint.h"
+#include "nn/train/trainer.h"
+#include "quant/policy.h"
+#include "testutil.h"
+
+using namespace vkqat;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("vkqat-qtest-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  return p;
+}
+
+nn::TrainConfig quant_config(const fs::path& out, int bits = 4) {
+  nn::TrainConfig c;
+  c.model.width = 4;
+  c.epochs = 1;
+  c.batch = 32;
+  c.lr = 0.1f;
+  c.train_limit = 256;
+  c.test_limit = 100;
+  c.log_every = 4;
+  c.out = out.string();
+  quant::QuantConfig q;
+  q.wbits = q.abits = bits;
+  q.sat = true;
+  c.wbits = c.abits = bits;
+  c.quant = q.to_json();
+  c.aux = true;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("with the LP loss weighted 0, the aux loss alone changes the low-precision weights" *
+          doctest::test_suite("quant-training")) {
+  fs::path dir = temp_dir("auxonly");
+  auto cfg = quant_config(dir);
+  cfg.lp_weight = 0.f;
+  cfg.train_limit = 64;
+  nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
+  auto& net = dynamic_cast<nn::ResNet&>(tr.network());
+  auto before_block = net.blocks[4]->c1.conv.weight.value.download();
+  auto before_fc = net.fc.weight.value.download();
+  auto before_stem = net.stem.conv.weight.value.download();
+  tr.run();
+  auto after_block = net.blocks[4]->c1.conv.weight.value.download();
+  // Weight decay alone would scale every weight by the same factor; the aux gradient does not.
+  double max_change = 0;
+  for (size_t i = 0; i < after_block.size(); ++i) {
+    double decayed_only = before_block[i];
+    max_change = std::max(max_change, std::fabs(after_block[i] - decayed_only));
+  }
+  CHECK(max_change > 1e-3);
+  CHECK(net.stem.conv.weight.value.download() != before_stem);  // the stem tap reaches the first conv
+  // The LP classifier gets no gradient from the aux loss: only weight decay moves it.
+  auto after_fc = net.fc.weight.value.download();
+  double ratio_spread = 0, first_ratio = after_fc[0] / before_fc[0];
+  for (size_t i = 0; i < after_fc.size(); ++i)
+    if (std::fabs(before_fc[i]) > 1e-3) ratio_spread = std::max(ratio_spread, std::fabs(after_fc[i] / before_fc[i] - first_ratio));
+  CHECK(ratio_spread < 1e-4);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("W4A4 CG-PACT + SAT + aux trains; the exported LP checkpoint evaluates exactly like the LP head" *
+          doctest::test_suite("quant-training")) {
+  fs::path dir = temp_dir("w4a4");
+  nn::TrainSummary s = nn::Trainer(test::ctx(), quant_config(dir), quant::quant_plugins()).run();
+  CHECK(s.eval.has_aux);
+  CHECK(std::isfinite(s.test_loss));
+  auto summary = nlohmann::json::parse(std::ifstream(dir / "summary.json"));
+  CHECK(summary["aux_test_acc"].is_number());
+
+  nn::SafeTensors st = nn::read_safetensors((dir / "checkpoint.safetensors").string());
+  CHECK(st.has("aux.fc.weight"));
+  CHECK(st.has("aux.1.adaptor.0.weight"));
+  CHECK(st.has("layer1.0.act1.alpha"));
+  CHECK(st.has("fc.act.alpha"));
+
+  // export-lp equivalent: drop aux.*, evaluate: identical LP accuracy and loss, no aux head.
+  for (auto it = st.tensors.begin(); it != st.tensors.end();)
+    it = it->first.rfind("aux.", 0) == 0 ? st.tensors.erase(it) : std::next(it);
+  auto meta = nn::checkpoint_metadata(st);
+  meta["aux"] = false;
+  st.metadata["vkqat"] = meta.dump();
+  nn::write_safetensors((dir / "lp.safetensors").string(), st);
+  nn::EvalRequest req;
+  req.checkpoint = (dir / "lp.safetensors").string();
+  req.batch = 32;
+  req.limit = 100;
+  nn::EvalResult lp = nn::evaluate_checkpoint(test::ctx(), req, nullptr, quant::quant_plugins());
+  CHECK(!lp.has_aux);
+  CHECK(lp.acc == s.test_acc);
+  CHECK(lp.loss == s.test_loss);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("SAT inside the network: n_out Var[W*] = 1 for the last FC" * doctest::test_suite("quant-training")) {
+  fs::path dir = temp_dir("sat");
+  auto cfg = quant_config(dir);
+  cfg.train_limit = 64;
+  nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
+  tr.run();
+  auto& net = dynamic_cast<nn::ResNet&>(tr.network());
+  auto w = net.fc.wq.download();  // the effective weight the FC used
+  double mean = 0, var = 0;
+  for (float v : w) mean += v;
+  mean /= double(w.size());
+  for (float v : w) var += (v - mean) * (v - mean);
+  var /= double(w.size());
+  CHECK(net.fc.weight.value.dim(0) * var == doctest::Approx(1.0).epsilon(1e-5));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("bad quantization inputs give clear errors" * doctest::test_suite("quant-training")) {
+  quant::QuantConfig q;
+  q.wbits = 9;
+  CHECK_THROWS_WITH_AS(q.validate(), doctest::Contains("--wbits 9"), Error);
+  q.wbits = 4;
+  q.abits = 0;
+  CHECK_THROWS_WITH_AS(q.validate(), doctest::Contains("--abits 0"), Error);
+  q.abits = 4;
+  q.quantizer = "magic";
+  CHECK_THROWS_WITH_AS(q.validate(), doctest::Contains("--quantizer magic"), Error);
+
+  fs::path dir = temp_dir("bad");
+  auto cfg = quant_config(dir);
+  quant::QuantConfig bad;
+  bad.wbits = bad.abits = 4;
+  bad.bits_config = {{"layer9.0.conv1", {{"wbits", 2}}}};
+  cfg.quant = bad.to_json();
+  CHECK_THROWS_WITH_AS(nn::Trainer(test::ctx(), cfg, quant::quant_plugins()), doctest::Contains("layer9.0.conv1"), Error);
+
+  cfg = quant_config(dir);
+  cfg.model.name = "plain-cnn";
+  cfg.quant = nullptr;
+  CHECK_THROWS_WITH_AS(nn::Trainer(test::ctx(), cfg, quant::quant_plugins()), doctest::Contains("no residual blocks"),
+                       Error);
+  fs::remove_all(dir);
+}
