@@ -25,9 +25,9 @@ nn::TrainConfig small_config(const fs::path& out) {
   nn::TrainConfig c;
   c.model.name = "resnet20";
   c.model.width = 4;
-  c.epochs = 2;
+  c.epochs = 3;
   c.batch = 32;
-  c.lr = 0.2f;
+  c.lr = 0.05f;
   c.train_limit = 1024;
   c.test_limit = 500;
   c.log_every = 8;
@@ -58,10 +58,10 @@ TEST_CASE("a small ResNet learns Fashion-MNIST: loss falls, accuracy rises" * do
   REQUIRE(step_loss.size() >= 4);
   MESSAGE("test acc before " << before.acc << ", after " << s.test_acc << "; first logged loss " << step_loss.front()
                              << ", last " << step_loss.back());
-  // Bars, with margin: on lavapipe this run measured test acc 0.12 before and 0.61 after
-  // (1024 images x 2 epochs at width 4, lr 0.2); chance is 0.1.
+  // Bars, with margin: on lavapipe this run measured test acc 0.12 before and 0.56-0.58
+  // after for seeds 0-2 (1024 images x 3 epochs at width 4, lr 0.05); chance is 0.1.
   CHECK(step_loss.back() < 0.75 * step_loss.front());
-  CHECK(s.test_acc > 0.50);
+  CHECK(s.test_acc > 0.45);
   CHECK(s.test_acc > before.acc + 0.3);
   auto summary = nlohmann::json::parse(std::ifstream(dir / "summary.json"));
   for (const char* key : {"test_acc", "aux_test_acc", "train_images_per_s", "epochs", "seconds", "device", "config"})
