@@ -281,7 +281,8 @@ void QuantConfig::validate() const {
     for (auto& n : names) known += (known.empty() ? "" : ", ") + n;
     throw Error("--quantizer " + quantizer + ": unknown (known: " + known + ")");
   }
-  if (quantizer == "lsq" && wbits == 1) throw Error("--quantizer lsq needs --wbits >= 2 (signed 1-bit has no levels)");
+  if ((quantizer == "lsq" || quantizer == "minmax") && (wbits == 1 || edge_bits == 1))
+    throw Error("--quantizer " + quantizer + " needs weight bits >= 2 (symmetric 1-bit has no levels)");
 }
 
 nlohmann::json QuantConfig::to_json() const {

@@ -1,0 +1,6 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// DoReFa activations, forward, float elements. See quant_dorefa_a.glsl.
+#define VEC_WIDTH 1
+#define DOREFA_BACKWARD 0
+#include "quant_dorefa_a.glsl"

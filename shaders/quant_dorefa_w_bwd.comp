@@ -1,0 +1,5 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// DoReFa weights, backward. See quant_dorefa_w.glsl.
+#define DOREFA_BACKWARD 1
+#include "quant_dorefa_w.glsl"

@@ -1,0 +1,6 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// LSQ, backward (dv + ds partials), float elements. See quant_lsq.glsl.
+#define VEC_WIDTH 1
+#define LSQ_BACKWARD 1
+#include "quant_lsq.glsl"

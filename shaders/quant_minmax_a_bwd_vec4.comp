@@ -1,0 +1,6 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Min-max asymmetric activations, backward, vec4 elements. See quant_minmax.glsl.
+#define VEC_WIDTH 4
+#define MINMAX_KERNEL 2
+#include "quant_minmax.glsl"

@@ -1,0 +1,6 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Min-max asymmetric activations, forward, vec4 elements. See quant_minmax.glsl.
+#define VEC_WIDTH 4
+#define MINMAX_KERNEL 1
+#include "quant_minmax.glsl"

@@ -1,0 +1,6 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Min-max observer (min, max partials), float elements. See quant_minmax.glsl.
+#define VEC_WIDTH 1
+#define MINMAX_KERNEL 3
+#include "quant_minmax.glsl"

@@ -1,0 +1,114 @@
+#include "quant/pact.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "backend/error.h"
+#include "quant/plan.h"
+
+// The CPU twins must not fuse a*b+c into an FMA: the shaders forbid it (`precise`).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace vkqat::quant {
+namespace {
+
+using detail::Plan;
+using detail::PlanKind;
+using detail::PlanPush;
+
+struct ForwardPush {
+  PlanPush plan;
+  float n, inv_n;
+};
+struct BackwardPush {
+  PlanPush plan;
+  float n, inv_n;
+  uint32_t accumulate, calibrated;
+};
+
+}  // namespace
+
+void pact_forward(Recording& rec, const Tensor& x, const Tensor& alpha, Tensor& y, int bits) {
+  const char* op = "pact_forward";
+  check_bits(op, bits);
+  detail::require_shape(op, x, "x", x.shape());
+  detail::require_shape(op, y, "y", x.shape());
+  detail::require_numel(op, alpha, "alpha", 1);
+  const Levels L = levels(bits);
+  const Plan plan = detail::make_plan(rec.context(), x.shape(), ReduceScope::Tensor, PlanKind::Elementwise, true);
+  ForwardPush push{plan.push, L.n, L.inv_n};
+  detail::dispatch_plan(rec, "quant_pact", plan, {x.view(), alpha.view(), y.view()}, push, "pact");
+}
+
+void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
+                   bool accumulate_dx, Tensor& dalpha, bool accumulate_dalpha, Tensor& scratch, int bits,
+                   PactGradient gradient) {
+  const char* op = "pact_backward";
+  check_bits(op, bits);
+  detail::require_shape(op, x, "x", x.shape());
+  detail::require_shape(op, dy, "dy", x.shape());
+  detail::require_shape(op, dx, "dx", x.shape());
+  detail::require_numel(op, alpha, "alpha", 1);
+  detail::require_numel(op, dalpha, "dalpha", 1);
+  Context& ctx = rec.context();
+  detail::require_scratch(op, scratch, ctx, x.shape(), ReduceScope::Tensor);
+  const Levels L = levels(bits);
+  const Plan plan = detail::make_plan(ctx, x.shape(), ReduceScope::Tensor, PlanKind::Reduce, true);
+  BackwardPush push{plan.push, L.n, L.inv_n, accumulate_dx ? 1u : 0u,
+                    gradient == PactGradient::Calibrated ? 1u : 0u};
+  detail::dispatch_plan(rec, "quant_pact_bwd", plan, {x.view(), alpha.view(), dy.view(), dx.view(), scratch.view()},
+                        push, "pact_bwd");
+  detail::record_sum_final(rec, plan, scratch, dalpha, 1.f, accumulate_dalpha, std::numeric_limits<float>::lowest(),
+                           "pact_bwd dalpha");
+}
+
+namespace ref {
+
+Quantized pact_forward(const std::vector<float>& x, float alpha_in, int bits) {
+  const Levels L = levels(bits);
+  const float alpha = std::max(alpha_in, kMinScale);
+  const float scale = L.n / alpha, step = alpha * L.inv_n;
+  Quantized out{std::vector<float>(x.size()), std::vector<float>(x.size())};
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float r = std::min(std::max(x[i], 0.f), alpha) * scale;
+    out.r[i] = r;
+    out.y[i] = round_half_away(r) * step;
+  }
+  return out;
+}
+
+double pact_quantization_error_term(const std::vector<float>& x, float alpha_in, const std::vector<float>& g,
+                                    int bits) {
+  const double n = levels(bits).n, alpha = std::max(alpha_in, kMinScale);
+  double sum = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (x[i] >= alpha) continue;
+    const double u = std::max(double(x[i]), 0.0) / alpha;
+    const double nu = n * u;
+    const double q = (nu < 0 ? -1.0 : 1.0) * std::floor(std::fabs(nu) + 0.5) / n;
+    sum += double(g[i]) * (q - u);
+  }
+  return sum;
+}
+
+PactGrads pact_backward(const std::vector<float>& x, float alpha_in, const std::vector<float>& g, int bits,
+                        PactGradient gradient) {
+  check_bits("ref::pact_backward", bits);
+  const float alpha = std::max(alpha_in, kMinScale);
+  PactGrads out;
+  out.dx.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    out.dx[i] = x[i] >= 0.f && x[i] < alpha ? g[i] : 0.f;
+    if (x[i] >= alpha) out.dalpha += double(g[i]);
+  }
+  if (gradient == PactGradient::Calibrated) out.dalpha += pact_quantization_error_term(x, alpha_in, g, bits);
+  return out;
+}
+
+}  // namespace ref
+}  // namespace vkqat::quant

@@ -1,0 +1,235 @@
+// PACT with both alpha gradients (src/quant/pact.h).
+// Forward: bit-exact against the CPU reference (outputs and level indices), inputs kept
+// >= 1e-4 from rounding ties. Backward: dx mask exact; dalpha (original and CG-PACT) within
+// 1e-5 relative (+ 1e-7 sum|g| absolute) of a double reference; CG - original equals the
+// quantization-error term; the reference equals finite differences of the STE surrogate.
+#include <cmath>
+#include <random>
+
+#include "backend/error.h"
+#include "quant/pact.h"
+#include "test_quant_common.h"
+
+using namespace vkqat;
+using namespace vkqat::quant;
+using nn::Tensor;
+namespace tq = vkqat::test::quant;
+
+namespace {
+
+std::vector<std::vector<int>> shapes() {
+  std::vector<std::vector<int>> s = {{1, 1, 1, 1}, {1, 3, 5, 3}, {2, 17, 7, 7}, {4, 8, 6, 6}, {3, 1001}};
+  for (const auto& r : tq::random_shapes(1, 3, 4)) s.push_back(r);
+  return s;
+}
+
+std::vector<float> make_input(size_t n, float alpha, int bits, uint32_t seed) {
+  const float lo = -0.3f * alpha, hi = 1.3f * alpha;
+  return tq::keep_away_from_ties(test::random_vector(n, seed, lo, hi), lo, hi, seed + 1,
+                                 [&](const std::vector<float>& v) { return ref::pact_forward(v, alpha, bits).r; });
+}
+
+double abs_sum(const std::vector<float>& g) {
+  double s = 0;
+  for (float v : g) s += std::fabs(double(v));
+  return s;
+}
+
+struct DeviceGrads {
+  std::vector<float> dx;
+  float dalpha_original, dalpha_calibrated;
+};
+
+// Both backward variants on the device, sharing one scratch.
+DeviceGrads device_backward(const std::vector<int>& shape, const std::vector<float>& xv, float alpha_v,
+                            const std::vector<float>& gv, int bits) {
+  Context& ctx = test::ctx();
+  Tensor x(ctx, shape), alpha(ctx, {1}), g(ctx, shape), dx(ctx, shape), dx2(ctx, shape), da(ctx, {1}), da_cg(ctx, {1});
+  Tensor scratch = make_quant_scratch(ctx, shape);
+  x.upload(xv);
+  alpha.upload({alpha_v});
+  g.upload(gv);
+  Recording rec(ctx);
+  pact_backward(rec, x, alpha, g, dx, false, da, false, scratch, bits, PactGradient::Original);
+  pact_backward(rec, x, alpha, g, dx2, false, da_cg, false, scratch, bits, PactGradient::Calibrated);
+  rec.finish();
+  rec.run();
+  return {dx.download(), da.download()[0], da_cg.download()[0]};
+}
+
+}  // namespace
+
+TEST_CASE("pact forward is bit-exact on the level grid" * doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  for (const auto& shape : shapes()) {
+    for (int bits : tq::bit_widths()) {
+      for (float alpha_v : {8.f, 1.37f}) {
+        CAPTURE(nn::shape_str(shape));
+        CAPTURE(bits);
+        CAPTURE(alpha_v);
+        const size_t n = size_t(tq::numel(shape));
+        auto xv = make_input(n, alpha_v, bits, uint32_t(n * 7 + bits));
+        if (n > 3) xv[0] = alpha_v, xv[1] = 0.f, xv[2] = -0.f;  // the clamp ends
+        Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
+        x.upload(xv);
+        alpha.upload({alpha_v});
+        Recording rec(ctx);
+        pact_forward(rec, x, alpha, y, bits);
+        rec.finish();
+        rec.run();
+        const auto got = y.download();
+        const auto want = ref::pact_forward(xv, alpha_v, bits);
+        tq::check_exact(got, want.y, "pact y");
+        const double step = double(alpha_v * levels(bits).inv_n);
+        std::vector<double> got_level(n), want_level(n);
+        for (size_t i = 0; i < n; ++i) got_level[i] = double(got[i]) / step, want_level[i] = round_half_away(want.r[i]);
+        tq::check_levels(got_level, want_level, "pact levels");
+      }
+    }
+  }
+}
+
+TEST_CASE("pact reads alpha from its buffer on every replay" * doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  const std::vector<int> shape = {2, 3, 4, 4};
+  const size_t n = size_t(tq::numel(shape));
+  Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
+  const auto xv = make_input(n, 2.f, 3, 11);
+  x.upload(xv);
+  Recording rec(ctx);
+  pact_forward(rec, x, alpha, y, 3);
+  rec.finish();
+  for (float a : {2.f, 0.75f, 3.5f}) {
+    const auto xa = tq::keep_away_from_ties(xv, -0.6f, 2.6f, 12, [&](const std::vector<float>& v) {
+      return ref::pact_forward(v, a, 3).r;
+    });
+    x.upload(xa);
+    alpha.upload({a});
+    rec.run();
+    tq::check_exact(y.download(), ref::pact_forward(xa, a, 3).y, "pact y after alpha update");
+  }
+}
+
+TEST_CASE("pact backward: dx mask exact, both dalpha variants match a double reference" *
+          doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  auto backward_shapes = shapes();
+  backward_shapes.push_back({128, 16, 28, 28});  // a ResNet-sized activation: thousands of partials
+  for (const auto& shape : backward_shapes) {
+    for (int bits : tq::bit_widths()) {
+      CAPTURE(nn::shape_str(shape));
+      CAPTURE(bits);
+      const size_t n = size_t(tq::numel(shape));
+      const float alpha_v = 1.5f;
+      auto xv = make_input(n, alpha_v, bits, uint32_t(n * 5 + bits));
+      if (n > 3) xv[0] = alpha_v, xv[1] = 0.f, xv[2] = -0.f;  // x = alpha is clipped; x = 0 passes
+      const auto gv = test::random_vector(n, uint32_t(n + bits), -0.5f, 1.f);
+      const auto got = device_backward(shape, xv, alpha_v, gv, bits);
+      const auto want = ref::pact_backward(xv, alpha_v, gv, bits, PactGradient::Original);
+      const auto want_cg = ref::pact_backward(xv, alpha_v, gv, bits, PactGradient::Calibrated);
+      tq::check_exact(got.dx, want.dx, "pact dx");
+      const double atol = 1e-7 * abs_sum(gv);
+      CHECK(std::fabs(got.dalpha_original - want.dalpha) <= 1e-5 * std::fabs(want.dalpha) + atol);
+      CHECK(std::fabs(got.dalpha_calibrated - want_cg.dalpha) <= 1e-5 * std::fabs(want_cg.dalpha) + atol);
+    }
+  }
+
+  SUBCASE("accumulate adds into dx and dalpha") {
+    const std::vector<int> shape = {2, 5, 3, 3};
+    const size_t n = size_t(tq::numel(shape));
+    const auto xv = make_input(n, 2.f, 4, 3), gv = test::random_vector(n, 4), old = test::random_vector(n, 5);
+    Tensor x(ctx, shape), alpha(ctx, {1}), g(ctx, shape), dx(ctx, shape), da(ctx, {1});
+    Tensor scratch = make_quant_scratch(ctx, shape);
+    x.upload(xv);
+    alpha.upload({2.f});
+    g.upload(gv);
+    dx.upload(old);
+    da.upload({0.25f});
+    Recording rec(ctx);
+    pact_backward(rec, x, alpha, g, dx, true, da, true, scratch, 4, PactGradient::Calibrated);
+    rec.finish();
+    rec.run();
+    const auto want = ref::pact_backward(xv, 2.f, gv, 4, PactGradient::Calibrated);
+    std::vector<float> want_dx(n);
+    for (size_t i = 0; i < n; ++i) want_dx[i] = old[i] + want.dx[i];
+    tq::check_exact(dx.download(), want_dx, "pact dx accumulated");
+    CHECK(da.download()[0] == doctest::Approx(0.25 + want.dalpha).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("CG-PACT minus PACT dalpha is the quantization-error term" * doctest::test_suite("quant-pact")) {
+  // x sits a fraction f in [0.1, 0.4] of a step above a level, so q(x/alpha) - x/alpha =
+  // -f/n on every unclipped element: the error term is large and of one sign. Some x are
+  // clipped (x >= alpha) and some negative (x~ = 0, no error).
+  const std::vector<int> shape = {4, 8, 9, 9};
+  const size_t n = size_t(tq::numel(shape));
+  for (int bits : {2, 3, 4}) {
+    CAPTURE(bits);
+    const float alpha = 2.5f, levels_n = levels(bits).n;
+    std::mt19937 rng(uint32_t(40 + bits));
+    std::uniform_int_distribution<int> level(0, int(levels_n) - 1), kind(0, 9);
+    std::uniform_real_distribution<float> frac(0.1f, 0.4f), g01(0.5f, 1.f);
+    std::vector<float> xv(n), gv(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int k = kind(rng);
+      xv[i] = k == 0 ? alpha * (1.f + frac(rng)) : k == 1 ? -frac(rng) : alpha / levels_n * (float(level(rng)) + frac(rng));
+      gv[i] = g01(rng);
+    }
+    const auto got = device_backward(shape, xv, alpha, gv, bits);
+    const double err = ref::pact_quantization_error_term(xv, alpha, gv, bits);
+    const double diff = double(got.dalpha_calibrated) - double(got.dalpha_original);
+    MESSAGE(bits << " bit: PACT dalpha " << got.dalpha_original << ", CG-PACT dalpha " << got.dalpha_calibrated
+                 << ", difference " << diff << ", error term " << err);
+    CHECK(std::fabs(err) > 0.01 * std::fabs(got.dalpha_original));  // clearly non-zero
+    CHECK(err < 0);
+    CHECK(std::fabs(diff - err) <= 1e-5 * std::fabs(err) + 1e-7 * abs_sum(gv));
+  }
+}
+
+TEST_CASE("pact reference dalpha is the derivative of the STE surrogate" * doctest::test_suite("quant-pact")) {
+  // Surrogate of CG-PACT: yq(alpha) = alpha/n (n clamp(x~, alpha)/alpha + c), c = the rounding
+  // residual at alpha0 held fixed (STE). Original PACT drops the c term: d/dalpha = [x >= alpha].
+  const int bits = 3;
+  const double n = levels(bits).n, alpha0 = 1.2;
+  auto xv = test::random_vector(64, 31, -0.5f, 1.8f);
+  for (auto& v : xv)
+    if (std::fabs(v - alpha0) < 0.01) v += 0.05f;  // keep the clamp kink away
+  const auto gv = test::random_vector(64, 32);
+  std::vector<double> c(xv.size());
+  for (size_t i = 0; i < xv.size(); ++i) {
+    const double r = n * std::min(std::max(double(xv[i]), 0.0), alpha0) / alpha0;
+    c[i] = double(round_half_away(float(r))) - r;
+  }
+  auto loss = [&](double alpha, bool calibrated) {
+    double s = 0;
+    for (size_t i = 0; i < xv.size(); ++i) {
+      const double r = n * std::min(std::max(double(xv[i]), 0.0), alpha) / alpha;
+      s += double(gv[i]) * alpha / n * (r + (calibrated ? c[i] : 0.0));
+    }
+    return s;
+  };
+  const double h = 1e-6;
+  for (bool calibrated : {false, true}) {
+    const double fd = (loss(alpha0 + h, calibrated) - loss(alpha0 - h, calibrated)) / (2 * h);
+    const auto want = ref::pact_backward(xv, float(alpha0), gv, bits,
+                                         calibrated ? PactGradient::Calibrated : PactGradient::Original);
+    CHECK(want.dalpha == doctest::Approx(fd).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("pact rejects bad bit-widths and shapes" * doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  Tensor x(ctx, {2, 3}), y(ctx, {2, 3}), other(ctx, {3, 2}), alpha(ctx, {1}), alpha2(ctx, {2}), da(ctx, {1});
+  Tensor scratch = make_quant_scratch(ctx, {2, 3}), small(ctx, {1});
+  Recording rec(ctx);
+  for (int bits : {0, 9}) {
+    CHECK_THROWS_AS(pact_forward(rec, x, alpha, y, bits), Error);
+    CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, y, false, da, false, scratch, bits, PactGradient::Original), Error);
+  }
+  CHECK_THROWS_AS(pact_forward(rec, x, alpha, other, 4), Error);
+  CHECK_THROWS_AS(pact_forward(rec, x, alpha2, y, 4), Error);
+  CHECK_THROWS_AS(pact_backward(rec, x, alpha, other, y, false, da, false, scratch, 4, PactGradient::Original), Error);
+  CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, other, false, da, false, scratch, 4, PactGradient::Original), Error);
+  CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, y, false, alpha2, false, scratch, 4, PactGradient::Original), Error);
+  CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, y, false, da, false, small, 4, PactGradient::Original), Error);
+}
