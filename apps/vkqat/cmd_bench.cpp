@@ -2,11 +2,16 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <functional>
 #include <iostream>
 
 #include "backend/context.h"
 #include "commands.h"
 #include "nn/bench.h"
+#include "nn/model/network.h"
+#include "nn/train/trainer.h"
+#include "quant/bench.h"
+#include "quant/policy.h"
 
 namespace vkqat::cli {
 namespace {
@@ -16,17 +21,71 @@ struct BenchOptions {
   int device = -1;
 };
 
+// One whole training step of ResNet-20 (width 16, batch 128, 28x28x1, 10 classes) on
+// random data: full precision vs W4A4 CG-PACT + SAT + aux, the quantization overhead.
+std::vector<nn::BenchRecord> bench_training_step(Context& ctx) {
+  struct Case {
+    const char* name;
+    bool quant;
+  };
+  std::vector<nn::BenchRecord> out;
+  double fp32_ms = 0;
+  for (Case c : {Case{"train_step resnet20 w16 b128 fp32", false}, Case{"train_step resnet20 w16 b128 w4a4 cgpact+sat+aux", true}}) {
+    nn::TrainConfig cfg;
+    cfg.batch = 128;
+    nn::ModelConfig& m = cfg.model;
+    m.in_channels = 1, m.height = m.width_px = 28, m.classes = 10;
+    auto net = nn::build_network(ctx, m, cfg.batch);
+    net->init(0);
+    std::unique_ptr<nn::AuxiliaryHead> aux;
+    const nn::QuantPlugins plugins = quant::quant_plugins();
+    if (c.quant) {
+      quant::QuantConfig q;
+      q.wbits = q.abits = 4;
+      q.sat = true;
+      net->apply_quant_policy(*plugins.policy(q.to_json()));
+      aux = plugins.aux(ctx, *net);
+      aux->init(0);
+    }
+    std::vector<float> x(size_t(net->input().numel()));
+    std::vector<uint32_t> y(size_t(cfg.batch));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 2654435761u) % 1000) / 500.f - 1.f;
+    for (size_t i = 0; i < y.size(); ++i) y[i] = uint32_t(i % 10);
+    net->input().upload(x);
+    nn::Tensor labels(ctx, {cfg.batch}, nn::DType::U32), params(ctx, {4}, nn::DType::F32, MemoryKind::Host);
+    nn::Tensor loss(ctx, {1}), correct(ctx, {1}, nn::DType::U32), aux_loss(ctx, {1}), aux_correct(ctx, {1}, nn::DType::U32);
+    labels.upload_u32(y);
+    params.upload({0.01f, 0, 0, 0});
+    Recording rec(ctx);
+    nn::record_training_step(rec, *net, aux.get(), cfg, {&labels, &params, &loss, &correct, &aux_loss, &aux_correct});
+    double ms = nn::time_recording_ms(rec, 1, 3);
+    nn::BenchRecord r;
+    r.name = c.name;
+    r.ms = ms;
+    r.images_per_s = cfg.batch * 1000.0 / ms;
+    if (!c.quant) fp32_ms = ms;
+    r.variant = c.quant ? "x" + std::to_string(ms / fp32_ms).substr(0, 4) + " of fp32" : "";
+    out.push_back(r);
+  }
+  return out;
+}
+
 int run_bench(const BenchOptions& o) {
   ContextOptions co;
   co.device = o.device;
   Context ctx(co);
   std::vector<nn::BenchRecord> records;
-  for (auto* fn : {&nn::bench_conv2d, &nn::bench_elementwise, &nn::bench_reductions}) {
+  using BenchFn = std::function<std::vector<nn::BenchRecord>(Context&, bool)>;
+  std::vector<BenchFn> benches = {nn::bench_conv2d, nn::bench_elementwise, nn::bench_reductions, quant::bench_quant,
+                                  [](Context& c, bool) { return bench_training_step(c); }};
+  for (auto& fn : benches) {
     auto r = fn(ctx, o.quick);
     records.insert(records.end(), r.begin(), r.end());
     if (!o.json)
       for (const auto& b : r) {
-        if (b.gflops > 0)
+        if (b.images_per_s > 0)
+          std::printf("%-52s %9.3f ms %9.1f img/s    %s\n", b.name.c_str(), b.ms, b.images_per_s, b.variant.c_str());
+        else if (b.gflops > 0)
           std::printf("%-52s %9.3f ms %9.2f GFLOP/s  %s\n", b.name.c_str(), b.ms, b.gflops, b.variant.c_str());
         else
           std::printf("%-52s %9.3f ms %9.2f GB/s     %s\n", b.name.c_str(), b.ms, b.gbps, b.variant.c_str());
@@ -39,6 +98,7 @@ int run_bench(const BenchOptions& o) {
       nlohmann::json r = {{"name", b.name}, {"ms", b.ms}, {"variant", b.variant}, {"device", ctx.info().name}};
       if (b.gflops > 0) r["gflops"] = b.gflops;
       if (b.gbps > 0) r["gbps"] = b.gbps;
+      if (b.images_per_s > 0) r["images_per_s"] = b.images_per_s;
       out.push_back(r);
     }
     std::cout << out.dump(2) << "\n";

@@ -16,6 +16,7 @@ struct BenchRecord {
   double gflops = 0;    // 0 when not a FLOP-bound op
   double gbps = 0;      // 0 when not a bandwidth-bound op
   std::string variant;  // kernel variant used, e.g. "regblock" / "tiled"
+  double images_per_s = 0;  // whole training steps
 };
 
 // Times `rec.run()` `iters` times after `warmup` runs; returns the median in ms.

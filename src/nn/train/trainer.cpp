@@ -227,29 +227,35 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   Recording& rec = *s.train_step;
   rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
   rec.copy(s.host_y.view(), s.labels.view(), "upload labels");
-  net_->forward(rec, /*train=*/true);
-  if (aux_) aux_->forward(rec, /*train=*/true);
-  // loss = CE(LP) + lambda CE(aux): each head's gradient carries its weight.
-  cross_entropy(rec, net_->logits(), s.labels, s.loss_sum, s.correct, &net_->d_logits(), cfg_.lp_weight,
-                /*accumulate=*/true);
-  if (aux_) {
-    cross_entropy(rec, aux_->logits(), s.labels, s.aux_loss_sum, s.aux_correct, &aux_->d_logits(), cfg_.aux_weight,
-                  /*accumulate=*/true);
-    aux_->backward(rec);  // writes the gradients the network adds at its taps
-  }
-  net_->backward(rec);
-  std::vector<Parameter*> params = net_->parameters();
-  if (aux_) params.insert(params.end(), aux_->parameters().begin(), aux_->parameters().end());
-  for (Parameter* p : params) {
-    SgdOptions o;
-    o.momentum = cfg_.momentum;
-    o.nesterov = cfg_.nesterov;
-    o.weight_decay = p->weight_decay ? cfg_.weight_decay : 0.f;
-    sgd_update(rec, p->value, p->grad, p->momentum, s.step_params, 0, o);
-  }
+  record_training_step(rec, *net_, aux_.get(), cfg_,
+                       {&s.labels, &s.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct});
   rec.finish();
 
   s.evaluator = std::make_unique<Evaluator>(ctx, *net_, s.test_set, cfg_.seed, aux_.get());
+}
+
+void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
+                          const StepBuffers& b) {
+  net.forward(rec, /*train=*/true);
+  if (aux) aux->forward(rec, /*train=*/true);
+  // loss = CE(LP) + lambda CE(aux): each head's gradient carries its weight.
+  cross_entropy(rec, net.logits(), *b.labels, *b.loss_sum, *b.correct, &net.d_logits(), cfg.lp_weight,
+                /*accumulate=*/true);
+  if (aux) {
+    cross_entropy(rec, aux->logits(), *b.labels, *b.aux_loss_sum, *b.aux_correct, &aux->d_logits(), cfg.aux_weight,
+                  /*accumulate=*/true);
+    aux->backward(rec);  // writes the gradients the network adds at its taps
+  }
+  net.backward(rec);
+  std::vector<Parameter*> params = net.parameters();
+  if (aux) params.insert(params.end(), aux->parameters().begin(), aux->parameters().end());
+  for (Parameter* p : params) {
+    SgdOptions o;
+    o.momentum = cfg.momentum;
+    o.nesterov = cfg.nesterov;
+    o.weight_decay = p->weight_decay ? cfg.weight_decay : 0.f;
+    sgd_update(rec, p->value, p->grad, p->momentum, *b.step_params, 0, o);
+  }
 }
 
 // Quantizers that start from data (LSQ activation steps) see the first training batch in

@@ -81,6 +81,18 @@ class Trainer {
   std::unique_ptr<AuxiliaryHead> aux_;
 };
 
+// The buffers one recorded training step reads and accumulates into.
+struct StepBuffers {
+  Tensor* labels;                 // U32 [batch], on the device
+  Tensor* step_params;            // F32, lr at index 0 (written by the host before each replay)
+  Tensor *loss_sum, *correct;     // LP head accumulators
+  Tensor *aux_loss_sum, *aux_correct;  // aux head accumulators (when aux)
+};
+// Records forward, loss = lp_weight CE(LP) + aux_weight CE(aux), backward and the SGD
+// update of every parameter (weight decay only where the parameter asks for it).
+void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
+                          const StepBuffers& b);
+
 // Evaluates a checkpoint (vkqat or PyTorch state_dict in safetensors) on a test set.
 struct EvalRequest {
   std::string checkpoint, data = "fashion-mnist", data_dir, model;  // model/width: for files without metadata
