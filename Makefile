@@ -26,10 +26,16 @@ build: deps
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
+# The main job: a 4-bit ResNet-20 with CG-PACT, SAT and the full-precision auxiliary
+# module on Fashion-MNIST. TRAIN_LIMIT keeps it to a few minutes on 2 CPU cores (lavapipe);
+# TRAIN_LIMIT=0 trains on all 60000 images.
+TRAIN_LIMIT ?= 12800
 run: build
 	./$(BUILD)/vkqat devices
-	./$(BUILD)/vkqat train --data fashion-mnist --model resnet20 --epochs 1 --batch-size 128 \
-	  --lr 0.1 --seed 0 --out $(RUN_DIR)
+	rm -rf $(RUN_DIR)
+	./$(BUILD)/vkqat train --data fashion-mnist --model resnet20 --width 16 --epochs 1 --batch-size 128 \
+	  --lr 0.1 --wbits 4 --abits 4 --quantizer cgpact --sat --aux --seed 0 \
+	  --train-limit $(TRAIN_LIMIT) --out $(RUN_DIR)
 
 bench: build
 	./$(BUILD)/vkqat bench

@@ -1,0 +1,56 @@
+#pragma once
+// 2-D convolution (no bias) with PyTorch semantics and layouts: x NCHW, w OIHW
+// [c_out, c_in / groups, kh, kw], y NCHW. groups is 1 or depthwise (groups == c_in == c_out).
+// Dense convolutions run as implicit GEMM (no im2col buffer) in one of two kernel variants,
+// chosen per device: register-blocked for CPU drivers, shared-memory tiled for GPUs.
+#include <string>
+#include <vector>
+
+#include "backend/recording.h"
+#include "nn/tensor.h"
+
+namespace vkqat::nn {
+
+struct Conv2dShape {
+  int n = 0, c_in = 0, h = 0, w = 0, c_out = 0, kh = 0, kw = 0, stride = 1, pad = 0, groups = 1;
+  int out_h() const { return (h + 2 * pad - kh) / stride + 1; }
+  int out_w() const { return (w + 2 * pad - kw) / stride + 1; }
+  bool depthwise() const { return groups > 1; }
+  // Throws Error naming the offending field when the shape is not a valid convolution.
+  void validate() const;
+  double flops() const;  // 2 * multiply-adds of the forward pass
+  std::vector<int> x_shape() const { return {n, c_in, h, w}; }
+  std::vector<int> w_shape() const { return {c_out, c_in / groups, kh, kw}; }
+  std::vector<int> y_shape() const { return {n, c_out, out_h(), out_w()}; }
+  std::string str() const;  // "n128 c16->32 28x28 k3s2p1"
+};
+
+// y = conv(x, w). Overwrites y.
+void conv2d_forward(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& w, Tensor& y);
+// dx (+)= dL/dx given dy = dL/dy.
+void conv2d_backward_data(Recording& rec, const Conv2dShape& s, const Tensor& dy, const Tensor& w,
+                          Tensor& dx, bool accumulate);
+// dw (+)= dL/dw given x and dy.
+void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& dy,
+                            Tensor& dw, bool accumulate);
+
+// Auto: RegisterBlocked on CPU drivers (lavapipe), Tiled on GPUs. The environment variable
+// VKQAT_CONV_VARIANT=regblock|tiled overrides Auto; set_conv_variant overrides both.
+// RegisterBlocked needs subgroup shuffles (every CPU driver and desktop GPU has them).
+enum class ConvVariant { Auto, RegisterBlocked, Tiled };
+void set_conv_variant(ConvVariant v);
+// The variant Auto resolves to on this context (never Auto).
+ConvVariant conv_variant(const Context& ctx);
+const char* conv_variant_name(ConvVariant v);
+
+namespace ref {
+// Plain loops accumulating in double; same layouts as above.
+std::vector<float> conv2d_forward(const Conv2dShape& s, const std::vector<float>& x,
+                                  const std::vector<float>& w);
+std::vector<float> conv2d_backward_data(const Conv2dShape& s, const std::vector<float>& dy,
+                                        const std::vector<float>& w);
+std::vector<float> conv2d_backward_weight(const Conv2dShape& s, const std::vector<float>& x,
+                                          const std::vector<float>& dy);
+}  // namespace ref
+
+}  // namespace vkqat::nn

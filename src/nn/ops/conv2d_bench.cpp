@@ -1,0 +1,73 @@
+// `vkqat bench` entries for conv2d (and the shared timing helper): forward, backward-data
+// and backward-weight on the ResNet-20 convolution shapes at batch 128.
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "nn/bench.h"
+#include "nn/ops/conv2d.h"
+
+namespace vkqat::nn {
+
+double time_recording_ms(Recording& rec, int warmup, int iters) {
+  if (!rec.finished()) rec.finish();
+  for (int i = 0; i < warmup; ++i) rec.run();
+  std::vector<double> ms;
+  for (int i = 0; i < std::max(iters, 1); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    rec.run();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+namespace {
+
+Tensor random_tensor(Context& ctx, const std::vector<int>& shape, uint32_t seed) {
+  Tensor t(ctx, shape);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> v(size_t(t.numel()));
+  for (float& f : v) f = dist(rng);
+  t.upload(v);
+  return t;
+}
+
+}  // namespace
+
+std::vector<BenchRecord> bench_conv2d(Context& ctx, bool quick) {
+  // ResNet-20 (CIFAR layout, here on 28x28 inputs): the 3x3 convs of each stage, the
+  // stride-2 3x3 convs entering stages 2 and 3, and the 1x1 stride-2 downsample convs.
+  std::vector<Conv2dShape> shapes = {{128, 16, 28, 28, 16, 3, 3, 1, 1}};
+  if (!quick) {
+    shapes.push_back({128, 16, 28, 28, 32, 3, 3, 2, 1});
+    shapes.push_back({128, 32, 14, 14, 32, 3, 3, 1, 1});
+    shapes.push_back({128, 32, 14, 14, 64, 3, 3, 2, 1});
+    shapes.push_back({128, 64, 7, 7, 64, 3, 3, 1, 1});
+    shapes.push_back({128, 16, 28, 28, 32, 1, 1, 2, 0});
+    shapes.push_back({128, 32, 14, 14, 64, 1, 1, 2, 0});
+  }
+  const char* variant = conv_variant_name(conv_variant(ctx));
+  std::vector<BenchRecord> out;
+  for (const Conv2dShape& s : shapes) {
+    Tensor x = random_tensor(ctx, s.x_shape(), 1), w = random_tensor(ctx, s.w_shape(), 2);
+    Tensor dy = random_tensor(ctx, s.y_shape(), 3);
+    Tensor y(ctx, s.y_shape()), dx(ctx, s.x_shape()), dw(ctx, s.w_shape());
+    const std::string dims = "n" + std::to_string(s.n) + " c" + std::to_string(s.c_in) + "->" +
+                             std::to_string(s.c_out) + " " + std::to_string(s.h) + "x" + std::to_string(s.w) +
+                             " k" + std::to_string(s.kh) + "s" + std::to_string(s.stride);
+    for (int op = 0; op < 3; ++op) {
+      Recording rec(ctx);
+      if (op == 0) conv2d_forward(rec, s, x, w, y);
+      if (op == 1) conv2d_backward_data(rec, s, dy, w, dx, false);
+      if (op == 2) conv2d_backward_weight(rec, s, x, dy, dw, false);
+      const double ms = time_recording_ms(rec, 2, quick ? 5 : 7);
+      static const char* names[] = {"conv2d_fwd ", "conv2d_bwd_data ", "conv2d_bwd_weight "};
+      out.push_back({names[op] + dims, ms, s.flops() / ms * 1e-6, 0.0, variant});
+    }
+  }
+  return out;
+}
+
+}  // namespace vkqat::nn

@@ -1,0 +1,183 @@
+// conv2d: both kernel variants against the CPU reference, the reference backward against
+// finite differences, accumulate, and shape errors.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/error.h"
+#include "nn/ops/conv2d.h"
+#include "testutil.h"
+
+using vkqat::Error;
+using vkqat::Recording;
+using vkqat::nn::Conv2dShape;
+using vkqat::nn::ConvVariant;
+using vkqat::nn::Tensor;
+namespace nn = vkqat::nn;
+namespace ref = vkqat::nn::ref;
+
+namespace {
+
+// Tolerance: |got - want| <= 1e-4 * |want| + 1e-5 * sqrt(K), K = terms summed per output
+// (inputs are uniform in [-1, 1], so sums of K products are O(sqrt(K))).
+constexpr double kRtol = 1e-4;
+double atol_for(double terms) { return 1e-5 * std::sqrt(terms); }
+
+struct Case {
+  const char* what;
+  Conv2dShape s;
+};
+
+// Awkward shapes: batch 1, 1x1 images, odd sizes with stride 2, channel counts that are not
+// multiples of the block sizes, kernels other than 3x3, depthwise, and ResNet-like shapes
+// that take the register-blocked fast paths (16-channel blocks, vec4 weight steps,
+// neighbour exchange on aligned rows, 7-column blocks). Kept small: most of the runtime is
+// compiling the pipelines.
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      {"1x1 image, 3x3 pad 1", {2, 3, 1, 1, 5, 3, 3, 1, 1}},
+      {"1x1 kernel stride 2 on 7x7", {2, 8, 7, 7, 16, 1, 1, 2, 0}},
+      {"c_in 3 c_out 5", {2, 3, 9, 9, 5, 3, 3, 1, 1}},
+      {"stride 2 pad 1 on 9x9", {2, 4, 9, 9, 6, 3, 3, 2, 1}},
+      {"5x5 kernel pad 2", {2, 4, 8, 8, 4, 5, 5, 1, 2}},
+      {"3x3 no padding, 4x10", {1, 4, 4, 10, 4, 3, 3, 1, 0}},
+      {"3x3 pad 2 (output wider than input)", {1, 4, 8, 8, 4, 3, 3, 1, 2}},
+      {"depthwise 3x3", {2, 6, 7, 7, 6, 3, 3, 1, 1, 6}},
+      {"depthwise 3x3 stride 2", {1, 5, 8, 8, 5, 3, 3, 2, 1, 5}},
+      {"ResNet 16->32 stride 2", {2, 16, 12, 12, 32, 3, 3, 2, 1}},
+      {"batch 1, ResNet 16 28x28 (aligned rows)", {1, 16, 28, 28, 16, 3, 3, 1, 1}},
+      {"14x14 (unaligned rows, 7-column blocks)", {2, 8, 14, 14, 8, 3, 3, 1, 1}},
+  };
+  return all;
+}
+
+std::vector<float> random_for(const std::vector<int>& shape, uint32_t seed) {
+  size_t n = 1;
+  for (int d : shape) n *= size_t(d);
+  return vkqat::test::random_vector(n, seed);
+}
+
+Tensor upload(const std::vector<int>& shape, const std::vector<float>& data) {
+  Tensor t(vkqat::test::ctx(), shape);
+  t.upload(data);
+  return t;
+}
+
+std::vector<float> plus(std::vector<float> a, const std::vector<float>& b) {
+  for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+  return a;
+}
+
+// Runs forward, backward-data and backward-weight on the device (each once overwriting and
+// once accumulating into a random gradient) and compares with the reference.
+void check_against_reference(const Case& c, uint32_t seed) {
+  const Conv2dShape& s = c.s;
+  auto& ctx = vkqat::test::ctx();
+  const auto xv = random_for(s.x_shape(), seed), wv = random_for(s.w_shape(), seed + 1),
+             gv = random_for(s.y_shape(), seed + 2), dx0 = random_for(s.x_shape(), seed + 3),
+             dw0 = random_for(s.w_shape(), seed + 4);
+  Tensor x = upload(s.x_shape(), xv), w = upload(s.w_shape(), wv), dy = upload(s.y_shape(), gv);
+  Tensor y(ctx, s.y_shape()), dx(ctx, s.x_shape()), dw(ctx, s.w_shape());
+  Tensor dx_acc = upload(s.x_shape(), dx0), dw_acc = upload(s.w_shape(), dw0);
+  {
+    Recording rec(ctx);
+    nn::conv2d_forward(rec, s, x, w, y);
+    nn::conv2d_backward_data(rec, s, dy, w, dx, false);
+    nn::conv2d_backward_weight(rec, s, x, dy, dw, false);
+    nn::conv2d_backward_data(rec, s, dy, w, dx_acc, true);
+    nn::conv2d_backward_weight(rec, s, x, dy, dw_acc, true);
+    rec.finish();
+    rec.run();
+  }
+  const int cin_g = s.c_in / s.groups, cout_g = s.c_out / s.groups;
+  const double k_fwd = double(cin_g) * s.kh * s.kw;
+  const double k_data = double(cout_g) * s.kh * s.kw;
+  const double k_weight = double(s.n) * s.out_h() * s.out_w();
+  const std::string tag = std::string(c.what) + " (" + s.str() + ")";
+  const auto want_y = ref::conv2d_forward(s, xv, wv);
+  const auto want_dx = ref::conv2d_backward_data(s, gv, wv);
+  const auto want_dw = ref::conv2d_backward_weight(s, xv, gv);
+  vkqat::test::check_close(y.download(), want_y, kRtol, atol_for(k_fwd), "forward " + tag);
+  vkqat::test::check_close(dx.download(), want_dx, kRtol, atol_for(k_data), "backward-data " + tag);
+  vkqat::test::check_close(dw.download(), want_dw, kRtol, atol_for(k_weight), "backward-weight " + tag);
+  vkqat::test::check_close(dx_acc.download(), plus(dx0, want_dx), kRtol, atol_for(k_data + 1),
+                           "backward-data accumulate " + tag);
+  vkqat::test::check_close(dw_acc.download(), plus(dw0, want_dw), kRtol, atol_for(k_weight + 1),
+                           "backward-weight accumulate " + tag);
+}
+
+void check_variant(ConvVariant v) {
+  nn::set_conv_variant(v);
+  uint32_t seed = 100;
+  for (const Case& c : cases()) {
+    INFO(nn::conv_variant_name(v) << ": " << c.what);
+    check_against_reference(c, seed += 10);
+  }
+  nn::set_conv_variant(ConvVariant::Auto);
+}
+
+// Central differences of loss = sum(conv(x, w) * g) in double. The convolution is linear in
+// x and in w, so a large step is exact up to rounding.
+void check_reference_gradients(const Conv2dShape& s) {
+  const auto xv = random_for(s.x_shape(), 7), wv = random_for(s.w_shape(), 8), gv = random_for(s.y_shape(), 9);
+  auto loss = [&](const std::vector<float>& x, const std::vector<float>& w) {
+    const auto y = ref::conv2d_forward(s, x, w);
+    double l = 0;
+    for (size_t i = 0; i < y.size(); ++i) l += double(y[i]) * gv[i];
+    return l;
+  };
+  const auto dx = ref::conv2d_backward_data(s, gv, wv);
+  const auto dw = ref::conv2d_backward_weight(s, xv, gv);
+  const double eps = 0.25;
+  for (size_t i = 0; i < xv.size(); ++i) {
+    const double num = vkqat::test::numeric_grad([&](const std::vector<float>& x) { return loss(x, wv); }, xv, i, eps);
+    CHECK_MESSAGE(std::fabs(num - dx[i]) <= 1e-4 + 1e-4 * std::fabs(num), s.str() << " dx[" << i << "] " << dx[i] << " vs " << num);
+  }
+  for (size_t i = 0; i < wv.size(); ++i) {
+    const double num = vkqat::test::numeric_grad([&](const std::vector<float>& w) { return loss(xv, w); }, wv, i, eps);
+    CHECK_MESSAGE(std::fabs(num - dw[i]) <= 1e-4 + 1e-4 * std::fabs(num), s.str() << " dw[" << i << "] " << dw[i] << " vs " << num);
+  }
+}
+
+template <class F>
+void check_throws_error(F f, const std::string& what) {
+  bool threw = false;
+  try {
+    f();
+  } catch (const Error&) {
+    threw = true;
+  }
+  CHECK_MESSAGE(threw, what << " did not throw vkqat::Error");
+}
+
+}  // namespace
+
+TEST_CASE("conv2d reference backward equals finite differences" * doctest::test_suite("conv2d")) {
+  check_reference_gradients({1, 2, 5, 5, 3, 3, 3, 2, 1});
+  check_reference_gradients({2, 3, 4, 3, 2, 1, 1, 1, 0});
+  check_reference_gradients({1, 3, 5, 4, 3, 3, 3, 1, 1, 3});
+}
+
+TEST_CASE("conv2d register-blocked variant matches the reference" * doctest::test_suite("conv2d")) {
+  check_variant(ConvVariant::RegisterBlocked);
+}
+
+TEST_CASE("conv2d tiled variant matches the reference" * doctest::test_suite("conv2d")) {
+  check_variant(ConvVariant::Tiled);
+}
+
+TEST_CASE("conv2d rejects bad shapes" * doctest::test_suite("conv2d")) {
+  auto& ctx = vkqat::test::ctx();
+  const Conv2dShape s{2, 4, 6, 6, 8, 3, 3, 1, 1};
+  Tensor x(ctx, {2, 3, 6, 6}), w(ctx, s.w_shape()), y(ctx, s.y_shape());
+  check_throws_error([&] { Recording rec(ctx); nn::conv2d_forward(rec, s, x, w, y); }, "c_in mismatch with x");
+  check_throws_error([&] { Conv2dShape{1, 1, 2, 2, 1, 5, 5, 1, 1}.validate(); }, "kernel bigger than padded input");
+  check_throws_error([&] { Conv2dShape{1, 4, 6, 6, 6, 3, 3, 1, 1, 2}.validate(); }, "groups 2 with c_in 4, c_out 6");
+  check_throws_error([&] { Conv2dShape{1, 4, 6, 6, 4, 3, 3, 0, 1}.validate(); }, "stride 0");
+  Tensor dx(ctx, {2, 4, 6, 5});
+  Tensor dy(ctx, s.y_shape());
+  check_throws_error([&] { Recording rec(ctx); nn::conv2d_backward_data(rec, s, dy, w, dx, false); }, "dx shape");
+  Tensor dw(ctx, {8, 4, 3, 2});
+  Tensor x_ok(ctx, s.x_shape());
+  check_throws_error([&] { Recording rec(ctx); nn::conv2d_backward_weight(rec, s, x_ok, dy, dw, false); }, "dw shape");
+}
