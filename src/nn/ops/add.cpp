@@ -2,33 +2,12 @@
 
 #include "backend/error.h"
 #include "backend/kernel.h"
+#include "nn/ops/elementwise.h"
 
 namespace vkqat::nn {
 
-namespace {
-constexpr uint32_t kLocal = 64, kItems = 4;  // elements per invocation, see add_common.glsl
-
-void require_same_shape(const char* op, const Tensor& a, const char* a_name, const Tensor& b,
-                        const char* b_name) {
-  if (a.shape() != b.shape() || a.dtype() != DType::F32 || b.dtype() != DType::F32)
-    throw Error(std::string(op) + ": " + a_name + " " + a.shape_str() + " and " + b_name + " " +
-                b.shape_str() + " must be F32 tensors of the same shape");
-}
-
-// Dispatches `shader` (float elements) or `shader`_vec4 when the element count and every
-// view allow 16-byte elements: CPU drivers pay per load instruction, so vec4 is ~3x faster
-// there. push.n is set to the number of elements of the chosen width.
-template <class P>
-void dispatch_elementwise(Recording& rec, const std::string& shader, std::initializer_list<BufferView> views,
-                          int64_t numel, P push, const char* label) {
-  bool vec4 = numel % 4 == 0;
-  for (const BufferView& v : views) vec4 = vec4 && v.offset % 16 == 0;
-  push.n = uint32_t(vec4 ? numel / 4 : numel);
-  const Kernel& k = rec.context().kernel(vec4 ? shader + "_vec4" : shader, {kLocal, 1, 1}, {kItems});
-  Groups groups{uint32_t((uint64_t(push.n) + kLocal * kItems - 1) / (kLocal * kItems)), 1, 1};
-  rec.dispatch(k, views, push, groups, label);
-}
-}  // namespace
+using detail::dispatch_elementwise;
+using detail::require_same_shape;
 
 void add_forward(Recording& rec, const Tensor& a, const Tensor& b, Tensor& y) {
   require_same_shape("add_forward", a, "a", b, "b");
