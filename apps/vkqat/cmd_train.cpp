@@ -21,6 +21,7 @@ struct TrainArgs {
   quant::QuantConfig quant;
   std::string resume, bits_config;
   int device = -1;
+  bool epochs_given = false;  // with --resume, only an explicit --epochs changes the run's
 };
 
 void on_sigint(int) { nn::Trainer::request_stop(); }
@@ -41,7 +42,7 @@ int run_train(TrainArgs a) {
   Context ctx(co);
   const nn::QuantPlugins plugins = quant::quant_plugins();
   std::unique_ptr<nn::Trainer> trainer = a.resume.empty() ? std::make_unique<nn::Trainer>(ctx, a.cfg, plugins)
-                                                          : nn::Trainer::resume(ctx, a.resume, a.cfg.epochs, plugins);
+                                                          : nn::Trainer::resume(ctx, a.resume, a.epochs_given ? a.cfg.epochs : 0, plugins);
   std::signal(SIGINT, on_sigint);  // first Ctrl-C: checkpoint and stop cleanly
   std::fprintf(stderr, "training %s (width %d, %llu parameters) on %s, device %s\n",
                trainer->config().model.name.c_str(), trainer->config().model.width,
@@ -154,7 +155,8 @@ void add_training_commands(CLI::App& app, Actions& actions) {
   t->add_option("--log-every", a->cfg.log_every, "steps between metrics.jsonl records")->capture_default_str();
   t->add_option("--stop-after-steps", a->cfg.stop_after_steps, "checkpoint and stop after N steps (as if interrupted)");
   t->add_flag("--profile", a->cfg.profile, "print the GPU time of each dispatch of one step");
-  t->callback([&actions, a] {
+  t->callback([&actions, a, t] {
+    a->epochs_given = t->count("--epochs") > 0;
     if (a->cfg.model.width < 1) throw CLI::ValidationError("--width", "must be >= 1");
     actions.push_back([a] { return run_train(*a); });
   });
