@@ -63,24 +63,10 @@ void tanh_sech2(float x, out float t, out float sech2) {
   }
 }
 
-// Compensated summation (Kahan); `precise` keeps the compiler from folding the correction.
-// The VEC flavour runs VEC_WIDTH independent chains (shorter dependency chains on CPU drivers);
-// kahan_total() folds them.
-void kahan_add(inout float s, inout float c, float v) {
-  precise float y = v - c;
-  precise float t = s + y;
-  precise float nc = (t - s) - y;
-  c = nc;
-  s = t;
-}
+// Compensated summation (kahan.glsl). The VEC flavour runs VEC_WIDTH independent chains
+// (shorter dependency chains on CPU drivers); kahan_total() folds them.
+#include "kahan.glsl"
 #if VEC_WIDTH == 4
-void kahan_add(inout vec4 s, inout vec4 c, vec4 v) {
-  precise vec4 y = v - c;
-  precise vec4 t = s + y;
-  precise vec4 nc = (t - s) - y;
-  c = nc;
-  s = t;
-}
 float kahan_total(vec4 s, vec4 c) {
   precise float t = ((s.x - c.x) + (s.y - c.y)) + ((s.z - c.z) + (s.w - c.w));
   return t;

@@ -30,7 +30,7 @@ void accumulate(uint idx) {
   if (VEC4 != 0) {
     vec4 v = x4[idx];
     if (OP == OP_SUM) {
-      kahan_add4(sum4, comp4, v);
+      kahan_add(sum4, comp4, v);
     } else if (OP == OP_MEANVAR) {  // Welford, four independent streams
       count += 1.0;
       vec4 d = v - mean4;
