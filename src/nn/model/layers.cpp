@@ -28,8 +28,8 @@ float InitRng::normal(float mean, float stddev) {
 
 static std::vector<float> filled(size_t n, float v) { return std::vector<float>(n, v); }
 
-Conv2dLayer::Conv2dLayer(Context& ctx, const std::string& name, const Conv2dShape& s)
-    : shape(s), weight(ctx, name + ".weight", s.w_shape(), true) {
+Conv2dLayer::Conv2dLayer(Context& ctx, const std::string& layer_name, const Conv2dShape& s)
+    : name(layer_name), shape(s), weight(ctx, layer_name + ".weight", s.w_shape(), true) {
   shape.validate();
 }
 

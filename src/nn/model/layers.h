@@ -32,6 +32,7 @@ class Conv2dLayer {
   // dx may be null (the input is the image); accumulate_dx adds into dx.
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx);
   const Tensor& effective_weight() const { return quant ? wq : weight.value; }
+  std::string name;  // state-dict prefix ("layer1.0.conv1")
   Conv2dShape shape;
   Parameter weight;
   std::unique_ptr<WeightQuantizer> quant;

@@ -63,8 +63,10 @@ void ConvBnUnit::backward(Recording& rec, const Tensor& x, const Tensor& dy, Ten
 }
 
 // ---- BasicBlock ----------------------------------------------------------------------
-BasicBlock::BasicBlock(Context& ctx, const std::string& name, int n, int c_in, int c_out, int h, int w, int stride)
-    : c1(ctx, name + ".conv1", name + ".bn1", conv_shape(n, c_in, h, w, c_out, 3, stride, 1), true),
+BasicBlock::BasicBlock(Context& ctx, const std::string& block_name, int n, int c_in, int c_out, int h, int w,
+                       int stride)
+    : name(block_name),
+      c1(ctx, name + ".conv1", name + ".bn1", conv_shape(n, c_in, h, w, c_out, 3, stride, 1), true),
       c2(ctx, name + ".conv2", name + ".bn2",
          conv_shape(n, c_out, c1.conv.shape.out_h(), c1.conv.shape.out_w(), c_out, 3, 1, 1), false) {
   if (stride != 1 || c_in != c_out)
@@ -181,8 +183,7 @@ void ResNet::backward(Recording& rec) {
 
 void ResNet::apply_quant_policy(QuantPolicy& policy) {
   auto weight = [&](Conv2dLayer& c, LayerRole role) {
-    const std::string prefix = c.weight.name.substr(0, c.weight.name.size() - 7);  // drop ".weight"
-    c.set_quantizer(ctx_, policy.weight(ctx_, prefix, c.weight.value, role));
+    c.set_quantizer(ctx_, policy.weight(ctx_, c.name, c.weight.value, role));
     if (c.quant) register_quantizer_state(c.quant->parameters(), c.quant->state());
   };
   auto act = [&](std::unique_ptr<ActQuantizer>& slot, const std::string& name, const Tensor& t, LayerRole consumer) {
@@ -193,7 +194,7 @@ void ResNet::apply_quant_policy(QuantPolicy& policy) {
   act(stem.act, "conv1.act", stem.out, LayerRole::Middle);
   if (stem.act) stem.split_activation(ctx_);
   for (auto& b : blocks) {
-    const std::string name = b->c1.conv.weight.name.substr(0, b->c1.conv.weight.name.size() - 13);  // "layerS.B"
+    const std::string& name = b->name;
     weight(b->c1.conv, LayerRole::Middle);
     weight(b->c2.conv, LayerRole::Middle);
     if (b->down) weight(b->down->conv, LayerRole::Middle);
@@ -215,7 +216,7 @@ std::vector<FeatureTap> ResNet::feature_taps() {
   // The stem's BN output before its activation, then every block's residual sum.
   stem.split_activation(ctx_);
   std::vector<std::pair<std::string, Tensor*>> points{{"conv1", &stem.pre}};
-  for (auto& b : blocks) points.push_back({b->c1.conv.weight.name.substr(0, b->c1.conv.weight.name.size() - 13), &b->sum});
+  for (auto& b : blocks) points.push_back({b->name, &b->sum});
   std::vector<FeatureTap> taps;
   for (size_t i = 0; i < points.size(); ++i) {
     if (tap_grads_.size() <= i) tap_grads_.push_back(std::make_unique<Tensor>(ctx_, points[i].second->shape()));

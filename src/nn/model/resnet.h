@@ -33,6 +33,7 @@ struct BasicBlock {
   void forward(Recording& rec, const Tensor& x, bool train);
   // Reads d_out; writes dx (overwrite).
   void backward(Recording& rec, const Tensor& x, Tensor& dx);
+  std::string name;  // "layerS.B"
   ConvBnUnit c1, c2;
   std::optional<ConvBnUnit> down;
   std::unique_ptr<ActQuantizer> act_out;  // replaces the output ReLU

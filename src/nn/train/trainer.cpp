@@ -10,6 +10,7 @@
 #include <fstream>
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "backend/error.h"
 #include "backend/recording.h"
@@ -267,9 +268,10 @@ void Trainer::initialise_quantizers_from_data() {
   if (wants.empty()) return;
   Impl& s = *impl_;
   std::vector<std::pair<Tensor*, std::vector<float>>> saved;
+  std::set<std::string> running;
+  for (const std::string& bn : net_->batchnorm_names()) running.insert({bn + ".running_mean", bn + ".running_var"});
   for (const auto& [name, t] : net_->state())
-    if (name.size() > 12 && (name.rfind(".running_mean") == name.size() - 13 || name.rfind(".running_var") == name.size() - 12))
-      saved.push_back({t, t->download()});
+    if (running.count(name)) saved.push_back({t, t->download()});
   Batch first;
   s.train_loader->start_epoch(0);
   s.train_loader->make_batch(0, first);
