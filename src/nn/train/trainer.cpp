@@ -440,7 +440,7 @@ TrainSummary Trainer::run() {
   int steps_this_process = 0;
   g_stop = false;
 
-  for (; s.epoch < cfg_.epochs; ++s.epoch, s.position = 0) {
+  while (s.epoch < cfg_.epochs) {
     s.train_loader->start_epoch(s.epoch, s.position);
     if (s.position == 0) {
       *loss_sum = 0.f, *correct = 0;
@@ -526,10 +526,8 @@ TrainSummary Trainer::run() {
                  train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc);
     if (last_eval.has_aux) std::fprintf(stderr, " | aux head test acc %.2f%%", 100 * last_eval.aux_acc);
     std::fprintf(stderr, " | %.0f img/s\n", s.train_images / s.train_seconds);
-    s.position = 0;
-    ++s.epoch;
+    ++s.epoch, s.position = 0;
     save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);  // a finished epoch is never lost
-    --s.epoch;
   }
   if (last_eval.images == 0) last_eval = evaluate();  // resumed a run that had already finished
 
