@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+"""Run a grid of `vkqat train` runs and write results/<name>/TABLE.md, runs.json and PNG plots.
+
+    scripts/sweep.py --protocol quick --name quick-lavapipe        # ResNet-20 w16, short runs (CPU)
+    scripts/sweep.py --protocol full  --name full-h100             # >= 30 epochs, 3 seeds, two-stage (GPU)
+
+It runs under Debian's /usr/bin/python3, whose python3-matplotlib draws the plots.
+
+The grid is FP32 plus, for each bit-width, the methods below; every cell is run for each seed
+and reported as mean +- std over seeds. Runs live in runs/sweep-<name>/<config>-s<seed>; a run
+that already has summary.json is reused, a run that was interrupted is resumed, so a sweep can be
+stopped and restarted. Protocol values can be overridden by flags (--epochs, --seeds, ...).
+
+Methods (what each adds, METHODS.md):
+  dorefa-pact   DoReFa weights + PACT activations with the original alpha gradient (baseline)
+  cgpact        PACT with SAT's calibrated alpha gradient (CG-PACT)
+  sat           CG-PACT + the last FC rescaled to n_out Var = 1: the full SAT recipe
+  aux           the full-precision auxiliary module on the DoReFa+PACT baseline (Zhuang et al.)
+  aux+sat       both remedies: CG-PACT + SAT + aux
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+METHODS = {
+    "dorefa-pact": ["--quantizer", "dorefa-pact"],
+    "cgpact": ["--quantizer", "cgpact"],
+    "sat": ["--quantizer", "cgpact", "--sat"],
+    "aux": ["--quantizer", "dorefa-pact", "--aux"],
+    "aux+sat": ["--quantizer", "cgpact", "--sat", "--aux"],
+}
+
+PROTOCOLS = {
+    # Short enough for 2 CPU cores: a run of 100 steps of 128 images costs 2-4 min on lavapipe.
+    "quick": dict(model="resnet20", width=16, epochs=1, seeds=[0, 1], bits=[4, 2, 3], train_limit=12800,
+                  test_limit=2000, two_stage=False),
+    # The paper-style protocol, for a GPU: FP32 (+aux) first, then every low-bit run starts from it.
+    "full": dict(model="resnet20", width=16, epochs=30, seeds=[0, 1, 2], bits=[4, 3, 2], train_limit=0,
+                 test_limit=0, two_stage=True),
+}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
+    p.add_argument("--name", required=True, help="results/<name>/ and runs/sweep-<name>/")
+    p.add_argument("--vkqat", default="build/vkqat", help="the vkqat binary")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--model")
+    p.add_argument("--width", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--bits", help="comma-separated W=A bit-widths, e.g. 4,3,2")
+    p.add_argument("--methods", help="comma-separated subset of: " + ",".join(METHODS))
+    p.add_argument("--no-fp32", action="store_true", help="leave out the FP32 baseline")
+    p.add_argument("--train-limit", type=int)
+    p.add_argument("--test-limit", type=int)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--results", default="results", help="where <name>/TABLE.md goes")
+    p.add_argument("--runs", default="runs", help="where sweep-<name>/ run directories go")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    a = p.parse_args(argv)
+    proto = dict(PROTOCOLS[a.protocol])
+    for key in ("model", "width", "epochs", "train_limit", "test_limit"):
+        if getattr(a, key) is not None:
+            proto[key] = getattr(a, key)
+    if a.seeds:
+        proto["seeds"] = [int(s) for s in a.seeds.split(",")]
+    if a.bits:
+        proto["bits"] = [int(b) for b in a.bits.split(",")]
+        bad = [b for b in proto["bits"] if not 1 <= b <= 8]
+        if bad:
+            p.error(f"--bits: {bad} outside 1-8")
+    proto["methods"] = list(METHODS)
+    if a.methods:
+        proto["methods"] = a.methods.split(",")
+        unknown = [m for m in proto["methods"] if m not in METHODS]
+        if unknown:
+            p.error(f"--methods: unknown {unknown}; known: {','.join(METHODS)}")
+    proto["fp32"] = not a.no_fp32
+    return a, proto
+
+
+def grid(proto):
+    """(config name, bits, method) in the order they run: the FP32 baseline, then each bit-width."""
+    cells = [("fp32", 32, "fp32")] if proto["fp32"] or proto["two_stage"] else []
+    for bits in proto["bits"]:
+        for m in proto["methods"]:
+            cells.append((f"w{bits}a{bits}-{m}", bits, m))
+    return cells
+
+
+def train_command(a, proto, bits, method, seed, run_dir, init):
+    cmd = [a.vkqat, "train", "--data", a.data, "--model", proto["model"], "--width", str(proto["width"]),
+           "--epochs", str(proto["epochs"]), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+           "--seed", str(seed), "--wbits", str(bits), "--abits", str(bits), "--log-every", "10",
+           "--out", run_dir]
+    if proto["train_limit"]:
+        cmd += ["--train-limit", str(proto["train_limit"])]
+    if proto["test_limit"]:
+        cmd += ["--test-limit", str(proto["test_limit"])]
+    if method == "fp32":
+        cmd += ["--aux"] if proto["two_stage"] else []  # stage one of the two-stage recipe trains FP32 + aux
+    else:
+        cmd += METHODS[method]
+        if init:
+            cmd += ["--init", init]
+    return cmd
+
+
+def run_one(a, cmd, run_dir):
+    summary = os.path.join(run_dir, "summary.json")
+    if os.path.exists(summary):
+        return "reused"
+    if os.path.exists(os.path.join(run_dir, "trainer_state.safetensors")):
+        cmd = [a.vkqat, "train", "--resume", run_dir]
+    print("+", " ".join(cmd), flush=True)
+    if a.dry_run:
+        return "dry-run"
+    os.makedirs(os.path.dirname(run_dir) or ".", exist_ok=True)
+    with open(run_dir + ".log", "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0 or not os.path.exists(summary):
+        raise SystemExit(f"sweep: run failed (exit {rc}); see {run_dir}.log")
+    return "ran"
+
+
+def read_run(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        s = json.load(f)
+    epochs, steps = [], []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            (epochs if r.get("type") == "epoch" else steps).append(r)
+    return {"test_acc": s["test_acc"], "aux_test_acc": s.get("aux_test_acc"),
+            "train_images_per_s": s.get("train_images_per_s"), "seconds": s.get("seconds"),
+            "device": s.get("device"), "epoch_test_acc": [e["test_acc"] for e in epochs],
+            "step_loss": [(r["step"], r["loss"]) for r in steps if "loss" in r]}
+
+
+def mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, sd
+
+
+def fmt(m, sd, n):
+    if m is None:
+        return "-"
+    return f"{100 * m:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * m:.2f}"
+
+
+def write_table(path, a, proto, results):
+    cells = grid(proto)
+    devices = sorted({r["device"] for runs in results.values() for r in runs.values() if r.get("device")})
+    lines = [f"# Sweep `{a.name}` ({a.protocol} protocol)", "",
+             f"{proto['model']} width {proto['width']}, {proto['epochs']} epoch(s), batch {a.batch_size}, "
+             f"lr {a.lr} (cosine), data {a.data}"
+             + (f", first {proto['train_limit']} training images" if proto["train_limit"] else "")
+             + (f", first {proto['test_limit']} test images" if proto["test_limit"] else ", full test set")
+             + (", low-bit runs initialised from the FP32+aux run of the same seed" if proto["two_stage"] else
+                ", every run from scratch")
+             + f". Seeds {','.join(map(str, proto['seeds']))}; test accuracy in %, mean ± std over seeds "
+             "(sample std). LP = the low-precision network (the deliverable), aux = the full-precision "
+             "auxiliary head (training only).", "",
+             f"Device: {', '.join(devices) or '-'}. Produced by `scripts/sweep.py --protocol {a.protocol} "
+             f"--name {a.name}`; raw numbers in runs.json.", "",
+             "| config | bits | method | LP test acc | aux test acc | seeds done | img/s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, bits, method in cells:
+        runs = results.get(name, {})
+        lp = mean_std([r["test_acc"] for r in runs.values()])
+        aux = mean_std([r["aux_test_acc"] for r in runs.values()])
+        ips = mean_std([r["train_images_per_s"] for r in runs.values()])
+        lines.append(f"| {name} | {'W32A32' if bits == 32 else f'W{bits}A{bits}'} | {method} | "
+                     f"{fmt(*lp, len(runs))} | {fmt(*aux, len(runs))} | {len(runs)}/{len(proto['seeds'])} | "
+                     f"{ips[0]:.0f} |" if runs else
+                     f"| {name} | W{bits}A{bits} | {method} | - | - | 0/{len(proto['seeds'])} | - |")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def plot(out_dir, proto, results):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("sweep: python3-matplotlib is missing, no plots written", file=sys.stderr)
+        return
+    cells = [c for c in grid(proto) if results.get(c[0])]
+    if not cells:
+        return
+    # 1. test accuracy per epoch (mean over seeds), one line per config; with one-epoch runs the
+    #    training loss per step says more, so it is plotted next to it.
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
+    for name, bits, method in cells:
+        runs = list(results[name].values())
+        n_ep = min(len(r["epoch_test_acc"]) for r in runs)
+        acc = [sum(r["epoch_test_acc"][e] for r in runs) / len(runs) for e in range(n_ep)]
+        ax_acc.plot(range(1, n_ep + 1), [100 * x for x in acc], marker="o", label=name)
+        steps = [s for s, _ in runs[0]["step_loss"]]
+        loss = [sum(dict(r["step_loss"]).get(s, float("nan")) for r in runs) / len(runs) for s in steps]
+        ax_loss.plot(steps, loss, label=name)
+    ax_acc.set(xlabel="epoch", ylabel="LP test accuracy (%)", title="test accuracy per epoch (mean over seeds)")
+    ax_loss.set(xlabel="step", ylabel="training loss (LP + λ·aux)", title="training loss")
+    ax_acc.legend(fontsize=7)
+    ax_acc.grid(alpha=0.3)
+    ax_loss.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "accuracy_per_epoch.png"), dpi=100)
+    plt.close(fig)
+    # 2. final accuracy bars, grouped by bit-width, with std error bars; aux head hatched.
+    fig, ax = plt.subplots(figsize=(13, 5))
+    labels, lp_m, lp_s, aux_m = [], [], [], []
+    for name, bits, method in cells:
+        runs = results[name].values()
+        m, sd = mean_std([r["test_acc"] for r in runs])
+        am, _ = mean_std([r["aux_test_acc"] for r in runs])
+        labels.append(name)
+        lp_m.append(100 * m)
+        lp_s.append(100 * sd)
+        aux_m.append(100 * am if am is not None else 0)
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], lp_m, 0.4, yerr=lp_s, capsize=3, label="LP head")
+    ax.bar([i + 0.2 for i in x], aux_m, 0.4, hatch="//", alpha=0.6, label="aux head (training only)")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
+    ax.set(ylabel="test accuracy (%)", title="final test accuracy, mean ± std over seeds")
+    lo = min(v for v in lp_m + [a for a in aux_m if a > 0])
+    ax.set_ylim(max(0, lo - 10), 100)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "final_accuracy.png"), dpi=100)
+    plt.close(fig)
+
+
+def main(argv):
+    a, proto = parse_args(argv)
+    if not a.dry_run and not os.access(a.vkqat, os.X_OK):
+        raise SystemExit(f"sweep: --vkqat {a.vkqat}: not an executable (run `make build` first)")
+    runs_root = os.path.join(a.runs, f"sweep-{a.name}")
+    out_dir = os.path.join(a.results, a.name)
+    os.makedirs(out_dir, exist_ok=True)
+    results = {}
+    t0 = time.time()
+    for seed in proto["seeds"]:  # seed-major: an interrupted sweep has whole grids, not whole columns
+        init = None
+        for name, bits, method in grid(proto):
+            run_dir = os.path.join(runs_root, f"{name}-s{seed}")
+            status = run_one(a, train_command(a, proto, bits, method, seed, run_dir, init), run_dir)
+            if method == "fp32" and proto["two_stage"]:
+                init = os.path.join(run_dir, "checkpoint.safetensors")
+            if a.dry_run:
+                continue
+            results.setdefault(name, {})[seed] = read_run(run_dir)
+            r = results[name][seed]
+            print(f"sweep: {name} seed {seed}: LP {100 * r['test_acc']:.2f}%"
+                  + (f", aux {100 * r['aux_test_acc']:.2f}%" if r["aux_test_acc"] is not None else "")
+                  + f" ({status}, {time.time() - t0:.0f} s so far)", flush=True)
+            # Rewrite the table after every run: a long sweep shows its progress.
+            write_table(os.path.join(out_dir, "TABLE.md"), a, proto, results)
+    if a.dry_run:
+        return 0
+    with open(os.path.join(out_dir, "runs.json"), "w") as f:
+        json.dump({"protocol": a.protocol, "settings": {k: v for k, v in proto.items()},
+                   "runs": {n: {str(s): r for s, r in rs.items()} for n, rs in results.items()}}, f, indent=1)
+    plot(out_dir, proto, results)
+    print(f"sweep: wrote {out_dir}/TABLE.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
