@@ -1,11 +1,13 @@
-// `vkqat bench [--json] [--quick] [--device N]`: throughput of the kernels on one device.
+// `vkqat bench [--json] [--quick] [--only SECTIONS] [--device N]`: throughput of the kernels on one device.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <iostream>
 
 #include "backend/context.h"
+#include "backend/error.h"
 #include "commands.h"
 #include "nn/bench.h"
 #include "nn/model/network.h"
@@ -19,6 +21,7 @@ namespace {
 struct BenchOptions {
   bool json = false, quick = false;
   int device = -1;
+  std::vector<std::string> only;  // section names; empty = all
 };
 
 // One whole training step of ResNet-20 (width 16, batch 128, 28x28x1, 10 classes) on
@@ -76,9 +79,17 @@ int run_bench(const BenchOptions& o) {
   Context ctx(co);
   std::vector<nn::BenchRecord> records;
   using BenchFn = std::function<std::vector<nn::BenchRecord>(Context&, bool)>;
-  std::vector<BenchFn> benches = {nn::bench_conv2d, nn::bench_elementwise, nn::bench_reductions, quant::bench_quant,
-                                  [](Context& c, bool) { return bench_training_step(c); }};
-  for (auto& fn : benches) {
+  const std::vector<std::pair<std::string, BenchFn>> benches = {
+      {"conv", nn::bench_conv2d},
+      {"elementwise", nn::bench_elementwise},
+      {"reduce", nn::bench_reductions},
+      {"quant", quant::bench_quant},
+      {"train", [](Context& c, bool) { return bench_training_step(c); }}};
+  for (const std::string& name : o.only)
+    if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
+      throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, train)");
+  for (auto& [name, fn] : benches) {
+    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
     auto r = fn(ctx, o.quick);
     records.insert(records.end(), r.begin(), r.end());
     if (!o.json)
@@ -114,6 +125,7 @@ void add_bench_command(CLI::App& app, Actions& actions) {
   cmd->add_flag("--json", o->json, "machine-readable output: a list of records");
   cmd->add_flag("--quick", o->quick, "only the main shapes");
   cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)");
+  cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, train")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });
 }
 

@@ -47,6 +47,10 @@ std::vector<BenchRecord> bench_conv2d(Context& ctx, bool quick) {
     shapes.push_back({128, 64, 7, 7, 64, 3, 3, 1, 1});
     shapes.push_back({128, 16, 28, 28, 32, 1, 1, 2, 0});
     shapes.push_back({128, 32, 14, 14, 64, 1, 1, 2, 0});
+    // The auxiliary module's 1x1 adaptors (stride 1, channels kept).
+    shapes.push_back({128, 16, 28, 28, 16, 1, 1, 1, 0});
+    shapes.push_back({128, 32, 14, 14, 32, 1, 1, 1, 0});
+    shapes.push_back({128, 64, 7, 7, 64, 1, 1, 1, 0});
   }
   const char* variant = conv_variant_name(conv_variant(ctx));
   std::vector<BenchRecord> out;
