@@ -57,6 +57,8 @@ def parse_args(argv):
     p.add_argument("--bits", help="comma-separated W=A bit-widths, e.g. 4,3,2")
     p.add_argument("--methods", help="comma-separated subset of: " + ",".join(METHODS))
     p.add_argument("--no-fp32", action="store_true", help="leave out the FP32 baseline")
+    p.add_argument("--cells", help="comma-separated configs to run, in this order, instead of the whole grid "
+                                   "(e.g. fp32,w2a2-aux+sat,w4a4-dorefa-pact); the table still lists every cell")
     p.add_argument("--train-limit", type=int)
     p.add_argument("--test-limit", type=int)
     p.add_argument("--batch-size", type=int, default=128)
@@ -83,16 +85,35 @@ def parse_args(argv):
         if unknown:
             p.error(f"--methods: unknown {unknown}; known: {','.join(METHODS)}")
     proto["fp32"] = not a.no_fp32
+    proto["cells"] = None
+    if a.cells:
+        known = {name: (name, bits, m) for name, bits, m in grid(proto)}
+        proto["cells"] = [c for c in a.cells.split(",")]
+        unknown = [c for c in proto["cells"] if c not in known]
+        if unknown:
+            p.error(f"--cells: {unknown} not in the grid; known: {','.join(known)}")
     return a, proto
 
 
 def grid(proto):
-    """(config name, bits, method) in the order they run: the FP32 baseline, then each bit-width."""
+    """(config name, bits, method) of the table: the FP32 baseline, then each bit-width."""
     cells = [("fp32", 32, "fp32")] if proto["fp32"] or proto["two_stage"] else []
     for bits in proto["bits"]:
         for m in proto["methods"]:
             cells.append((f"w{bits}a{bits}-{m}", bits, m))
     return cells
+
+
+def run_order(proto):
+    """The cells to run, in order: --cells if given, else the whole grid."""
+    cells = grid(proto)
+    if proto["cells"] is None:
+        return cells
+    by_name = {c[0]: c for c in cells}
+    order = [by_name[c] for c in proto["cells"]]
+    if proto["two_stage"]:  # the low-bit runs start from the FP32 run: it goes first
+        order = [cells[0]] + [c for c in order if c[0] != "fp32"]
+    return order
 
 
 def train_command(a, proto, bits, method, seed, run_dir, init):
@@ -246,6 +267,17 @@ def plot(out_dir, proto, results):
     plt.close(fig)
 
 
+def collect(runs_root, proto):
+    """Every finished run of the grid on disk, also those of earlier invocations (--cells)."""
+    results = {}
+    for name, _, _ in grid(proto):
+        for seed in proto["seeds"]:
+            run_dir = os.path.join(runs_root, f"{name}-s{seed}")
+            if os.path.exists(os.path.join(run_dir, "summary.json")):
+                results.setdefault(name, {})[seed] = read_run(run_dir)
+    return results
+
+
 def main(argv):
     a, proto = parse_args(argv)
     if not a.dry_run and not os.access(a.vkqat, os.X_OK):
@@ -253,26 +285,26 @@ def main(argv):
     runs_root = os.path.join(a.runs, f"sweep-{a.name}")
     out_dir = os.path.join(a.results, a.name)
     os.makedirs(out_dir, exist_ok=True)
-    results = {}
     t0 = time.time()
     for seed in proto["seeds"]:  # seed-major: an interrupted sweep has whole grids, not whole columns
         init = None
-        for name, bits, method in grid(proto):
+        for name, bits, method in run_order(proto):
             run_dir = os.path.join(runs_root, f"{name}-s{seed}")
             status = run_one(a, train_command(a, proto, bits, method, seed, run_dir, init), run_dir)
             if method == "fp32" and proto["two_stage"]:
                 init = os.path.join(run_dir, "checkpoint.safetensors")
             if a.dry_run:
                 continue
-            results.setdefault(name, {})[seed] = read_run(run_dir)
-            r = results[name][seed]
+            r = read_run(run_dir)
             print(f"sweep: {name} seed {seed}: LP {100 * r['test_acc']:.2f}%"
                   + (f", aux {100 * r['aux_test_acc']:.2f}%" if r["aux_test_acc"] is not None else "")
                   + f" ({status}, {time.time() - t0:.0f} s so far)", flush=True)
             # Rewrite the table after every run: a long sweep shows its progress.
-            write_table(os.path.join(out_dir, "TABLE.md"), a, proto, results)
+            write_table(os.path.join(out_dir, "TABLE.md"), a, proto, collect(runs_root, proto))
     if a.dry_run:
         return 0
+    results = collect(runs_root, proto)
+    write_table(os.path.join(out_dir, "TABLE.md"), a, proto, results)
     with open(os.path.join(out_dir, "runs.json"), "w") as f:
         json.dump({"protocol": a.protocol, "settings": {k: v for k, v in proto.items()},
                    "runs": {n: {str(s): r for s, r in rs.items()} for n, rs in results.items()}}, f, indent=1)
