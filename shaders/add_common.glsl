@@ -2,7 +2,7 @@
 // the element count allows: CPU drivers pay per load instruction). p.n counts VEC elements.
 // Each invocation handles ITEMS elements spaced one workgroup apart.
 // Define VEC_WIDTH (1 or 4) and ADD_OP before including:
-//   ADD_FORWARD:    y = a + b
+//   ADD_FORWARD:    y = a + b, or relu(a + b) (p.relu: the residual join of a block)
 //   ADD_BACKWARD:   da (+)= dy, db (+)= dy (one pass over dy)
 //   ADD_ACCUMULATE: dst += scale * src
 #define ADD_FORWARD 0
@@ -20,7 +20,7 @@ layout(constant_id = 3) const uint ITEMS = 4;
 layout(std430, binding = 0) readonly buffer Ab { VEC a[]; };
 layout(std430, binding = 1) readonly buffer Bb { VEC b[]; };
 layout(std430, binding = 2) writeonly buffer Yb { VEC y[]; };
-layout(push_constant) uniform Params { uint n; } p;
+layout(push_constant) uniform Params { uint n; uint relu; } p;
 #elif ADD_OP == ADD_BACKWARD
 layout(std430, binding = 0) readonly buffer DYb { VEC dy[]; };
 layout(std430, binding = 1) buffer DAb { VEC da[]; };  // read when accumulating
@@ -37,7 +37,8 @@ void main() {
   for (uint k = 0; k < ITEMS; ++k, i += gl_WorkGroupSize.x) {
     if (i >= p.n) return;
 #if ADD_OP == ADD_FORWARD
-    y[i] = a[i] + b[i];
+    VEC v = a[i] + b[i];
+    y[i] = p.relu != 0u ? max(v, VEC(0.0)) : v;
 #elif ADD_OP == ADD_BACKWARD
     VEC g = dy[i];
     da[i] = p.accumulate_a != 0u ? da[i] + g : g;

@@ -1,5 +1,7 @@
-// add: GPU vs CPU reference (rtol 1e-6: one rounding), backward pass-through with both
-// accumulate modes, accumulate(), finite differences of the reference, shape errors.
+// add: GPU vs CPU reference (rtol 1e-6: one rounding), with and without the fused ReLU; backward
+// pass-through with both accumulate modes; accumulate(); finite differences of the reference; shape errors.
+#include <algorithm>
+
 #include "backend/error.h"
 #include "nn/ops/add.h"
 #include "testutil.h"
@@ -14,8 +16,8 @@ TEST_CASE("add forward/backward and accumulate match the CPU reference" * doctes
     CAPTURE(shape_str(shape));
     size_t n = 1;
     for (int d : shape) n *= size_t(d);
-    Tensor a(ctx, shape), b(ctx, shape), y(ctx, shape), dy(ctx, shape), da(ctx, shape), db(ctx, shape),
-        acc_dst(ctx, shape);
+    Tensor a(ctx, shape), b(ctx, shape), y(ctx, shape), y_relu(ctx, shape), dy(ctx, shape), da(ctx, shape),
+        db(ctx, shape), acc_dst(ctx, shape);
     auto av = test::random_vector(n, 10), bv = test::random_vector(n, 11), dyv = test::random_vector(n, 12);
     auto old_db = test::random_vector(n, 13), old_acc = test::random_vector(n, 14);
     a.upload(av);
@@ -26,10 +28,15 @@ TEST_CASE("add forward/backward and accumulate match the CPU reference" * doctes
     acc_dst.upload(old_acc);
     Recording rec(ctx);
     add_forward(rec, a, b, y);
+    add_forward(rec, a, b, y_relu, /*relu=*/true);
     add_backward(rec, dy, da, false, db, true);
     accumulate(rec, a, acc_dst, -0.5f);
     rec.run();
-    test::check_close(y.download(), ref::add_forward(av, bv), 1e-6, 1e-7, "add y");
+    const std::vector<float> want_y = ref::add_forward(av, bv);
+    test::check_close(y.download(), want_y, 1e-6, 1e-7, "add y");
+    std::vector<float> want_relu(n);
+    for (size_t i = 0; i < n; ++i) want_relu[i] = std::max(want_y[i], 0.f);
+    test::check_close(y_relu.download(), want_relu, 1e-6, 1e-7, "add y = relu(a + b)");
     test::check_close(da.download(), dyv, 0, 0, "add da (overwrite)");
     std::vector<float> want_db(n), want_acc(n);
     for (size_t i = 0; i < n; ++i) {

@@ -9,11 +9,11 @@ namespace vkqat::nn {
 using detail::dispatch_elementwise;
 using detail::require_same_shape;
 
-void add_forward(Recording& rec, const Tensor& a, const Tensor& b, Tensor& y) {
+void add_forward(Recording& rec, const Tensor& a, const Tensor& b, Tensor& y, bool relu) {
   require_same_shape("add_forward", a, "a", b, "b");
   require_same_shape("add_forward", a, "a", y, "y");
-  struct { uint32_t n; } push{};
-  dispatch_elementwise(rec, "add", {a.view(), b.view(), y.view()}, a.numel(), push, "add");
+  struct { uint32_t n, relu; } push{0, relu ? 1u : 0u};
+  dispatch_elementwise(rec, "add", {a.view(), b.view(), y.view()}, a.numel(), push, relu ? "add_relu" : "add");
 }
 
 void add_backward(Recording& rec, const Tensor& dy, Tensor& da, bool accumulate_a, Tensor& db,

@@ -7,8 +7,8 @@
 
 namespace vkqat::nn {
 
-// y = a + b. All three shapes must match.
-void add_forward(Recording& rec, const Tensor& a, const Tensor& b, Tensor& y);
+// y = a + b, or relu(a + b) with `relu` (one pass instead of two). All three shapes must match.
+void add_forward(Recording& rec, const Tensor& a, const Tensor& b, Tensor& y, bool relu = false);
 // Backward of y = a + b: da = dy (accumulate_a: da += dy), db likewise, in one pass.
 // da and db must be different tensors.
 void add_backward(Recording& rec, const Tensor& dy, Tensor& da, bool accumulate_a, Tensor& db,
