@@ -35,10 +35,17 @@ AuxModule::AuxModule(Context& ctx, nn::Network& net) : ctx_(ctx) {
                                              false);
       add_unit(*st.down);
     }
-    if (i > 0) st.sum = Tensor(ctx, t), st.d_sum = Tensor(ctx, t);
-    st.out = Tensor(ctx, t), st.d_out = Tensor(ctx, t);
+    if (i > 0) st.out_buf = Tensor(ctx, t);
+    if (st.down) st.d_sum_buf = Tensor(ctx, t);
+    st.d_out = Tensor(ctx, t);
     b_shape = t;
     stages_.push_back(std::move(st));
+  }
+  // Aliases, once the stages no longer move.
+  for (size_t i = 0; i < stages_.size(); ++i) {
+    Stage& st = stages_[i];
+    st.out = i == 0 ? &st.adaptor->out : &st.out_buf;
+    st.d_sum = i == 0 ? nullptr : st.down ? &st.d_sum_buf : &stages_[i - 1].d_out;
   }
   const int n = b_shape[0], c = b_shape[1], classes = net.config().classes;
   pooled_ = Tensor(ctx, {n, c});
@@ -70,16 +77,12 @@ void AuxModule::forward(Recording& rec, bool train) {
   for (size_t i = 0; i < stages_.size(); ++i) {
     Stage& s = stages_[i];
     s.adaptor->forward(rec, *taps_[i].value, train);
-    if (i == 0) {
-      rec.copy(s.adaptor->out.view(), s.out.view(), "aux b0");
-      continue;
-    }
+    if (i == 0) continue;  // b = the adaptor's output
     const Stage& prev = stages_[i - 1];
-    if (s.down) s.down->forward(rec, prev.out, train);
-    nn::add_forward(rec, s.down ? s.down->out : prev.out, s.adaptor->out, s.sum);
-    nn::relu_forward(rec, s.sum, s.out);
+    if (s.down) s.down->forward(rec, *prev.out, train);
+    nn::add_forward(rec, s.down ? s.down->out : *prev.out, s.adaptor->out, *s.out, /*relu=*/true);
   }
-  nn::global_avg_pool_forward(rec, stages_.back().out, pooled_);
+  nn::global_avg_pool_forward(rec, *stages_.back().out, pooled_);
   fc_.forward(rec, pooled_, logits_, train);
 }
 
@@ -93,12 +96,10 @@ void AuxModule::backward(Recording& rec) {
       break;
     }
     Stage& prev = stages_[i - 1];
-    nn::relu_backward(rec, s.out, s.d_out, s.d_sum, false);
-    s.adaptor->backward(rec, *taps_[i].value, s.d_sum, taps_[i].grad, false);  // into the LP network
-    if (s.down)
-      s.down->backward(rec, prev.out, s.d_sum, &prev.d_out, false);
-    else
-      rec.copy(s.d_sum.view(), prev.d_out.view(), "aux grad");
+    // Without `down`, d_sum is prev.d_out: the identity path's gradient lands in place.
+    nn::relu_backward(rec, *s.out, s.d_out, *s.d_sum, false);
+    s.adaptor->backward(rec, *taps_[i].value, *s.d_sum, taps_[i].grad, false);  // into the LP network
+    if (s.down) s.down->backward(rec, *prev.out, *s.d_sum, &prev.d_out, false);
   }
 }
 

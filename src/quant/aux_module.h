@@ -7,8 +7,9 @@
 //     b = ReLU(b + BN(conv1x1(tap_{i+1})))
 //   aux_logits = FC_aux(global_avg_pool(b))
 // Everything here is full precision. Taps are not detached: backward writes the gradient
-// of the aux loss w.r.t. every tap into the network's tap buffers, which its own backward
-// adds in, so the aux route reaches the low-precision weights. State-dict names: aux.*.
+// of the aux loss w.r.t. every tap into the network's gradient buffer there, to which the
+// network's backward adds its own, so the aux route reaches the low-precision weights.
+// State-dict names: aux.*.
 #include <memory>
 #include <vector>
 
@@ -33,7 +34,9 @@ class AuxModule : public nn::AuxiliaryHead {
   struct Stage {
     std::unique_ptr<nn::ConvBnUnit> adaptor;  // conv1x1 + BN on the tap
     std::unique_ptr<nn::ConvBnUnit> down;     // conv1x1 stride + BN on b, where the shape changes
-    nn::Tensor sum, out, d_sum, d_out;        // out = relu(b + adaptor) (stage 0: out = adaptor)
+    nn::Tensor out_buf, d_sum_buf, d_out;     // out = relu(b + adaptor); d_sum: its gradient before the ReLU
+    nn::Tensor* out = nullptr;                // stage 0: the adaptor's output itself (no copy)
+    nn::Tensor* d_sum = nullptr;              // without `down`: the previous stage's d_out itself (no copy)
   };
   void add_unit(nn::ConvBnUnit& u);
 

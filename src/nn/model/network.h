@@ -69,8 +69,7 @@ class Network {
   std::vector<Parameter*> params_;
   std::vector<std::pair<std::string, Tensor*>> state_;
   std::vector<std::string> bn_names_;
-  std::vector<std::unique_ptr<Tensor>> tap_grads_;
-  std::vector<ActQuantizer*> act_quantizers_;  // owned gradient buffers of feature taps
+  std::vector<ActQuantizer*> act_quantizers_;
 };
 
 // Throws Error naming the model or field when the configuration is invalid.

@@ -67,12 +67,13 @@ class QuantPolicy {
   virtual void finish() {}
 };
 
-// A point of the low-precision net that the auxiliary module reads, and the gradient
-// buffer the net adds into its own gradient at that point during backward.
+// A point of the low-precision net that the auxiliary module reads, and the net's gradient
+// buffer at that point, which the auxiliary module fills first.
 struct FeatureTap {
   std::string name;
   const Tensor* value = nullptr;  // [N, C, H, W]
-  Tensor* grad = nullptr;          // same shape; written by the aux module's backward
+  Tensor* grad = nullptr;          // same shape: the net's own gradient buffer at this point. The aux
+                                   // module's backward overwrites it, then the net's backward adds in.
 };
 
 }  // namespace vkqat::nn

@@ -51,12 +51,13 @@ void ConvBnUnit::backward(Recording& rec, const Tensor& x, const Tensor& dy, Ten
     bn.backward(rec, conv_out, out, dy, d_conv_out, relu, false);
   } else {
     if (act)
-      act->backward(rec, pre, dy, d_pre, false);
+      act->backward(rec, pre, dy, d_pre, d_pre_prefilled);
     else if (relu)
-      relu_backward(rec, pre, dy, d_pre, false);
+      relu_backward(rec, pre, dy, d_pre, d_pre_prefilled);
+    else if (d_pre_prefilled)
+      accumulate(rec, dy, d_pre);
     else
       copy_tensor(rec, dy, d_pre);
-    if (pre_grad_extra) accumulate(rec, *pre_grad_extra, d_pre);
     bn.backward(rec, conv_out, pre, d_pre, d_conv_out, false, false);
   }
   conv.backward(rec, x, d_conv_out, dx, accumulate_dx);
@@ -92,10 +93,9 @@ void BasicBlock::forward(Recording& rec, const Tensor& x, bool train) {
 
 void BasicBlock::backward(Recording& rec, const Tensor& x, Tensor& dx) {
   if (act_out)
-    act_out->backward(rec, sum, d_out, d_sum, false);
+    act_out->backward(rec, sum, d_out, d_sum, d_sum_prefilled);
   else
-    relu_backward(rec, out, d_out, d_sum, false);
-  if (sum_grad_extra) accumulate(rec, *sum_grad_extra, d_sum);
+    relu_backward(rec, out, d_out, d_sum, d_sum_prefilled);
   c2.backward(rec, c1.out, d_sum, &c1.d_out, false);
   c1.backward(rec, x, c1.d_out, &dx, false);
   if (down)
@@ -213,19 +213,15 @@ void ResNet::apply_quant_policy(QuantPolicy& policy) {
 }
 
 std::vector<FeatureTap> ResNet::feature_taps() {
-  // The stem's BN output before its activation, then every block's residual sum.
+  // The stem's BN output before its activation, then every block's residual sum. The aux
+  // module writes its gradient straight into the gradient buffer of each point, and this
+  // network's backward adds its own: no separate buffer, no extra accumulate pass.
   stem.split_activation(ctx_);
-  std::vector<std::pair<std::string, Tensor*>> points{{"conv1", &stem.pre}};
-  for (auto& b : blocks) points.push_back({b->name, &b->sum});
-  std::vector<FeatureTap> taps;
-  for (size_t i = 0; i < points.size(); ++i) {
-    if (tap_grads_.size() <= i) tap_grads_.push_back(std::make_unique<Tensor>(ctx_, points[i].second->shape()));
-    Tensor* g = tap_grads_[i].get();
-    if (i == 0)
-      stem.pre_grad_extra = g;
-    else
-      blocks[i - 1]->sum_grad_extra = g;
-    taps.push_back({points[i].first, points[i].second, g});
+  stem.d_pre_prefilled = true;
+  std::vector<FeatureTap> taps{{"conv1", &stem.pre, &stem.d_pre}};
+  for (auto& b : blocks) {
+    b->d_sum_prefilled = true;
+    taps.push_back({b->name, &b->sum, &b->d_sum});
   }
   return taps;
 }

@@ -24,7 +24,7 @@ struct ConvBnUnit {
   std::unique_ptr<ActQuantizer> act;  // replaces the ReLU
   Tensor conv_out, out, d_conv_out, d_out;  // d_out: gradient of out, written by the consumer
   Tensor pre, d_pre;                        // only when split
-  Tensor* pre_grad_extra = nullptr;         // added into d_pre (the aux module's gradient)
+  bool d_pre_prefilled = false;             // d_pre already holds the aux module's gradient: add to it
 };
 
 // out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
@@ -41,7 +41,7 @@ struct BasicBlock {
   Tensor out;    // relu(sum) or Q(sum)
   Tensor d_out;  // gradient of out, written by the next block / pooling
   Tensor d_sum;  // gradient of sum
-  Tensor* sum_grad_extra = nullptr;  // added into d_sum (the aux module's gradient)
+  bool d_sum_prefilled = false;  // d_sum already holds the aux module's gradient: add to it
 };
 
 class ResNet : public Network {
