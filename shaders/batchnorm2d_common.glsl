@@ -7,6 +7,10 @@
 //     2) invocation 0 saves mean and inv_std and updates the running stats like PyTorch
 //        (momentum, unbiased variance for running_var),
 //     3) y = (x - mean) * inv_std * gamma + beta, optional fused ReLU.
+//     With BN_QUANT 1 the same pass also writes q = Q(y), the uniform activation quantizer
+//     on [0, clip] with `levels` steps (PACT's forward, bit for bit: quant_pact.glsl):
+//     r = clamp(y, 0, clip) * (levels / clip), q = round_half_away(r) * (clip * inv_levels),
+//     clip = max(clip_buf[0], MIN_SCALE). y is kept: the quantizer's backward reads it.
 //   BN_BACKWARD: training-mode backward, one workgroup per channel, one dispatch:
 //     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
 //     dbeta = sum(g), dgamma = sum(g * xhat),
@@ -19,6 +23,9 @@
 #define BN_TRAIN 0
 #define BN_BACKWARD 1
 #define BN_EVAL 2
+#ifndef BN_QUANT
+#define BN_QUANT 0
+#endif
 #if VEC_WIDTH == 4
 #define VEC vec4
 #define HSUM(v) dot(v, vec4(1.0))
@@ -41,6 +48,9 @@ layout(push_constant) uniform Params {
   uint n, c, hw;  // tensor is [n, c, hw], hw counted in VEC elements
   float eps, momentum;
   uint accumulate_dx, accumulate_params;
+#if BN_QUANT
+  float levels, inv_levels;
+#endif
 } p;
 
 #if BN_KERNEL == BN_TRAIN
@@ -52,6 +62,11 @@ layout(std430, binding = 4) buffer RVb { float running_var[]; };
 layout(std430, binding = 5) writeonly buffer SMb { float saved_mean[]; };
 layout(std430, binding = 6) writeonly buffer SIb { float saved_invstd[]; };
 layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
+#if BN_QUANT
+layout(std430, binding = 8) readonly buffer Clipb { float clip_buf[]; };
+layout(std430, binding = 9) writeonly buffer Qb { VEC q[]; };
+#include "quant_round.glsl"
+#endif
 #elif BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
 layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // only read when RELU
@@ -146,8 +161,30 @@ void main() {
   }
 
   float scale = gamma[c] * inv_std, bias = beta[c];
+#if BN_QUANT
+  float clip = max(clip_buf[0], MIN_SCALE);
+  float q_scale = p.levels / clip, q_step = clip * p.inv_levels;
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+    VEC v = relu_if((x[w.addr] - mean) * scale + bias);
+    y[w.addr] = v;
+    VEC qv;
+#if VEC_WIDTH == 4
+    for (int l = 0; l < 4; ++l) {
+      precise float r = clamp(v[l], 0.0, clip) * q_scale;
+      precise float level = round_half_away(r) * q_step;
+      qv[l] = level;
+    }
+#else
+    precise float r = clamp(v, 0.0, clip) * q_scale;
+    precise float level = round_half_away(r) * q_step;
+    qv = level;
+#endif
+    q[w.addr] = qv;
+  }
+#else
   for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w))
     y[w.addr] = relu_if((x[w.addr] - mean) * scale + bias);
+#endif
 }
 
 #elif BN_KERNEL == BN_BACKWARD

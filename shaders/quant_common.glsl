@@ -28,16 +28,7 @@ void set_lane(inout float v, int l, float s) { v = s; }
   uint step_outer;  \
   uint step_inner;
 
-// Smallest step size / clipping level used (alpha, LSQ s, min-max scale): a dead channel or
-// an SGD step through zero must not turn the network into inf/NaN.
-const float MIN_SCALE = 1e-8;
-
-// Round half away from zero. GLSL round() is implementation-defined at .5; this is exact:
-// abs(x) + 0.5 is one correctly rounded add, floor and sign are exact.
-float round_half_away(float x) {
-  precise float a = abs(x) + 0.5;
-  return sign(x) * floor(a);
-}
+#include "quant_round.glsl"
 
 // tanh and its derivative 1 - tanh^2, accurate to a few ulp relative everywhere (Cephes
 // tanhf): the driver's tanh may lose relative precision near 0 (e^x - e^-x) and DoReFa

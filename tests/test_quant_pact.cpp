@@ -3,10 +3,13 @@
 // >= 1e-4 from rounding ties. Backward: dx mask exact; dalpha (original and CG-PACT) within
 // 1e-5 relative (+ 1e-7 sum|g| absolute) of a double reference; CG - original equals the
 // quantization-error term; the reference equals finite differences of the STE surrogate.
+// BatchNorm's fused quantizer epilogue equals BN followed by pact_forward, bit for bit.
 #include <cmath>
 #include <random>
 
 #include "backend/error.h"
+#include "nn/ops/batchnorm2d.h"
+#include "quant/common.h"
 #include "quant/pact.h"
 #include "test_quant_common.h"
 
@@ -215,6 +218,50 @@ TEST_CASE("pact reference dalpha is the derivative of the STE surrogate" * docte
                                          calibrated ? PactGradient::Calibrated : PactGradient::Original);
     CHECK(want.dalpha == doctest::Approx(fd).epsilon(1e-5));
   }
+}
+
+TEST_CASE("BN training forward with the PACT epilogue equals BN then pact_forward, bit for bit" *
+          doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
+  for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {3, 4, 2, 2}}) {
+    for (int bits : {2, 4, 8}) {
+      CAPTURE(nn::shape_str(shape));
+      CAPTURE(bits);
+      const int c = shape[1];
+      size_t n = 1;
+      for (int d : shape) n *= size_t(d);
+      const float alpha = bits == 2 ? 0.7f : 1.9f;
+      Tensor x(ctx, shape), y(ctx, shape), q(ctx, shape), y_ref(ctx, shape), q_ref(ctx, shape), clip(ctx, {1});
+      std::vector<Tensor> stats;
+      for (int i = 0; i < 12; ++i) stats.emplace_back(ctx, std::vector<int>{c});
+      x.upload(test::random_vector(n, 40 + bits, -2.f, 3.f));
+      clip.upload({alpha});
+      const auto gamma = test::random_vector(size_t(c), 50, 0.5f, 1.5f), beta = test::random_vector(size_t(c), 51);
+      for (int set = 0; set < 2; ++set) {
+        stats[6 * set].upload(gamma);
+        stats[6 * set + 1].upload(beta);
+        stats[6 * set + 2].upload(std::vector<float>(size_t(c), 0.f));
+        stats[6 * set + 3].upload(std::vector<float>(size_t(c), 1.f));
+      }
+      const Levels L = levels(bits);
+      nn::BnQuantEpilogue epilogue{&clip, L.n, L.inv_n, &q};
+      Recording rec(ctx);
+      nn::batchnorm2d_forward_train(rec, x, stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], y, 1e-5f, 0.1f,
+                                    false, &epilogue);
+      nn::batchnorm2d_forward_train(rec, x, stats[6], stats[7], stats[8], stats[9], stats[10], stats[11], y_ref);
+      pact_forward(rec, y_ref, clip, q_ref, bits);
+      rec.run();
+      CHECK(y.download() == y_ref.download());
+      CHECK(q.download() == q_ref.download());
+      CHECK(stats[2].download() == stats[8].download());  // running stats updated the same way
+      CHECK(stats[3].download() == stats[9].download());
+    }
+  }
+  Tensor x(ctx, {2, 3, 4, 4}), y(ctx, {2, 3, 4, 4}), wrong(ctx, {2, 3, 4, 5}), clip(ctx, {1}), ch(ctx, {3});
+  nn::BnQuantEpilogue bad{&clip, 15.f, 1.f / 15.f, &wrong};
+  Recording rec(ctx);
+  CHECK_THROWS_AS(nn::batchnorm2d_forward_train(rec, x, ch, ch, ch, ch, ch, ch, y, 1e-5f, 0.1f, false, &bad), Error);
 }
 
 TEST_CASE("pact rejects bad bit-widths and shapes" * doctest::test_suite("quant-pact")) {

@@ -123,6 +123,10 @@ class PactAct : public ActQuantizer {
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
     pact_backward(rec, x, alpha_.value, dy, dx, acc, alpha_.grad, false, scratch_, bits_, gradient_);
   }
+  std::optional<UniformClip> uniform_clip() const override {
+    const Levels L = levels(bits_);
+    return UniformClip{&alpha_.value, L.n, L.inv_n};
+  }
   std::vector<Parameter*> parameters() override { return {&alpha_}; }
   std::string describe() const override {
     return std::string(gradient_ == PactGradient::Calibrated ? "cg-pact " : "pact ") + bits_str(bits_);

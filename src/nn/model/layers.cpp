@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "backend/error.h"
 #include "nn/ops/batchnorm2d.h"
 #include "nn/ops/linear.h"
 
@@ -81,10 +82,13 @@ void BatchNorm2dLayer::init() {
   beta.momentum.zero();
 }
 
-void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu) {
+void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu,
+                               const BnQuantEpilogue* quant) {
   if (train)
     batchnorm2d_forward_train(rec, x, gamma.value, beta.value, running_mean, running_var, saved_mean, saved_invstd, y,
-                              eps, momentum, relu);
+                              eps, momentum, relu, quant);
+  else if (quant)
+    throw Error("BatchNorm2dLayer " + name + ": the quantizer epilogue is for training only");
   else
     batchnorm2d_forward_eval(rec, x, gamma.value, beta.value, running_mean, running_var, y, eps, relu);
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "nn/model/quant_hooks.h"
+#include "nn/ops/batchnorm2d.h"
 #include "nn/ops/conv2d.h"
 #include "nn/tensor.h"
 
@@ -45,7 +46,9 @@ class BatchNorm2dLayer {
   BatchNorm2dLayer(Context& ctx, const std::string& name, int batch, int channels);
   void init();  // gamma 1, beta 0, running mean 0, running var 1
   // relu: fused y = max(bn(x), 0). train: batch statistics + running-stat update.
-  void forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu);
+  // quant (training only): also write the quantized output in the same pass.
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu,
+               const BnQuantEpilogue* quant = nullptr);
   void backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool relu,
                 bool accumulate_dx);
   std::string name;

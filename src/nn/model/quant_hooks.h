@@ -5,6 +5,7 @@
 // quantizer (if any) each gets. Learned quantizer parameters (PACT alpha, LSQ steps) are
 // Parameters without weight decay; running statistics are extra state-dict tensors.
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,13 @@ class ActQuantizer {
   // recorded forward also records that initialisation before quantizing.
   virtual bool wants_data_init() const { return false; }
   virtual void set_data_init(bool on) {}
+  // A quantizer that is exactly BnQuantEpilogue's uniform clip-and-round (PACT) says so:
+  // the BN pass that produces its input then applies it in the same pass (training).
+  struct UniformClip {
+    const Tensor* clip = nullptr;  // [1]
+    float levels = 0, inv_levels = 0;
+  };
+  virtual std::optional<UniformClip> uniform_clip() const { return std::nullopt; }
 };
 
 enum class LayerRole {

@@ -37,6 +37,13 @@ void ConvBnUnit::forward(Recording& rec, const Tensor& x, bool train) {
     bn.forward(rec, conv_out, out, train, relu);  // ReLU fused into BN
     return;
   }
+  if (act && train) {
+    if (auto clip = act->uniform_clip()) {  // BN and the quantizer in one pass
+      BnQuantEpilogue q{clip->clip, clip->levels, clip->inv_levels, &out};
+      bn.forward(rec, conv_out, pre, train, false, &q);
+      return;
+    }
+  }
   bn.forward(rec, conv_out, pre, train, false);
   if (act)
     act->forward(rec, pre, out, train);

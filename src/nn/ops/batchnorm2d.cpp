@@ -51,7 +51,7 @@ void require_like_x(const char* op, const Tensor& x, const Tensor& t, const char
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y, float eps,
-                               float momentum, bool relu) {
+                               float momentum, bool relu, const BnQuantEpilogue* quant) {
   const char* op = "batchnorm2d_forward_train";
   BnParams p = params_for(op, x);
   require_channels(op, x, gamma, "gamma");
@@ -67,12 +67,28 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   p.eps = eps;
   p.momentum = momentum;
   Context& ctx = rec.context();
-  std::string shader = variant("batchnorm2d_train", p, {x.view(), y.view()});
-  const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, {relu ? 1u : 0u});
-  rec.dispatch(k,
-               {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(),
-                saved_mean.view(), saved_invstd.view(), y.view()},
-               p, Groups{p.c, 1, 1}, relu ? "batchnorm2d_train_relu" : "batchnorm2d_train");
+  const uint32_t local = channel_workgroup_size(ctx);
+  if (!quant) {
+    std::string shader = variant("batchnorm2d_train", p, {x.view(), y.view()});
+    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),
+                 {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(),
+                  saved_mean.view(), saved_invstd.view(), y.view()},
+                 p, Groups{p.c, 1, 1}, relu ? "batchnorm2d_train_relu" : "batchnorm2d_train");
+    return;
+  }
+  if (!quant->clip || !quant->q || quant->clip->numel() != 1 || quant->clip->dtype() != DType::F32)
+    throw Error(std::string(op) + ": the quantizer epilogue needs an F32 [1] clip level and an output q");
+  if (!(quant->levels >= 1.f)) throw Error(std::string(op) + ": the quantizer epilogue needs levels >= 1");
+  require_like_x(op, x, *quant->q, "q");
+  struct QuantParams {
+    BnParams bn;
+    float levels, inv_levels;
+  } qp{p, quant->levels, quant->inv_levels};
+  std::string shader = variant("batchnorm2d_train_quant", qp.bn, {x.view(), y.view(), quant->q->view()});
+  rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),
+               {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(), saved_mean.view(),
+                saved_invstd.view(), y.view(), quant->clip->view(), quant->q->view()},
+               qp, Groups{p.c, 1, 1}, "batchnorm2d_train_quant");
 }
 
 void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,

@@ -14,10 +14,23 @@ namespace vkqat::nn {
 // torch.nn.BatchNorm2d: r = (1 - momentum) * r + momentum * batch_stat, with the unbiased
 // variance for running_var. relu: y = max(BN(x), 0) in the same pass.
 // Throws when a channel has a single value (N*H*W == 1), like PyTorch.
+// quant: also write q = Q(y) in the same pass (see BnQuantEpilogue).
+struct BnQuantEpilogue;
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y,
-                               float eps = 1e-5f, float momentum = 0.1f, bool relu = false);
+                               float eps = 1e-5f, float momentum = 0.1f, bool relu = false,
+                               const BnQuantEpilogue* quant = nullptr);
+
+// A uniform activation quantizer on [0, clip] that the training forward applies to its
+// output in the same pass, saving the quantizer a read of y:
+//   c = max(clip[0], 1e-8), q = round_half_away(clamp(y, 0, c) * (levels / c)) * (c * inv_levels)
+// which is PACT's forward (src/quant/pact.h) bit for bit, with levels = 2^k - 1.
+struct BnQuantEpilogue {
+  const Tensor* clip = nullptr;  // F32 [1], read on every replay (a learned alpha)
+  float levels = 0, inv_levels = 0;
+  Tensor* q = nullptr;           // shaped like y
+};
 
 // Eval forward with the running statistics (optionally fused ReLU).
 void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,
