@@ -124,6 +124,39 @@ TEST_CASE("SAT inside the network: n_out Var[W*] = 1 for the last FC" * doctest:
   fs::remove_all(dir);
 }
 
+TEST_CASE("pre-activation ResNet: W4A4 CG-PACT + SAT-conv + aux trains, and the aux loss alone reaches its weights" *
+          doctest::test_suite("quant-training")) {
+  fs::path dir = temp_dir("preact");
+  auto cfg = quant_config(dir);
+  cfg.model.name = "preact-resnet20";
+  quant::QuantConfig q = quant::quant_config_from_json(cfg.quant);
+  q.sat_conv = true;  // no BN right after its convs: SAT's conv rescale is meant for this net
+  cfg.quant = q.to_json();
+  cfg.lp_weight = 0.f;
+  cfg.train_limit = 64;
+  nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
+  auto& net = dynamic_cast<nn::PreActResNet&>(tr.network());
+  REQUIRE(net.blocks[4]->act1);
+  REQUIRE(net.final_act);
+  REQUIRE(net.fc_act);
+  auto before_block = net.blocks[4]->conv1.weight.value.download();
+  auto before_stem = net.stem.weight.value.download();
+  nn::TrainSummary s = tr.run();
+  CHECK(std::isfinite(s.test_loss));
+  CHECK(s.eval.has_aux);
+  double max_change = 0;
+  auto after_block = net.blocks[4]->conv1.weight.value.download();
+  for (size_t i = 0; i < after_block.size(); ++i)
+    max_change = std::max(max_change, double(std::fabs(after_block[i] - before_block[i])));
+  CHECK(max_change > 1e-3);                                 // through the block taps
+  CHECK(net.stem.weight.value.download() != before_stem);  // through the stem tap
+  nn::SafeTensors st = nn::read_safetensors((dir / "checkpoint.safetensors").string());
+  CHECK(st.has("layer2.1.act2.alpha"));
+  CHECK(st.has("bn.act.alpha"));
+  CHECK(st.has("aux.9.adaptor.0.weight"));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("two-stage recipe: a W4A4 run --init from an FP32+aux checkpoint starts from its weights and aux module" *
           doctest::test_suite("quant-training")) {
   fs::path fp_dir = temp_dir("stage1"), lp_dir = temp_dir("stage2");

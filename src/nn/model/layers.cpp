@@ -99,6 +99,26 @@ void BatchNorm2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& y
                        false, relu);
 }
 
+void BatchNorm2dLayer::forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y,
+                                         bool train) {
+  if (train) {
+    if (auto clip = act.uniform_clip()) {
+      BnQuantEpilogue q{clip->clip, clip->levels, clip->inv_levels, &y};
+      forward(rec, x, pre, train, false, &q);
+      return;
+    }
+  }
+  forward(rec, x, pre, train, false);
+  act.forward(rec, pre, y, train);
+}
+
+void BatchNorm2dLayer::backward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, const Tensor& pre,
+                                          const Tensor& dy, Tensor& d_pre, bool accumulate_pre, Tensor& dx,
+                                          bool accumulate_dx) {
+  act.backward(rec, pre, dy, d_pre, accumulate_pre);
+  backward(rec, x, pre, d_pre, dx, false, accumulate_dx);
+}
+
 LinearLayer::LinearLayer(Context& ctx, const std::string& name, int in_features, int out_features)
     : in(in_features),
       out(out_features),

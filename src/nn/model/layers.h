@@ -51,6 +51,12 @@ class BatchNorm2dLayer {
                const BnQuantEpilogue* quant = nullptr);
   void backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool relu,
                 bool accumulate_dx);
+  // y = Q(bn(x)) for an activation quantizer Q: BN's output goes to `pre` (Q's backward reads
+  // it); a uniform-clip quantizer (PACT) runs in BN's pass when training. Backward: d_pre =
+  // Q'(dy) (accumulate_pre: added to what d_pre holds), then dx (+)= bn'(d_pre).
+  void forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y, bool train);
+  void backward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, const Tensor& pre, const Tensor& dy,
+                          Tensor& d_pre, bool accumulate_pre, Tensor& dx, bool accumulate_dx);
   std::string name;
   Parameter gamma, beta;
   Tensor running_mean, running_var, saved_mean, saved_invstd;

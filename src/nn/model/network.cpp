@@ -69,7 +69,8 @@ void Network::register_act_quantizer(ActQuantizer* q) {
 }
 
 void Network::apply_quant_policy(QuantPolicy&) {
-  throw Error("--model " + config_.name + ": quantized training is implemented for resnet20/32/56");
+  throw Error("--model " + config_.name +
+              ": quantized training is implemented for the ResNet family (resnet20/32/56, preact-resnet20)");
 }
 
 void Network::init(uint64_t seed) {

@@ -33,33 +33,26 @@ void ConvBnUnit::split_activation(Context& ctx) {
 
 void ConvBnUnit::forward(Recording& rec, const Tensor& x, bool train) {
   conv.forward(rec, x, conv_out, train);
-  if (!pre.defined()) {
+  if (!pre.defined())
     bn.forward(rec, conv_out, out, train, relu);  // ReLU fused into BN
-    return;
+  else if (act)
+    bn.forward_quantized(rec, conv_out, *act, pre, out, train);
+  else {
+    bn.forward(rec, conv_out, pre, train, false);
+    if (relu)
+      relu_forward(rec, pre, out);
+    else
+      copy_tensor(rec, pre, out);
   }
-  if (act && train) {
-    if (auto clip = act->uniform_clip()) {  // BN and the quantizer in one pass
-      BnQuantEpilogue q{clip->clip, clip->levels, clip->inv_levels, &out};
-      bn.forward(rec, conv_out, pre, train, false, &q);
-      return;
-    }
-  }
-  bn.forward(rec, conv_out, pre, train, false);
-  if (act)
-    act->forward(rec, pre, out, train);
-  else if (relu)
-    relu_forward(rec, pre, out);
-  else
-    copy_tensor(rec, pre, out);
 }
 
 void ConvBnUnit::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {
   if (!pre.defined()) {
     bn.backward(rec, conv_out, out, dy, d_conv_out, relu, false);
+  } else if (act) {
+    bn.backward_quantized(rec, conv_out, *act, pre, dy, d_pre, d_pre_prefilled, d_conv_out, false);
   } else {
-    if (act)
-      act->backward(rec, pre, dy, d_pre, d_pre_prefilled);
-    else if (relu)
+    if (relu)
       relu_backward(rec, pre, dy, d_pre, d_pre_prefilled);
     else if (d_pre_prefilled)
       accumulate(rec, dy, d_pre);

@@ -92,12 +92,17 @@ namespace vkqat::nn {
 struct PreActBlock {
   PreActBlock(Context& ctx, const std::string& name, int batch, int c_in, int c_out, int h, int w, int stride);
   void forward(Recording& rec, const Tensor& x, bool train);
-  void backward(Recording& rec, const Tensor& x, Tensor& dx);  // reads d_out, overwrites dx
+  // Reads d_out; writes dx (adds to it when dx_prefilled: it holds the aux module's gradient).
+  void backward(Recording& rec, const Tensor& x, Tensor& dx);
+  std::string name;  // "layerS.B"
   BatchNorm2dLayer bn1, bn2;
   Conv2dLayer conv1, conv2;
   std::optional<Conv2dLayer> down;
+  std::unique_ptr<ActQuantizer> act1, act2;  // replace the ReLUs after bn1 / bn2
   Tensor o1, h1, o2, sc, out;  // out: the residual sum
   Tensor d_o1, d_h1, d_o2, d_out;
+  Tensor pre1, d_pre1, pre2, d_pre2;  // BN outputs before a quantizer (only when quantized)
+  bool dx_prefilled = false;
 };
 
 class PreActResNet : public Network {
@@ -106,13 +111,20 @@ class PreActResNet : public Network {
   void forward(Recording& rec, bool train) override;
   void backward(Recording& rec) override;
   bool has_residual_blocks() const override { return true; }
+  void apply_quant_policy(QuantPolicy& policy) override;
+  std::vector<FeatureTap> feature_taps() override;
 
   Conv2dLayer stem;
   Tensor stem_out, d_stem_out;
   std::vector<std::unique_ptr<PreActBlock>> blocks;
   BatchNorm2dLayer final_bn;
+  std::unique_ptr<ActQuantizer> final_act;  // replaces the ReLU after the final BN ("bn.act")
+  Tensor final_pre, d_final_pre;
   Tensor final_out, d_final_out, pooled, d_pooled;
+  std::unique_ptr<ActQuantizer> fc_act;  // quantizes the FC input
+  Tensor pooled_q, d_pooled_q;
   LinearLayer fc;
+  bool last_d_out_prefilled = false;  // the last block's d_out holds the aux gradient
 
  protected:
   void init_layers(InitRng& rng) override;
