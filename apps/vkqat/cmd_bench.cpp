@@ -13,6 +13,7 @@
 #include "nn/model/network.h"
 #include "nn/train/trainer.h"
 #include "quant/bench.h"
+#include "quant/int_bench.h"
 #include "quant/policy.h"
 
 namespace vkqat::cli {
@@ -84,10 +85,11 @@ int run_bench(const BenchOptions& o) {
       {"elementwise", nn::bench_elementwise},
       {"reduce", nn::bench_reductions},
       {"quant", quant::bench_quant},
+      {"int", quant::bench_int},
       {"train", [](Context& c, bool) { return bench_training_step(c); }}};
   for (const std::string& name : o.only)
     if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
-      throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, train)");
+      throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, int, train)");
   for (auto& [name, fn] : benches) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
     auto r = fn(ctx, o.quick);

@@ -10,4 +10,5 @@ using Actions = std::vector<std::function<int()>>;
 void add_devices_command(CLI::App& app, Actions& actions);
 void add_bench_command(CLI::App& app, Actions& actions);
 void add_training_commands(CLI::App& app, Actions& actions);  // train, eval, inspect
+void add_deploy_commands(CLI::App& app, Actions& actions);    // export, infer (integer model)
 }  // namespace vkqat::cli

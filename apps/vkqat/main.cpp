@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   vkqat::cli::add_devices_command(app, actions);
   vkqat::cli::add_bench_command(app, actions);
   vkqat::cli::add_training_commands(app, actions);
+  vkqat::cli::add_deploy_commands(app, actions);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,107 @@
+// `vkqat export` (quantization-aware checkpoint -> integer model) and `vkqat infer`
+// (integer inference on the GPU: accuracy, latency at batch 1, throughput at batch 64, and
+// agreement with the fake-quant checkpoint when --checkpoint is given).
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "backend/context.h"
+#include "backend/error.h"
+#include "commands.h"
+#include "nn/data/dataset.h"
+#include "quant/int_engine.h"
+#include "quant/int_export.h"
+#include "quant/int_infer.h"
+
+namespace vkqat::cli {
+namespace {
+
+struct InferArgs {
+  std::string model, data = "fashion-mnist", data_dir, checkpoint;
+  int limit = 0, batch = 64, latency_images = 200, device = -1;
+  bool json = false;
+};
+
+int run_export(const std::string& checkpoint, const std::string& out) {
+  const quant::IntModel m = quant::export_int_model(checkpoint);
+  quant::write_int_model(out, m);
+  const auto in_bytes = std::filesystem::file_size(checkpoint), out_bytes = std::filesystem::file_size(out);
+  std::printf("%s: integer %s (width %d, %zu blocks), %llu bytes (%.1fx smaller than %s, %llu bytes)\n", out.c_str(),
+              m.model.name.c_str(), m.model.width, m.blocks.size(), (unsigned long long)out_bytes,
+              double(in_bytes) / double(out_bytes), checkpoint.c_str(), (unsigned long long)in_bytes);
+  return 0;
+}
+
+int run_infer(const InferArgs& a) {
+  ContextOptions co;
+  co.device = a.device;
+  Context ctx(co);
+  const quant::IntModel m = quant::read_int_model(a.model);
+  nn::Dataset test = nn::load_dataset(a.data, a.data_dir, false);
+  if (a.limit > 0) test = nn::first_n(test, a.limit);
+  quant::check_int_model_data(m, test, a.model);
+  if (a.batch < 1) throw Error("--batch-size must be >= 1");
+  const quant::IntInferReport r = quant::infer_int_model(ctx, m, test, a.batch, a.latency_images);
+  nlohmann::json out = {{"model", a.model},
+                        {"images", r.images},
+                        {"test_acc", r.accuracy},
+                        {"latency_ms_batch1_mean", r.latency_ms_mean},
+                        {"latency_ms_batch1_median", r.latency_ms_median},
+                        {"latency_images", r.latency_images},
+                        {"throughput_batch", r.throughput_batch},
+                        {"throughput_images_per_s", r.throughput_images_per_s},
+                        {"conv_variant", quant::int_conv_variant(ctx)},
+                        {"device", ctx.info().name}};
+  if (!a.checkpoint.empty()) {
+    const std::vector<int> fq = quant::fake_quant_predictions(ctx, a.checkpoint, test, 100);
+    int agree = 0, fq_correct = 0;
+    for (int i = 0; i < test.n; ++i) {
+      agree += fq[i] == r.predictions[i];
+      fq_correct += fq[i] == int(test.labels[i]);
+    }
+    out["checkpoint"] = a.checkpoint;
+    out["fake_quant_test_acc"] = double(fq_correct) / test.n;
+    out["agreement"] = double(agree) / test.n;
+    out["disagreements"] = test.n - agree;
+  }
+  if (a.json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%s: test_acc %.4f (%d images)  latency %.3f ms/image (batch 1, median %.3f)  throughput %.1f images/s "
+              "(batch %d)  [%s, %s]\n",
+              a.model.c_str(), r.accuracy, r.images, r.latency_ms_mean, r.latency_ms_median, r.throughput_images_per_s,
+              r.throughput_batch, quant::int_conv_variant(ctx).c_str(), ctx.info().name.c_str());
+  if (!a.checkpoint.empty())
+    std::printf("fake-quant %s: test_acc %.4f  agreement %.4f%% (%d of %d images differ)\n", a.checkpoint.c_str(),
+                out["fake_quant_test_acc"].get<double>(), 100 * out["agreement"].get<double>(),
+                out["disagreements"].get<int>(), r.images);
+  return 0;
+}
+
+}  // namespace
+
+void add_deploy_commands(CLI::App& app, Actions& actions) {
+  auto in = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+  auto* ex = app.add_subcommand("export", "write the deployable integer model (BN folded, packed integer weights)");
+  ex->add_option("--checkpoint", *in, "quantization-aware checkpoint (safetensors)")->required();
+  ex->add_option("--out", *out, "integer model file (safetensors)")->required();
+  ex->callback([&actions, in, out] { actions.push_back([=] { return run_export(*in, *out); }); });
+
+  auto a = std::make_shared<InferArgs>();
+  auto* inf = app.add_subcommand("infer", "integer inference: accuracy, latency (batch 1), throughput (batch 64)");
+  inf->add_option("--model", a->model, "integer model from `vkqat export`")->required();
+  inf->add_option("--data", a->data, "dataset")->capture_default_str();
+  inf->add_option("--data-dir", a->data_dir, "dataset directory");
+  inf->add_option("--limit", a->limit, "only the first K test images");
+  inf->add_option("--batch-size", a->batch, "throughput batch size")->capture_default_str();
+  inf->add_option("--latency-images", a->latency_images, "images timed one by one at batch 1")->capture_default_str();
+  inf->add_option("--checkpoint", a->checkpoint, "fake-quant checkpoint to compare predictions with");
+  inf->add_option("--device", a->device, "Vulkan device index");
+  inf->add_flag("--json", a->json, "machine-readable output");
+  inf->callback([&actions, a] { actions.push_back([a] { return run_infer(*a); }); });
+}
+
+}  // namespace vkqat::cli

@@ -1,0 +1,161 @@
+#include "quant/int_engine.h"
+
+#include "backend/error.h"
+#include "backend/kernel.h"
+
+namespace vkqat::quant {
+namespace {
+
+using nn::DType;
+using nn::Tensor;
+
+constexpr uint32_t kLocal = 64;
+constexpr int kRows = 2, kCols = 4;  // out rows x columns per invocation
+
+struct ConvPush {
+  int32_t n, c_in, h, w, c_out, oh, ow, words, levels, wlevels;
+};
+struct PoolPush {
+  int32_t rows, hw, mult, shift, levels;
+};
+struct FcPush {
+  int32_t n, c_in, classes, words, wlevels;
+  float scale;
+};
+
+Tensor i32_tensor(Context& ctx, int64_t numel) { return Tensor(ctx, {int(numel)}, DType::I32); }
+
+void require(const char* op, const Tensor& t, const char* name, int64_t numel) {
+  if (!t.defined() || t.numel() != numel || t.dtype() == DType::F32)
+    throw Error(std::string(op) + ": " + name + " must be an integer tensor of " + std::to_string(numel) +
+                " elements, got " + (t.defined() ? t.shape_str() : std::string("undefined")));
+}
+
+}  // namespace
+
+std::string int_conv_variant(const Context& ctx) {
+  const DeviceInfo& d = ctx.info();
+  if (!d.integer_dot_product) return "portable (no integer dot product)";
+  if (!d.integer_dot_4x8_packed_accelerated) return "portable (dotPacked4x8 not accelerated)";
+  return "portable (dotPacked4x8 accelerated, but the backend does not enable the feature)";
+}
+
+IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l) : layer(l) {
+  codes = Tensor(ctx, {int(l.codes.size())}, DType::U32);
+  codes.upload_u32(l.codes);
+  if (l.rq.mult.empty()) return;
+  std::vector<uint32_t> p(size_t(l.c_out) * 8, 0u);
+  for (int o = 0; o < l.c_out; ++o) {
+    const uint64_t bias = uint64_t(l.rq.bias[o]);
+    p[o * 8 + 0] = uint32_t(l.rq.mult[o]);
+    p[o * 8 + 1] = l.rq.mult2.empty() ? 0u : uint32_t(l.rq.mult2[o]);
+    p[o * 8 + 2] = uint32_t(l.rq.shift[o]);
+    p[o * 8 + 4] = uint32_t(bias & 0xffffffffu);
+    p[o * 8 + 5] = uint32_t(bias >> 32);
+  }
+  rq = Tensor(ctx, {int(p.size())}, DType::I32);
+  rq.upload_u32(p);
+}
+
+void int_conv_forward(Recording& rec, const IntConvGpu& g, ref::IntConvMode mode, const Tensor& x, int n, int h, int w,
+                      const Tensor* res, Tensor& y) {
+  const IntConv& c = g.layer;
+  const std::string op = "int_conv_forward " + c.name;
+  const int oh = (h + 2 * c.pad - c.k) / c.stride + 1, ow = (w + 2 * c.pad - c.k) / c.stride + 1;
+  if (n < 1 || oh < 1 || ow < 1) throw Error(op + ": empty output for input " + std::to_string(h) + "x" + std::to_string(w));
+  require(op.c_str(), x, "x", int64_t(n) * c.c_in * h * w);
+  require(op.c_str(), y, "y", int64_t(n) * c.c_out * oh * ow);
+  const bool raw = mode == ref::IntConvMode::Raw;
+  if (raw != (c.levels == 0) || (!raw && !g.rq.defined()))
+    throw Error(op + ": raw accumulators iff the layer has no requantization");
+  if (mode == ref::IntConvMode::Residual) {
+    if (!res) throw Error(op + ": residual mode needs the shortcut tensor");
+    require(op.c_str(), *res, "res", y.numel());
+  }
+  const int mb = c.c_out >= 8 ? 8 : 4;
+  const uint32_t spec_mode = mode == ref::IntConvMode::Requant ? 0 : mode == ref::IntConvMode::Stem ? 1
+                             : mode == ref::IntConvMode::Residual ? 2 : 3;
+  const Kernel& k = rec.context().kernel(
+      "int_conv", {kLocal, 1, 1},
+      {uint32_t(c.k), uint32_t(c.k), uint32_t(c.stride), uint32_t(c.pad), uint32_t(int_container_bits(c.wbits)), spec_mode,
+       uint32_t(mb), uint32_t(kRows), uint32_t(kCols)});
+  ConvPush push{n, c.c_in, h, w, c.c_out, oh, ow, packed_words_per_tap(c.c_in, c.wbits), c.levels, c.wlevels()};
+  const uint64_t blocks = uint64_t(n) * ((oh + kRows - 1) / kRows) * ((ow + kCols - 1) / kCols);
+  const BufferView rqv = raw ? g.codes.view() : g.rq.view();
+  const BufferView resv = res ? res->view() : x.view();
+  rec.dispatch(k, {x.view(), g.codes.view(), rqv, resv, y.view()}, push,
+               Groups{uint32_t((blocks + kLocal - 1) / kLocal), uint32_t((c.c_out + mb - 1) / mb), 1}, "int_conv");
+}
+
+void int_pool_forward(Recording& rec, const Tensor& x, int rows, int hw, int32_t mult, int shift, int levels, Tensor& y) {
+  require("int_pool_forward", x, "x", int64_t(rows) * hw);
+  require("int_pool_forward", y, "y", rows);
+  const Kernel& k = rec.context().kernel("int_pool", {kLocal, 1, 1});
+  rec.dispatch_1d(k, {x.view(), y.view()}, PoolPush{rows, hw, mult, shift, levels}, uint64_t(rows), "int_pool");
+}
+
+IntEngine::IntEngine(Context& ctx, const IntModel& m, int batch) : ctx_(ctx), model_(m), batch_(batch), rec_(ctx) {
+  if (batch < 1) throw Error("IntEngine: batch must be >= 1");
+  const nn::ModelConfig& mc = m.model;
+  int h = mc.height, w = mc.width_px;
+  image_ = i32_tensor(ctx, int64_t(batch) * mc.in_channels * h * w);
+  auto add = [&](const IntConv& c, ref::IntConvMode mode, Tensor* in, Tensor* res, int hh, int ww) {
+    auto l = std::make_unique<Layer>(Layer{IntConvGpu(ctx, c), mode, hh, ww, in, res, Tensor()});
+    const int oh = (hh + 2 * c.pad - c.k) / c.stride + 1, ow = (ww + 2 * c.pad - c.k) / c.stride + 1;
+    l->out = i32_tensor(ctx, int64_t(batch) * c.c_out * oh * ow);
+    layers_.push_back(std::move(l));
+    return &layers_.back()->out;
+  };
+  Tensor* x = add(m.stem, ref::IntConvMode::Stem, &image_, nullptr, h, w);
+  for (const IntBlock& b : m.blocks) {
+    Tensor* shortcut = x;
+    if (b.down) shortcut = add(*b.down, ref::IntConvMode::Raw, x, nullptr, h, w);
+    Tensor* y1 = add(b.c1, ref::IntConvMode::Requant, x, nullptr, h, w);
+    const int oh = (h - 1) / b.c1.stride + 1, ow = (w - 1) / b.c1.stride + 1;
+    x = add(b.c2, ref::IntConvMode::Residual, y1, shortcut, oh, ow);
+    h = oh, w = ow;
+  }
+  const int c_in = m.fc_in();
+  pooled_ = i32_tensor(ctx, int64_t(batch) * c_in);
+  fc_codes_ = Tensor(ctx, {int(m.fc_codes.size())}, DType::U32);
+  fc_codes_.upload_u32(m.fc_codes);
+  fc_bias_ = Tensor(ctx, {mc.classes});
+  fc_bias_.upload(m.fc_bias);
+  logits_ = Tensor(ctx, {batch, mc.classes});
+  for (auto& l : layers_) int_conv_forward(rec_, l->conv, l->mode, *l->in, batch, l->h, l->w, l->res, l->out);
+  int_pool_forward(rec_, *x, batch * c_in, h * w, m.pool_mult, m.pool_shift, m.fc_levels, pooled_);
+  const Kernel& k = ctx.kernel("int_fc", {kLocal, 1, 1}, {uint32_t(int_container_bits(m.fc_wbits))});
+  FcPush fp{batch, c_in, mc.classes, packed_words_per_tap(c_in, m.fc_wbits), (1 << m.fc_wbits) - 1, m.fc_logit_scale};
+  rec_.dispatch_1d(k, {pooled_.view(), fc_codes_.view(), fc_bias_.view(), logits_.view()}, fp,
+                   uint64_t(batch) * mc.classes, "int_fc");
+  rec_.finish();
+}
+
+std::vector<float> IntEngine::run(const std::vector<uint8_t>& pixels, int count) {
+  const nn::ModelConfig& mc = model_.model;
+  const size_t image = size_t(mc.in_channels) * mc.height * mc.width_px;
+  if (count < 1 || count > batch_ || pixels.size() != size_t(count) * image)
+    throw Error("IntEngine::run: " + std::to_string(pixels.size()) + " bytes for " + std::to_string(count) +
+                " images of " + std::to_string(image) + " bytes (batch " + std::to_string(batch_) + ")");
+  std::vector<uint32_t> px(size_t(batch_) * image, 0u);
+  for (size_t i = 0; i < pixels.size(); ++i) px[i] = pixels[i];
+  image_.upload_u32(px);
+  rec_.run();
+  std::vector<float> logits = logits_.download();
+  logits.resize(size_t(count) * mc.classes);
+  return logits;
+}
+
+std::vector<std::pair<std::string, std::vector<int32_t>>> IntEngine::layer_outputs(int count) const {
+  std::vector<std::pair<std::string, std::vector<int32_t>>> out;
+  auto take = [&](const std::string& name, const Tensor& t) {
+    const std::vector<uint32_t> all = t.download_u32();
+    const size_t per_image = all.size() / size_t(batch_);
+    out.push_back({name, std::vector<int32_t>(all.begin(), all.begin() + per_image * count)});
+  };
+  for (const auto& l : layers_) take(l->conv.layer.name, l->out);
+  take("fc.act", pooled_);
+  return out;
+}
+
+}  // namespace vkqat::quant

@@ -1,0 +1,151 @@
+// Integer inference kernels (shaders/int_*.comp) vs the CPU reference of the integer
+// pipeline (src/quant/int_reference.cpp), bit for bit, on random codes: every conv mode,
+// 2/4/8-bit weights, awkward shapes; code packing round trips; bad shapes throw.
+#include <random>
+
+#include "backend/error.h"
+#include "quant/int_engine.h"
+#include "quant/int_reference.h"
+#include "testutil.h"
+
+using namespace vkqat;
+using quant::IntConv;
+using quant::ref::IntConvMode;
+
+namespace {
+
+std::vector<int32_t> random_codes(size_t n, int levels, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = int32_t(rng() % uint32_t(levels + 1));
+  return v;
+}
+
+IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int levels, IntConvMode mode, uint32_t seed) {
+  IntConv c;
+  c.name = "test_conv";
+  c.c_in = c_in, c.c_out = c_out, c.k = k, c.stride = stride, c.pad = k / 2, c.wbits = wbits;
+  std::vector<int32_t> codes = random_codes(size_t(c_out) * k * k * c_in, (1 << wbits) - 1, seed);
+  c.codes = quant::pack_codes(std::vector<int>(codes.begin(), codes.end()), c_out, k * k, c_in, wbits);
+  if (mode == IntConvMode::Raw) return c;
+  c.levels = levels;
+  std::mt19937 rng(seed + 1);
+  for (int o = 0; o < c_out; ++o) {
+    // Magnitudes like the exporter's: multipliers near 2^29..2^30, varied shifts and signs.
+    const int shift = 20 + int(rng() % 30);
+    c.rq.shift.push_back(shift);
+    c.rq.mult.push_back(int32_t(rng() % (1u << 30)) * (o % 5 == 4 ? -1 : 1));
+    c.rq.mult2.push_back(int32_t(rng() % (1u << 29)) - (1 << 27));
+    const double scale = std::ldexp(1.0, shift) * levels;
+    c.rq.bias.push_back(int64_t((double(rng() % 2001) / 1000.0 - 0.5) * scale));
+  }
+  // Bring acc * mult into the range where codes vary: scale down the multipliers.
+  for (int o = 0; o < c_out; ++o) {
+    const double fan = double(c_in) * k * k * ((1 << wbits) - 1) * 40.0;
+    c.rq.mult[o] = int32_t(double(c.rq.mult[o]) * std::ldexp(1.0, c.rq.shift[o] - 30) * levels / fan);
+    c.rq.mult2[o] = int32_t(double(c.rq.mult2[o]) * std::ldexp(1.0, c.rq.shift[o] - 30) * levels / fan);
+  }
+  return c;
+}
+
+void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int wbits, IntConvMode mode,
+                uint32_t seed) {
+  const int levels = 15;
+  IntConv c = random_conv(c_in, c_out, k, stride, wbits, levels, mode, seed);
+  const int oh = (h + 2 * c.pad - k) / stride + 1, ow = (w + 2 * c.pad - k) / stride + 1;
+  const int x_levels = mode == IntConvMode::Stem ? 255 : levels;
+  std::vector<int32_t> x = random_codes(size_t(n) * c_in * h * w, x_levels, seed + 7);
+  std::vector<int32_t> res = random_codes(size_t(n) * c_out * oh * ow, 4000, seed + 9);
+  for (auto& r : res) r -= 2000;  // a downsample's raw accumulator is signed
+  auto want = quant::ref::int_conv(c, mode, x, n, h, w, mode == IntConvMode::Residual ? &res : nullptr);
+
+  Context& ctx = test::ctx();
+  quant::IntConvGpu g(ctx, c);
+  nn::Tensor xt(ctx, {int(x.size())}, nn::DType::I32), rt(ctx, {int(res.size())}, nn::DType::I32),
+      yt(ctx, {int(want.size())}, nn::DType::I32);
+  xt.upload_u32(std::vector<uint32_t>(x.begin(), x.end()));
+  rt.upload_u32(std::vector<uint32_t>(res.begin(), res.end()));
+  Recording rec(ctx);
+  quant::int_conv_forward(rec, g, mode, xt, n, h, w, mode == IntConvMode::Residual ? &rt : nullptr, yt);
+  rec.finish();
+  rec.run();
+  const std::vector<uint32_t> got = yt.download_u32();
+  size_t bad = 0, first = 0, distinct_codes = 0;
+  std::vector<bool> seen(256, false);
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (int32_t(got[i]) != want[i] && !bad++) first = i;
+    if (mode != IntConvMode::Raw && want[i] >= 0 && want[i] < 256 && !seen[size_t(want[i])])
+      seen[size_t(want[i])] = true, ++distinct_codes;
+  }
+  INFO("n" << n << " c" << c_in << "->" << c_out << " " << h << "x" << w << " k" << k << " s" << stride << " w"
+           << wbits << "bit mode " << int(mode));
+  CHECK_MESSAGE(bad == 0, bad << " of " << got.size() << " differ, first [" << first << "] got " << int32_t(got[first])
+                              << " want " << want[first]);
+  if (mode != IntConvMode::Raw) CHECK(distinct_codes >= 3);  // the test exercises the requantization
+}
+
+}  // namespace
+
+TEST_CASE("packing codes at 2/4/8-bit containers round-trips, 16/8/4 per word" * doctest::test_suite("int")) {
+  for (int bits : {1, 2, 3, 4, 5, 8}) {
+    const int rows = 3, taps = 9, c_in = 21;
+    std::vector<int32_t> r = random_codes(size_t(rows) * taps * c_in, (1 << bits) - 1, uint32_t(bits));
+    std::vector<int> codes(r.begin(), r.end());
+    auto words = quant::pack_codes(codes, rows, taps, c_in, bits);
+    const int per_word = 32 / quant::int_container_bits(bits);
+    CHECK(words.size() == size_t(rows) * taps * ((c_in + per_word - 1) / per_word));
+    CHECK(quant::unpack_codes(words, rows, taps, c_in, bits) == codes);
+  }
+  CHECK(quant::int_container_bits(2) == 2);
+  CHECK(quant::int_container_bits(4) == 4);
+  CHECK(quant::int_container_bits(8) == 8);
+  CHECK_THROWS_AS(quant::pack_codes({4}, 1, 1, 1, 2), Error);  // 4 does not fit 2 bits
+  CHECK_THROWS_AS(quant::int_container_bits(9), Error);
+}
+
+TEST_CASE("requantization rounds half up and clamps, in 64 bits" * doctest::test_suite("int")) {
+  using quant::ref::int_requant;
+  CHECK(int_requant(3 << 3, 4, 15) == 2);   // 1.5 -> 2
+  CHECK(int_requant(5 << 2, 4, 15) == 1);   // 1.25 -> 1
+  CHECK(int_requant(-7, 4, 15) == 0);
+  CHECK(int_requant(int64_t(1) << 50, 40, 15) == 15);
+  CHECK(int_requant((int64_t(9) << 40) + (int64_t(1) << 39), 41, 255) == 5);  // 4.75 -> 5
+}
+
+TEST_CASE("int_conv matches the CPU integer reference bit for bit" * doctest::test_suite("int")) {
+  uint32_t seed = 100;
+  for (int wbits : {2, 4, 8}) {
+    check_conv(2, 16, 9, 9, 16, 3, 1, wbits, IntConvMode::Requant, seed++);
+    check_conv(1, 5, 7, 5, 12, 3, 2, wbits, IntConvMode::Requant, seed++);   // odd, stride 2, batch 1
+    check_conv(2, 19, 6, 7, 10, 3, 1, wbits, IntConvMode::Residual, seed++); // channels not multiples of 8/16
+    check_conv(3, 1, 11, 10, 4, 3, 1, wbits, IntConvMode::Stem, seed++);     // stem: 1 in channel, border sums
+    check_conv(2, 3, 8, 8, 6, 3, 1, wbits, IntConvMode::Stem, seed++);
+    check_conv(2, 12, 9, 9, 20, 1, 2, wbits, IntConvMode::Raw, seed++);      // 1x1 stride 2 downsample
+    check_conv(1, 17, 1, 1, 9, 3, 1, wbits, IntConvMode::Requant, seed++);   // 1x1 image
+  }
+}
+
+TEST_CASE("int_pool matches the reference; bad shapes throw" * doctest::test_suite("int")) {
+  Context& ctx = test::ctx();
+  const int rows = 13, hw = 49;
+  auto x = random_codes(size_t(rows) * hw, 15, 5);
+  auto want = quant::ref::int_pool(x, 1, rows, hw, 187654321, 35, 15);
+  nn::Tensor xt(ctx, {rows * hw}, nn::DType::I32), yt(ctx, {rows}, nn::DType::I32);
+  xt.upload_u32(std::vector<uint32_t>(x.begin(), x.end()));
+  Recording rec(ctx);
+  quant::int_pool_forward(rec, xt, rows, hw, 187654321, 35, 15, yt);
+  rec.finish();
+  rec.run();
+  auto got = yt.download_u32();
+  CHECK(std::vector<int32_t>(got.begin(), got.end()) == want);
+
+  IntConv c = random_conv(4, 8, 3, 1, 4, 15, IntConvMode::Requant, 1);
+  quant::IntConvGpu g(ctx, c);
+  nn::Tensor small(ctx, {10}, nn::DType::I32), y(ctx, {8 * 25}, nn::DType::I32), fy(ctx, {8 * 25});
+  Recording bad(ctx);
+  CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Requant, small, 1, 5, 5, nullptr, y), Error);
+  nn::Tensor x4(ctx, {4 * 25}, nn::DType::I32);
+  CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Requant, x4, 1, 5, 5, nullptr, fy), Error);  // float y
+  CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Residual, x4, 1, 5, 5, nullptr, y), Error);  // no shortcut
+  CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Raw, x4, 1, 5, 5, nullptr, y), Error);  // has requant
+}
