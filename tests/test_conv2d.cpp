@@ -51,6 +51,28 @@ const std::vector<Case>& cases() {
   return all;
 }
 
+// 1x1 unpadded convolutions, which the register-blocked variant runs through the conv2d_1x1_*
+// kernels: unaligned planes (7x7, 5x6), channel counts that are not multiples of 4 or of
+// the 16-channel / 8-pixel blocks, 1x1 images, batch 1, strides 2 and 3 on odd sizes
+// (row blocks, scattered backward-data), and the aligned vec4 paths (28x28, 14x14, 8x8).
+const std::vector<Case>& cases_1x1() {
+  static const std::vector<Case> all = {
+      {"1x1: c_in 3 c_out 5 on 7x7", {2, 3, 7, 7, 5, 1, 1, 1, 0}},
+      {"1x1: c_in 6 c_out 9 on 5x6", {2, 6, 5, 6, 9, 1, 1, 1, 0}},
+      {"1x1: 1x1 image, batch 1", {1, 4, 1, 1, 6, 1, 1, 1, 0}},
+      {"1x1: 1x1 image, stride 2", {2, 5, 1, 1, 3, 1, 1, 2, 0}},
+      {"1x1: stride 2 on 7x7", {2, 5, 7, 7, 3, 1, 1, 2, 0}},
+      {"1x1: stride 2 on 9x10, 8->12", {2, 8, 9, 10, 12, 1, 1, 2, 0}},
+      {"1x1: stride 2 on 8x8 (aligned rows)", {2, 4, 8, 8, 8, 1, 1, 2, 0}},
+      {"1x1: stride 3 on 10x10", {1, 4, 10, 10, 4, 1, 1, 3, 0}},
+      {"1x1: stride 2 16->32 on 28x28, batch 1", {1, 16, 28, 28, 32, 1, 1, 2, 0}},
+      {"1x1: batch 1, 16->16 28x28 (aligned)", {1, 16, 28, 28, 16, 1, 1, 1, 0}},
+      {"1x1: 32->20 on 14x14", {2, 32, 14, 14, 20, 1, 1, 1, 0}},
+      {"1x1: 64->64 on 7x7", {3, 64, 7, 7, 64, 1, 1, 1, 0}},
+  };
+  return all;
+}
+
 std::vector<float> random_for(const std::vector<int>& shape, uint32_t seed) {
   size_t n = 1;
   for (int d : shape) n *= size_t(d);
@@ -106,10 +128,10 @@ void check_against_reference(const Case& c, uint32_t seed) {
                            "backward-weight accumulate " + tag);
 }
 
-void check_variant(ConvVariant v) {
+void check_variant(ConvVariant v, const std::vector<Case>& list) {
   nn::set_conv_variant(v);
   uint32_t seed = 100;
-  for (const Case& c : cases()) {
+  for (const Case& c : list) {
     INFO(nn::conv_variant_name(v) << ": " << c.what);
     check_against_reference(c, seed += 10);
   }
@@ -159,11 +181,20 @@ TEST_CASE("conv2d reference backward equals finite differences" * doctest::test_
 }
 
 TEST_CASE("conv2d register-blocked variant matches the reference" * doctest::test_suite("conv2d")) {
-  check_variant(ConvVariant::RegisterBlocked);
+  check_variant(ConvVariant::RegisterBlocked, cases());
+}
+
+TEST_CASE("conv2d 1x1 kernels match the reference" * doctest::test_suite("conv2d")) {
+  check_variant(ConvVariant::RegisterBlocked, cases_1x1());
+}
+
+TEST_CASE("conv2d generic register-blocked kernels on 1x1 shapes match the reference" *
+          doctest::test_suite("conv2d")) {
+  check_variant(ConvVariant::RegisterBlockedGeneric, cases_1x1());
 }
 
 TEST_CASE("conv2d tiled variant matches the reference" * doctest::test_suite("conv2d")) {
-  check_variant(ConvVariant::Tiled);
+  check_variant(ConvVariant::Tiled, cases());
 }
 
 TEST_CASE("conv2d rejects bad shapes" * doctest::test_suite("conv2d")) {

@@ -5,6 +5,10 @@
 //    conv2d_rb_body.glsl (16 out channels x 2 rows x 4 or 7 columns per invocation, 4 in
 //    channels per step); conv2d_bwd_weight_rb keeps 8 out channels x kh x kw of dw per
 //    invocation and reduces over every n, oh, ow itself.
+//  - 1x1 without padding on the register-blocked variant: conv2d_1x1_fwd / _bwd_data share
+//    conv2d_1x1_body.glsl (a GEMM per image: 16 out channels x 8 pixels per invocation, 4
+//    in channels per step); conv2d_1x1_bwd_weight splits K = n * oh * ow over the
+//    invocations of a workgroup and sums the partials in the workgroup at the end.
 //  - tiled (GPUs): conv2d_{fwd,bwd_data,bwd_weight}_tiled, 64x64 tiles through shared
 //    memory, 16-deep k slices, 4x4 per invocation.
 //  - depthwise: simple direct kernels conv2d_dw_*, used by both variants.
@@ -130,6 +134,60 @@ void record_rb_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, con
                Groups{ceil_div(s.c_in, LX), ceil_div(s.c_out, MB), 1}, "conv2d_bwd_weight_rb");
 }
 
+// ---- 1x1 kernels (register-blocked variant) ------------------------------------------
+
+bool uses_1x1_kernels(const Context& ctx, const Conv2dShape& s) {
+  return s.kh == 1 && s.kw == 1 && s.pad == 0 && !s.depthwise() &&
+         conv_variant(ctx) == ConvVariant::RegisterBlocked;
+}
+
+// Forward (bwd_data = false) or backward-data through conv2d_1x1_body.glsl.
+void record_1x1_gemm(Recording& rec, const Conv2dShape& s, bool bwd_data, const Tensor& in, const Tensor& w,
+                     Tensor& out, bool accumulate) {
+  Context& ctx = rec.context();
+  const int m = bwd_data ? s.c_in : s.c_out;
+  const int in_hw = s.h * s.w, out_hw = s.out_h() * s.out_w();
+  const uint32_t LX = 64;
+  const int MB = m > 8 ? 16 : m > 4 ? 8 : 4;
+  const int NP = 8;
+  // Pixel blocks run along whole planes, except in the strided forward pass (along rows).
+  const bool rows = !bwd_data && s.stride > 1;
+  const int row_count = rows ? s.out_h() : 1, cols = rows ? s.out_w() : out_hw;
+  const bool b_aligned = bwd_data ? out_hw % 4 == 0 : in_hw % 4 == 0 && (s.stride * s.w) % 4 == 0;
+  const bool o_aligned = bwd_data ? s.stride == 1 && in_hw % 4 == 0
+                                  : out_hw % 4 == 0 && (s.stride == 1 || s.out_w() % 4 == 0);
+  const bool w_vec = s.c_in % 4 == 0;
+  // A strided backward-data pass writes only the pixels under dy: zero the others first.
+  if (bwd_data && s.stride > 1 && !accumulate) rec.fill(out.view(), 0, "conv2d_1x1_bwd_data zero");
+  const char* name = bwd_data ? "conv2d_1x1_bwd_data" : "conv2d_1x1_fwd";
+  const Kernel& k = ctx.kernel(name, {LX, 1, 1},
+                               {u32(MB), u32(NP), u32(s.stride), b_aligned ? 1u : 0u, o_aligned ? 1u : 0u,
+                                w_vec ? 1u : 0u, sharing_lanes(ctx, LX)});
+  const int64_t blocks = int64_t(s.n) * row_count * ((cols + NP - 1) / NP);
+  rec.dispatch(k, {vec4_view(in), w.view(), vec4_view(w), out.view(), vec4_view(out)}, make_push(s, accumulate),
+               Groups{ceil_div(blocks, LX), ceil_div(m, MB), 1}, name);
+}
+
+void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw,
+                       bool accumulate) {
+  Context& ctx = rec.context();
+  const uint32_t LX = 64;
+  // 16 x 8 blocks: 24 vec4 loads per 512 multiply-adds (8 x 8: 16 per 256).
+  int MB = s.c_out > 8 ? 16 : s.c_out > 4 ? 8 : 4;
+  const int CB = s.c_in > 4 ? 8 : 4;
+  // The shared partial sums hold one row per subgroup; size them for the smallest subgroup.
+  const uint32_t smallest_subgroup = std::max<uint32_t>(ctx.info().min_subgroup_size, 1);
+  const uint32_t subgroups = std::max<uint32_t>(LX / smallest_subgroup, 1);
+  if (subgroups * MB * CB * sizeof(float) > ctx.info().max_shared_memory) MB = 4;
+  const int out_hw = s.out_h() * s.out_w();
+  const bool dy_aligned = out_hw % 4 == 0, x_aligned = s.stride == 1 && (s.h * s.w) % 4 == 0;
+  const Kernel& k = ctx.kernel("conv2d_1x1_bwd_weight", {LX, 1, 1},
+                               {u32(MB), u32(CB), u32(s.stride), dy_aligned ? 1u : 0u, x_aligned ? 1u : 0u,
+                                subgroups});
+  rec.dispatch(k, {vec4_view(x), x.view(), vec4_view(dy), dw.view()}, make_push(s, accumulate),
+               Groups{ceil_div(s.c_in, CB), ceil_div(s.c_out, MB), 1}, "conv2d_1x1_bwd_weight");
+}
+
 // ---- tiled variant (GPUs) -------------------------------------------------------------
 
 void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, const Tensor& a, const Tensor& b,
@@ -191,8 +249,9 @@ ConvVariant conv_variant(const Context& ctx) {
   if (v != ConvVariant::Auto) return v;
   if (const char* e = std::getenv("VKQAT_CONV_VARIANT"); e && *e) {
     if (!std::strcmp(e, "regblock")) return ConvVariant::RegisterBlocked;
+    if (!std::strcmp(e, "regblock-generic")) return ConvVariant::RegisterBlockedGeneric;
     if (!std::strcmp(e, "tiled")) return ConvVariant::Tiled;
-    throw Error(std::string("VKQAT_CONV_VARIANT must be regblock or tiled, got '") + e + "'");
+    throw Error(std::string("VKQAT_CONV_VARIANT must be regblock, regblock-generic or tiled, got '") + e + "'");
   }
   return ctx.info().is_cpu() ? ConvVariant::RegisterBlocked : ConvVariant::Tiled;
 }
@@ -200,6 +259,7 @@ ConvVariant conv_variant(const Context& ctx) {
 const char* conv_variant_name(ConvVariant v) {
   switch (v) {
     case ConvVariant::RegisterBlocked: return "regblock";
+    case ConvVariant::RegisterBlockedGeneric: return "regblock-generic";
     case ConvVariant::Tiled: return "tiled";
     default: return "auto";
   }
@@ -212,7 +272,9 @@ void conv2d_forward(Recording& rec, const Conv2dShape& s, const Tensor& x, const
   check_tensor("conv2d_forward", s, "y", y, s.y_shape());
   if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_fwd", x, w, y, false, int64_t(s.n) * s.c_out * s.out_h() * s.out_w());
-  else if (conv_variant(rec.context()) == ConvVariant::RegisterBlocked)
+  else if (uses_1x1_kernels(rec.context(), s))
+    record_1x1_gemm(rec, s, false, x, w, y, false);
+  else if (conv_variant(rec.context()) != ConvVariant::Tiled)
     record_rb_gemm(rec, s, false, x, w, y, false);
   else
     record_tiled(rec, s, "conv2d_fwd_tiled", x, w, y, false, s.c_out, int64_t(s.n) * s.out_h() * s.out_w());
@@ -226,7 +288,9 @@ void conv2d_backward_data(Recording& rec, const Conv2dShape& s, const Tensor& dy
   check_tensor("conv2d_backward_data", s, "dx", dx, s.x_shape());
   if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_bwd_data", dy, w, dx, accumulate, int64_t(s.n) * s.c_in * s.h * s.w);
-  else if (conv_variant(rec.context()) == ConvVariant::RegisterBlocked)
+  else if (uses_1x1_kernels(rec.context(), s))
+    record_1x1_gemm(rec, s, true, dy, w, dx, accumulate);
+  else if (conv_variant(rec.context()) != ConvVariant::Tiled)
     record_rb_gemm(rec, s, true, dy, w, dx, accumulate);
   else
     record_tiled(rec, s, "conv2d_bwd_data_tiled", dy, w, dx, accumulate, s.c_in, int64_t(s.n) * s.h * s.w);
@@ -240,7 +304,9 @@ void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& 
   check_tensor("conv2d_backward_weight", s, "dw", dw, s.w_shape());
   if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_bwd_weight", x, dy, dw, accumulate, int64_t(s.c_out) * s.kh * s.kw);
-  else if (conv_variant(rec.context()) == ConvVariant::RegisterBlocked)
+  else if (uses_1x1_kernels(rec.context(), s))
+    record_1x1_weight(rec, s, x, dy, dw, accumulate);
+  else if (conv_variant(rec.context()) != ConvVariant::Tiled)
     record_rb_weight(rec, s, x, dy, dw, accumulate);
   else
     record_tiled(rec, s, "conv2d_bwd_weight_tiled", x, dy, dw, accumulate, s.c_out, int64_t(s.c_in) * s.kh * s.kw);

@@ -35,9 +35,13 @@ void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& 
                             Tensor& dw, bool accumulate);
 
 // Auto: RegisterBlocked on CPU drivers (lavapipe), Tiled on GPUs. The environment variable
-// VKQAT_CONV_VARIANT=regblock|tiled overrides Auto; set_conv_variant overrides both.
-// RegisterBlocked needs subgroup shuffles (every CPU driver and desktop GPU has them).
-enum class ConvVariant { Auto, RegisterBlocked, Tiled };
+// VKQAT_CONV_VARIANT=regblock|regblock-generic|tiled overrides Auto; set_conv_variant
+// overrides both. RegisterBlocked runs 1x1 unpadded convolutions through dedicated GEMM
+// kernels (conv2d_1x1_*) and everything else through the generic register-blocked ones;
+// RegisterBlockedGeneric uses the generic ones for 1x1 too (tests, comparisons).
+// Both need subgroup shuffles (every CPU driver and desktop GPU has them), the 1x1
+// backward-weight kernel subgroup arithmetic.
+enum class ConvVariant { Auto, RegisterBlocked, RegisterBlockedGeneric, Tiled };
 void set_conv_variant(ConvVariant v);
 // The variant Auto resolves to on this context (never Auto).
 ConvVariant conv_variant(const Context& ctx);
