@@ -58,7 +58,7 @@ bool instance_has_extension(const char* name) {
 }
 
 // Finds a queue family with compute; prefers one without graphics (async compute queues).
-int compute_queue_family(VkPhysicalDevice pd, uint32_t* timestamp_bits) {
+int compute_queue_family(VkPhysicalDevice pd, uint32_t* timestamp_bits, bool graphics = false) {
   uint32_t n = 0;
   vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, nullptr);
   std::vector<VkQueueFamilyProperties> q(n);
@@ -66,6 +66,7 @@ int compute_queue_family(VkPhysicalDevice pd, uint32_t* timestamp_bits) {
   int best = -1;
   for (uint32_t i = 0; i < n; ++i) {
     if (!(q[i].queueFlags & VK_QUEUE_COMPUTE_BIT)) continue;
+    if (graphics && !(q[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) continue;
     if (best < 0 || ((q[best].queueFlags & VK_QUEUE_GRAPHICS_BIT) && !(q[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)))
       best = int(i);
   }
@@ -179,7 +180,8 @@ const char* kNoDriver =
     "no Vulkan driver found: install one (for a CPU without GPU: `apt-get install mesa-vulkan-drivers`, "
     "which provides lavapipe), or check VK_ICD_FILENAMES / VK_DRIVER_FILES";
 
-VkInstance create_instance(bool validation, Context* ctx, VkDebugUtilsMessengerEXT* messenger) {
+VkInstance create_instance(bool validation, Context* ctx, VkDebugUtilsMessengerEXT* messenger,
+                           const std::vector<std::string>& extra_extensions = {}) {
   uint32_t loader_version = VK_API_VERSION_1_0;
   auto enum_version = reinterpret_cast<PFN_vkEnumerateInstanceVersion>(
       vkGetInstanceProcAddr(nullptr, "vkEnumerateInstanceVersion"));
@@ -217,6 +219,10 @@ VkInstance create_instance(bool validation, Context* ctx, VkDebugUtilsMessengerE
     dci.pUserData = ctx;
     vfeat.pNext = &dci;  // also report messages from vkCreateInstance itself
     ici.pNext = &vfeat;
+  }
+  for (const std::string& e : extra_extensions) {
+    if (!instance_has_extension(e.c_str())) throw Error("the Vulkan instance lacks extension " + e);
+    extensions.push_back(e.c_str());
   }
   ici.pApplicationInfo = &app;
   ici.enabledLayerCount = uint32_t(layers.size());
@@ -302,7 +308,7 @@ int select_device(const std::vector<DeviceInfo>& devices, int requested) {
 
 Context::Context(const ContextOptions& options) : options_(options) {
   try {
-    instance_ = create_instance(options.validation, this, &messenger_);
+    instance_ = create_instance(options.validation, this, &messenger_, options.instance_extensions);
     auto pds = physical_devices(instance_);
     std::vector<DeviceInfo> infos;
     for (size_t i = 0; i < pds.size(); ++i) infos.push_back(gather_info(pds[i], int(i)));
@@ -311,8 +317,9 @@ Context::Context(const ContextOptions& options) : options_(options) {
     info_ = infos[index];
 
     uint32_t ts_bits = 0;
-    int family = compute_queue_family(physical_, &ts_bits);
-    if (family < 0) throw Error("Vulkan device " + info_.name + " has no compute queue");
+    int family = compute_queue_family(physical_, &ts_bits, options.graphics);
+    if (family < 0)
+      throw Error("Vulkan device " + info_.name + " has no " + (options.graphics ? "graphics+compute" : "compute") + " queue");
     queue_family_ = uint32_t(family);
     float priority = 1.0f;
     VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
@@ -322,6 +329,14 @@ Context::Context(const ContextOptions& options) : options_(options) {
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
+    std::vector<const char*> device_exts;
+    const auto available = device_extensions(physical_);
+    for (const std::string& e : options.device_extensions) {
+      if (!available.count(e)) throw Error("Vulkan device " + info_.name + " lacks extension " + e);
+      device_exts.push_back(e.c_str());
+    }
+    dci.enabledExtensionCount = uint32_t(device_exts.size());
+    dci.ppEnabledExtensionNames = device_exts.data();
     vk_check(vkCreateDevice(physical_, &dci, nullptr, &device_), "vkCreateDevice");
     vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
 
@@ -387,7 +402,10 @@ void Context::submit_and_wait(VkCommandBuffer cmd) {
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cmd;
-  vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
+  }
   VkResult r = vkWaitForFences(device_, 1, &fence_, VK_TRUE, UINT64_MAX);
   vkResetFences(device_, 1, &fence_);
   vk_check(r, "vkWaitForFences");

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,11 @@ struct ContextOptions {
   bool pipeline_cache = true;  // persisted under $XDG_CACHE_HOME/vkqat
   // Called for every validation message (warning or error). Default: print to stderr.
   std::function<void(const std::string&)> on_validation_message;
+  // For a window on the same device (the visualizer): a queue family that also does
+  // graphics, and extra instance / device extensions (surface, swapchain). Throws Error
+  // naming the device when it has no such family or extension.
+  bool graphics = false;
+  std::vector<std::string> instance_extensions, device_extensions;
 };
 
 class Context {
@@ -89,6 +95,10 @@ class Context {
   void submit_and_wait(VkCommandBuffer cmd);
   VkCommandPool command_pool() const { return command_pool_; }
 
+  // Held around every vkQueueSubmit of submit_and_wait: another thread that submits to or
+  // presents on queue() (a UI thread) must hold it too (Vulkan queues need external sync).
+  std::mutex& queue_mutex() { return queue_mutex_; }
+
   uint64_t validation_message_count() const { return validation_messages_; }
   void report_validation_message(const std::string& msg);
 
@@ -108,6 +118,7 @@ class Context {
   std::unique_ptr<StagingRing> staging_;
   std::unique_ptr<KernelCache> kernels_;
   uint64_t validation_messages_ = 0;
+  std::mutex queue_mutex_;
 };
 
 }  // namespace vkqat

@@ -188,6 +188,29 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   cfg_.model.height = s.train_set.height;
   cfg_.model.width_px = s.train_set.width;
   cfg_.model.classes = s.train_set.classes;
+  plugins_ = plugins;
+  const bool quantizers_loaded = build_model();
+
+  s.train_loader = std::make_unique<BatchLoader>(s.train_set, cfg_.batch, true, cfg_.seed);
+
+  const int b = cfg_.batch;
+  s.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
+  s.host_y = Tensor(ctx, {b}, DType::U32, MemoryKind::Host);
+  s.labels = Tensor(ctx, {b}, DType::U32);
+  s.step_params = Tensor(ctx, {4}, DType::F32, MemoryKind::Host);
+  s.loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
+  s.correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
+  s.aux_loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
+  s.aux_correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
+
+  if (!quantizers_loaded) initialise_quantizers_from_data();
+
+  record_step();
+}
+
+bool Trainer::build_model() {
+  Context& ctx = impl_->ctx;
+  const QuantPlugins& plugins = plugins_;
   net_ = build_network(ctx, cfg_.model, cfg_.batch);
   net_->init(cfg_.seed);
   // --init first (full-precision weights; quantizer and aux tensors are picked up below),
@@ -208,31 +231,21 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
     aux_->init(cfg_.seed);
     if (!cfg_.init.empty()) load_named_tensors(aux_->state(), init_ckpt);
   }
+  return quantizers_loaded;
+}
 
-  s.train_loader = std::make_unique<BatchLoader>(s.train_set, cfg_.batch, true, cfg_.seed);
-
-  const int b = cfg_.batch;
-  s.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
-  s.host_y = Tensor(ctx, {b}, DType::U32, MemoryKind::Host);
-  s.labels = Tensor(ctx, {b}, DType::U32);
-  s.step_params = Tensor(ctx, {4}, DType::F32, MemoryKind::Host);
-  s.loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
-  s.correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
-  s.aux_loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
-  s.aux_correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
-
-  if (!quantizers_loaded) initialise_quantizers_from_data();
-
+void Trainer::record_step() {
+  Impl& s = *impl_;
+  s.evaluator.reset();
   // Training step: recorded once, replayed every step.
-  s.train_step = std::make_unique<Recording>(ctx, cfg_.profile);
+  s.train_step = std::make_unique<Recording>(s.ctx, cfg_.profile);
   Recording& rec = *s.train_step;
   rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
   rec.copy(s.host_y.view(), s.labels.view(), "upload labels");
   record_training_step(rec, *net_, aux_.get(), cfg_,
                        {&s.labels, &s.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct});
   rec.finish();
-
-  s.evaluator = std::make_unique<Evaluator>(ctx, *net_, s.test_set, cfg_.seed, aux_.get());
+  s.evaluator = std::make_unique<Evaluator>(s.ctx, *net_, s.test_set, cfg_.seed, aux_.get());
 }
 
 void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
@@ -365,6 +378,68 @@ static void save_run_state(const std::string& dir, const TrainConfig& cfg, Netwo
   write_safetensors(dir + "/" + kCheckpoint, model);
 }
 
+void Trainer::save_checkpoint() {
+  if (cfg_.out.empty()) throw Error("saving a checkpoint needs --out RUN_DIR");
+  save_run_state(cfg_.out, cfg_, *net_, aux_.get(), *impl_);
+}
+
+// ---- changes while running -----------------------------------------------------------
+void Trainer::set_learning_rate(float lr) {
+  if (!(lr > 0)) throw Error("learning rate must be positive, got " + std::to_string(lr));
+  cfg_.lr = lr;
+}
+
+void Trainer::reconfigure(const TrainConfig& next) {
+  Impl& s = *impl_;
+  if (next.data != cfg_.data || next.model.name != cfg_.model.name || next.model.width != cfg_.model.width ||
+      next.batch != cfg_.batch || next.out != cfg_.out)
+    throw Error("reconfigure: the dataset, model, batch size and run directory of a running trainer are fixed");
+  if (!(next.lr > 0)) throw Error("reconfigure: lr must be positive");
+  if (!next.quant.is_null() && !plugins_.policy) throw Error("quantized training needs the quantization module");
+  if (next.aux && !plugins_.aux) throw Error("--aux needs the quantization module");
+  // Everything learned, by name: state dicts (incl. alphas, steps, aux.*) and momentum.
+  std::map<std::string, std::vector<float>> values, momenta;
+  auto params = [this] {
+    std::vector<Parameter*> p = net_->parameters();
+    if (aux_) p.insert(p.end(), aux_->parameters().begin(), aux_->parameters().end());
+    return p;
+  };
+  for (const auto& [name, t] : net_->state()) values[name] = t->download();
+  if (aux_)
+    for (const auto& [name, t] : aux_->state()) values[name] = t->download();
+  for (Parameter* p : params()) momenta[p->name] = p->momentum.download();
+
+  s.evaluator.reset();
+  s.train_step.reset();
+  aux_.reset();
+  net_.reset();
+  const ModelConfig model = cfg_.model;  // with the dataset's image size and classes
+  cfg_ = next;
+  cfg_.model = model;
+  cfg_.init.clear();  // already applied; the values below replace it
+  build_model();
+  initialise_quantizers_from_data();  // new LSQ steps; restored below where they existed
+  s.train_loader->start_epoch(s.epoch, s.position);
+  auto restore = [](const NamedTensors& named, const std::map<std::string, std::vector<float>>& from) {
+    for (const auto& [name, t] : named)
+      if (auto it = from.find(name); it != from.end() && int64_t(it->second.size()) == t->numel()) t->upload(it->second);
+  };
+  restore(net_->state(), values);
+  if (aux_) restore(aux_->state(), values);
+  NamedTensors momentum;
+  for (Parameter* p : params()) momentum.push_back({p->name, &p->momentum});
+  restore(momentum, momenta);
+  record_step();
+}
+
+std::vector<DispatchTiming> Trainer::step_timings() const {
+  return cfg_.profile ? impl_->train_step->timings() : std::vector<DispatchTiming>{};
+}
+
+int64_t Trainer::steps_per_epoch() const { return impl_->train_loader->batches_per_epoch(); }
+
+int64_t Trainer::step() const { return impl_->step; }
+
 std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, int epochs_override,
                                          const QuantPlugins& plugins) {
   const std::string state_path = dir + "/" + kTrainerState, ckpt_path = dir + "/" + kCheckpoint;
@@ -433,33 +508,57 @@ TrainSummary Trainer::run() {
   float* lr_slot = static_cast<float*>(s.step_params.view().mapped);
   float* loss_sum = static_cast<float*>(s.loss_sum.view().mapped);
   uint32_t* correct = static_cast<uint32_t*>(s.correct.view().mapped);
+  float* aux_loss_sum = static_cast<float*>(s.aux_loss_sum.view().mapped);
+  uint32_t* aux_correct = static_cast<uint32_t*>(s.aux_correct.view().mapped);
   TrainSummary summary;
   EvalResult last_eval;
   Batch batch;
   const auto run_start = Clock::now();
   int steps_this_process = 0;
   g_stop = false;
+  auto interrupt = [&] {
+    save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);
+    if (tty) std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "stopped at step %lld; continue with: vkqat train --resume %s\n", (long long)s.step,
+                 cfg_.out.c_str());
+    summary.interrupted = true;
+    return summary;
+  };
 
   while (s.epoch < cfg_.epochs) {
     s.train_loader->start_epoch(s.epoch, s.position);
     if (s.position == 0) {
       *loss_sum = 0.f, *correct = 0;
-      *static_cast<float*>(s.aux_loss_sum.view().mapped) = 0.f;
-      *static_cast<uint32_t*>(s.aux_correct.view().mapped) = 0;
+      *aux_loss_sum = 0.f, *aux_correct = 0;
       s.log_loss_base = 0.f, s.log_correct_base = 0, s.log_position_base = 0;
     }
     auto epoch_start = Clock::now(), log_start = epoch_start;
     const int epoch_start_position = s.position;
     while (true) {
+      if (hooks_ && !hooks_->before_step(*this)) return interrupt();  // may also pause or reconfigure
       auto t0 = Clock::now();
       if (!s.train_loader->next(batch)) break;
       fill_host_batch(s.host_x, s.host_y, batch);
       const float lr = scheduled_lr(cfg_, s.step, steps_per_epoch);
       lr_slot[0] = lr;
+      const float loss_before = *loss_sum, aux_loss_before = *aux_loss_sum;
+      const uint32_t correct_before = *correct, aux_correct_before = *aux_correct;
       s.train_step->run();
       s.train_seconds += seconds_since(t0);
       s.train_images += batch.size;
       ++s.step, ++s.position, ++steps_this_process;
+      if (hooks_) {
+        StepReport r;
+        r.step = s.step, r.epoch = s.epoch + 1, r.position = s.position, r.steps_per_epoch = steps_per_epoch;
+        r.lr = lr;
+        r.loss = (*loss_sum - loss_before) / batch.size, r.acc = double(*correct - correct_before) / batch.size;
+        r.has_aux = aux_ != nullptr;
+        r.aux_loss = (*aux_loss_sum - aux_loss_before) / batch.size;
+        r.aux_acc = double(*aux_correct - aux_correct_before) / batch.size;
+        r.step_seconds = seconds_since(t0);
+        r.images_per_s = batch.size / std::max(1e-9, r.step_seconds);
+        hooks_->after_step(*this, r);
+      }
 
       if (cfg_.profile && steps_this_process == 3) {
         std::map<std::string, double> by_kernel;
@@ -484,8 +583,8 @@ TrainSummary Trainer::run() {
                                 {"loss", loss}, {"acc", acc}, {"images_per_s", ips}};
           if (aux_) {  // epoch-running means of the aux head (its interval bases are not kept)
             const double m = double(s.position) * cfg_.batch;
-            rec["aux_loss_epoch"] = *static_cast<float*>(s.aux_loss_sum.view().mapped) / m;
-            rec["aux_acc_epoch"] = *static_cast<uint32_t*>(s.aux_correct.view().mapped) / m;
+            rec["aux_loss_epoch"] = *aux_loss_sum / m;
+            rec["aux_acc_epoch"] = *aux_correct / m;
           }
           metrics << rec.dump() << "\n";
           metrics.flush();
@@ -501,18 +600,12 @@ TrainSummary Trainer::run() {
                        format_eta(eta).c_str());
         }
       }
-      if (g_stop || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) {
-        save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);
-        if (tty) std::fprintf(stderr, "\n");
-        std::fprintf(stderr, "stopped at step %lld; continue with: vkqat train --resume %s\n", (long long)s.step,
-                     cfg_.out.c_str());
-        summary.interrupted = true;
-        return summary;
-      }
+      if (g_stop || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) return interrupt();
     }
     const double train_loss = *loss_sum / double(steps_per_epoch * cfg_.batch);
     const double train_acc = *correct / double(steps_per_epoch * cfg_.batch);
     last_eval = evaluate();
+    if (hooks_) hooks_->after_epoch(*this, {s.epoch + 1, s.step, train_loss, train_acc, &last_eval});
     metrics << nlohmann::json{{"type", "epoch"},         {"epoch", s.epoch + 1},       {"step", s.step},
                               {"train_loss", train_loss}, {"train_acc", train_acc},     {"test_loss", last_eval.loss},
                               {"test_acc", last_eval.acc},

@@ -12,6 +12,7 @@
 #include "nn/data/dataset.h"
 #include "nn/model/network.h"
 #include "nn/model/quant_hooks.h"
+#include "nn/train/train_control.h"
 
 namespace vkqat::nn {
 
@@ -71,12 +72,34 @@ class Trainer {
   // Called from a signal handler: finish the current step, checkpoint, stop.
   static void request_stop();
 
+  // Watchers and controls (see train_control.h); null: none. Not owned.
+  void set_hooks(TrainHooks* hooks) { hooks_ = hooks; }
+  // Between steps (from a hook): rebuilds the network, its quantizers and the auxiliary
+  // head for `next` (other bits, --sat, --aux, lambda, lr), keeping every learned tensor
+  // whose name and size still match (weights, BN statistics, alphas, steps, momentum),
+  // and re-records the step. Dataset, model, batch and run directory cannot change.
+  // Pointers into the old network (network(), aux()) are invalid afterwards.
+  void reconfigure(const TrainConfig& next);
+  // The peak learning rate of the schedule, from the next step on (no re-recording).
+  void set_learning_rate(float lr);
+  // Writes checkpoint + trainer state to the run directory now (between steps).
+  void save_checkpoint();
+  // Per-dispatch GPU times of the last step (config().profile only; empty otherwise).
+  std::vector<DispatchTiming> step_timings() const;
+  int64_t steps_per_epoch() const;
+  int64_t step() const;  // steps done so far (a resumed run starts at its checkpoint's)
+
   struct Impl;  // loaders, host staging tensors, the recorded step, progress counters
 
  private:
   void initialise_quantizers_from_data();
+  // Builds net_ (+ quantizers, aux head) for cfg_; returns whether quantizer tensors came from --init.
+  bool build_model();
+  void record_step();  // (re-)records the training step and the evaluator
   std::unique_ptr<Impl> impl_;
   TrainConfig cfg_;
+  QuantPlugins plugins_;
+  TrainHooks* hooks_ = nullptr;
   std::unique_ptr<Network> net_;
   std::unique_ptr<AuxiliaryHead> aux_;
 };
