@@ -22,6 +22,8 @@ nlohmann::json to_json(const DeviceInfo& d, bool selected) {
                               std::to_string(VK_API_VERSION_PATCH(d.api_version))},
           {"subgroup_size", d.subgroup_size},
           {"subgroup_size_range", {d.min_subgroup_size, d.max_subgroup_size}},
+          {"subgroup_shuffle", d.subgroup_shuffle},
+          {"subgroup_arithmetic", d.subgroup_arithmetic},
           {"shader_float16", d.shader_float16},
           {"shader_int8", d.shader_int8},
           {"storage_buffer_16bit", d.storage_buffer_16bit},
@@ -57,8 +59,10 @@ int run_devices(bool json) {
     std::printf("%s%d: %s (%s)\n", d.index == selected ? "* " : "  ", d.index, d.name.c_str(), d.type.c_str());
     std::printf("     driver %s %s, Vulkan %u.%u\n", d.driver_name.c_str(), d.driver_info.c_str(),
                 VK_API_VERSION_MAJOR(d.api_version), VK_API_VERSION_MINOR(d.api_version));
-    std::printf("     subgroup %u (%u..%u), fp16 %s, int8 %s, int dot product %s (accelerated %s), coop matrix %s\n",
-                d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size, yn(d.shader_float16), yn(d.shader_int8),
+    std::printf("     subgroup %u (%u..%u, shuffle %s, arithmetic %s), fp16 %s, int8 %s, int dot product %s "
+                "(accelerated %s), coop matrix %s\n",
+                d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size, yn(d.subgroup_shuffle),
+                yn(d.subgroup_arithmetic), yn(d.shader_float16), yn(d.shader_int8),
                 yn(d.integer_dot_product), yn(d.integer_dot_4x8_packed_accelerated), yn(d.cooperative_matrix));
     std::printf("     workgroup size <= %u (%u,%u,%u), count <= (%u,%u,%u), shared %u KiB, max alloc %llu MiB, "
                 "device-local %llu MiB\n",

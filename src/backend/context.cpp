@@ -126,6 +126,9 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   d.min_subgroup_size = has_sgctl ? sgctl.minSubgroupSize : subgroup.subgroupSize;
   d.max_subgroup_size = has_sgctl ? sgctl.maxSubgroupSize : subgroup.subgroupSize;
   d.subgroup_size_control = has_sgctl;
+  const bool compute_subgroups = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) != 0;
+  d.subgroup_shuffle = compute_subgroups && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
+  d.subgroup_arithmetic = compute_subgroups && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   d.shader_float16 = has_f16i8 && f16i8.shaderFloat16;
   d.shader_int8 = has_f16i8 && f16i8.shaderInt8;
   d.shader_int16 = feats.features.shaderInt16;

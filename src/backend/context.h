@@ -27,6 +27,7 @@ struct DeviceInfo {
   std::array<uint8_t, VK_UUID_SIZE> pipeline_cache_uuid{};
   uint32_t subgroup_size = 0, min_subgroup_size = 0, max_subgroup_size = 0;
   bool subgroup_size_control = false;
+  bool subgroup_shuffle = false, subgroup_arithmetic = false;  // supported in compute shaders
   bool shader_float16 = false, shader_int8 = false, shader_int16 = false, shader_int64 = false;
   bool storage_buffer_16bit = false, storage_buffer_8bit = false;
   bool integer_dot_product = false;              // VK_KHR_shader_integer_dot_product

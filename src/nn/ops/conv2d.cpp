@@ -137,7 +137,9 @@ void record_rb_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, con
 // ---- 1x1 kernels (register-blocked variant) ------------------------------------------
 
 bool uses_1x1_kernels(const Context& ctx, const Conv2dShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.pad == 0 && !s.depthwise() &&
+  // Backward-weight merges its split sum with subgroupAdd: without subgroup arithmetic the
+  // generic register-blocked kernels take 1x1 too.
+  return s.kh == 1 && s.kw == 1 && s.pad == 0 && !s.depthwise() && ctx.info().subgroup_arithmetic &&
          conv_variant(ctx) == ConvVariant::RegisterBlocked;
 }
 
@@ -253,7 +255,9 @@ ConvVariant conv_variant(const Context& ctx) {
     if (!std::strcmp(e, "tiled")) return ConvVariant::Tiled;
     throw Error(std::string("VKQAT_CONV_VARIANT must be regblock, regblock-generic or tiled, got '") + e + "'");
   }
-  return ctx.info().is_cpu() ? ConvVariant::RegisterBlocked : ConvVariant::Tiled;
+  // The register-blocked kernels hand weights between lanes with subgroupShuffle; a CPU
+  // driver without it gets the tiled kernels (correct everywhere, slower there).
+  return ctx.info().is_cpu() && ctx.info().subgroup_shuffle ? ConvVariant::RegisterBlocked : ConvVariant::Tiled;
 }
 
 const char* conv_variant_name(ConvVariant v) {
