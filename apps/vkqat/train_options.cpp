@@ -7,7 +7,7 @@ namespace vkqat::cli {
 void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--data", a.cfg.data, "dataset: fashion-mnist | mnist | cifar10")->capture_default_str();
   t->add_option("--data-dir", a.cfg.data_dir, "directory of the dataset files (default: Debian's location)");
-  t->add_option("--model", a.cfg.model.name, "resnet20 | resnet32 | resnet56 | plain-cnn")->capture_default_str();
+  t->add_option("--model", a.cfg.model.name, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn")->capture_default_str();
   t->add_option("--width", a.cfg.model.width, "channels of the first stage (16 = standard)")->capture_default_str();
   t->add_option("--epochs", a.cfg.epochs, "epochs")->capture_default_str();
   t->add_option("--batch-size", a.cfg.batch, "batch size")->capture_default_str();
