@@ -192,10 +192,11 @@ def write_table(path, a, proto, results):
                 ", every run from scratch")
              + f". Seeds {','.join(map(str, proto['seeds']))}; test accuracy in %, mean ± std over seeds "
              "(sample std). LP = the low-precision network (the deliverable), aux = the full-precision "
-             "auxiliary head (training only).", "",
+             "auxiliary head (training only). img/s is wall clock: it drops when other jobs share the device.",
+             "",
              f"Device: {', '.join(devices) or '-'}. Produced by `scripts/sweep.py --protocol {a.protocol} "
              f"--name {a.name}`; raw numbers in runs.json.", "",
-             "| config | bits | method | LP test acc | aux test acc | seeds done | img/s |",
+             "| config | bits | method | LP test acc | aux test acc | seeds done | train img/s (wall clock) |",
              "|---|---|---|---|---|---|---|"]
     for name, bits, method in cells:
         runs = results.get(name, {})
