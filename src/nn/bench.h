@@ -22,6 +22,22 @@ struct BenchRecord {
 // Times `rec.run()` `iters` times after `warmup` runs; returns the median in ms.
 double time_recording_ms(Recording& rec, int warmup = 2, int iters = 5);
 
+// Benchmark input: n deterministic values spread over offset +- scale.
+std::vector<float> bench_ramp(int64_t n, float scale, float offset = 0.f);
+
+// Small ops are recorded this many times per Recording so submit overhead does not dominate.
+constexpr int kBenchRepeats = 10;
+// Times a recording that holds kBenchRepeats copies of one op; bytes / flops are per op.
+BenchRecord bench_repeated_op(Recording& rec, bool quick, const std::string& name, double bytes, double flops,
+                              const std::string& variant);
+template <class Op>
+BenchRecord bench_op(Context& ctx, bool quick, const std::string& name, double bytes, double flops,
+                     const std::string& variant, Op op) {
+  Recording rec(ctx);
+  for (int i = 0; i < kBenchRepeats; ++i) op(rec);
+  return bench_repeated_op(rec, quick, name, bytes, flops, variant);
+}
+
 std::vector<BenchRecord> bench_conv2d(Context& ctx, bool quick);
 std::vector<BenchRecord> bench_elementwise(Context& ctx, bool quick);  // relu, add, bn, pool, linear
 std::vector<BenchRecord> bench_reductions(Context& ctx, bool quick);   // sum, meanvar, maxabs, sgd

@@ -12,23 +12,10 @@
 namespace vkqat::quant {
 namespace {
 
-// Each recording repeats its op this often so submit overhead does not dominate.
-constexpr int kRepeats = 10;
-
-std::vector<float> ramp(int64_t n, float scale, float offset = 0.f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = offset + scale * float((i * 7919) % 2001 - 1000) / 1000.f;
-  return v;
-}
-
 template <class Op>
 nn::BenchRecord measure(Context& ctx, bool quick, const std::string& name, double bytes, const std::string& variant,
                         Op op) {
-  Recording rec(ctx);
-  for (int i = 0; i < kRepeats; ++i) op(rec);
-  rec.finish();
-  const double ms = nn::time_recording_ms(rec, quick ? 1 : 2, quick ? 3 : 10) / kRepeats;
-  return nn::BenchRecord{name, ms, 0.0, bytes / (ms * 1e6), variant};
+  return nn::bench_op(ctx, quick, name, bytes, 0.0, variant, op);
 }
 
 void bench_activation(Context& ctx, bool quick, std::vector<nn::BenchRecord>& out) {
@@ -39,8 +26,8 @@ void bench_activation(Context& ctx, bool quick, std::vector<nn::BenchRecord>& ou
   Tensor scratch = make_quant_scratch(ctx, shape, ReduceScope::Channels);
   Tensor scratch_t = make_quant_scratch(ctx, shape, ReduceScope::Tensor);
   Tensor range = make_minmax_range(ctx, 1);
-  x.upload(ramp(x.numel(), 2.f, 0.5f));
-  dy.upload(ramp(x.numel(), 0.1f));
+  x.upload(nn::bench_ramp(x.numel(), 2.f, 0.5f));
+  dy.upload(nn::bench_ramp(x.numel(), 0.1f));
   alpha.upload({2.f});
   s.upload({0.2f});
   s16.upload(std::vector<float>(16, 0.2f));
@@ -81,8 +68,8 @@ void bench_weight(Context& ctx, bool quick, const std::vector<int>& shape, std::
   Tensor s(ctx, {shape[0]}), ds(ctx, {shape[0]}), maxabs(ctx, {shape[0]});
   Tensor scratch = make_quant_scratch(ctx, shape, ReduceScope::Rows);
   Tensor scratch_t = make_quant_scratch(ctx, shape, ReduceScope::Tensor);
-  w.upload(ramp(w.numel(), 0.3f));
-  g.upload(ramp(w.numel(), 0.01f));
+  w.upload(nn::bench_ramp(w.numel(), 0.3f));
+  g.upload(nn::bench_ramp(w.numel(), 0.01f));
   s.upload(std::vector<float>(size_t(shape[0]), 0.05f));
   const double n = double(w.numel()), f = 4.0;
   const std::string v = "float walk";

@@ -22,6 +22,19 @@ double time_recording_ms(Recording& rec, int warmup, int iters) {
   return ms[ms.size() / 2];
 }
 
+std::vector<float> bench_ramp(int64_t n, float scale, float offset) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = offset + scale * float((i * 7919) % 2001 - 1000) / 1000.f;
+  return v;
+}
+
+BenchRecord bench_repeated_op(Recording& rec, bool quick, const std::string& name, double bytes, double flops,
+                              const std::string& variant) {
+  rec.finish();
+  const double ms = time_recording_ms(rec, quick ? 1 : 2, quick ? 3 : 10) / kBenchRepeats;
+  return BenchRecord{name, ms, flops / (ms * 1e6), bytes / (ms * 1e6), variant};
+}
+
 namespace {
 
 Tensor random_tensor(Context& ctx, const std::vector<int>& shape, uint32_t seed) {

@@ -7,31 +7,11 @@
 #include "nn/tensor.h"
 
 namespace vkqat::nn {
-namespace {
-
-// Each recording repeats its op this often so submit overhead does not dominate.
-constexpr int kRepeats = 10;
-
-std::vector<float> ramp(int64_t n, float scale) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = scale * float((i * 7919) % 2001 - 1000) / 1000.f;
-  return v;
-}
-
-BenchRecord measure(Recording& rec, bool quick, const std::string& name, double bytes_per_op,
-                    const std::string& variant) {
-  rec.finish();
-  const double ms = time_recording_ms(rec, quick ? 1 : 2, quick ? 3 : 10) / kRepeats;
-  return BenchRecord{name, ms, 0.0, bytes_per_op / (ms * 1e6), variant};
-}
-
-}  // namespace
-
 std::vector<BenchRecord> bench_reductions(Context& ctx, bool quick) {
   std::vector<BenchRecord> records;
   const int n = 1 << 20;
   Tensor x(ctx, {n});
-  x.upload(ramp(n, 2.f));
+  x.upload(bench_ramp(n, 2.f));
   Tensor stats(ctx, {4});
   Tensor scratch = make_reduce_scratch(ctx, {n});
   const double bytes = 4.0 * n;
@@ -40,42 +20,43 @@ std::vector<BenchRecord> bench_reductions(Context& ctx, bool quick) {
 
   {
     Recording rec(ctx);
-    for (int i = 0; i < kRepeats; ++i) reduce_sum(rec, x, stats, scratch);
-    records.push_back(measure(rec, quick, "reduce_sum" + size, bytes, variant));
+    for (int i = 0; i < kBenchRepeats; ++i) reduce_sum(rec, x, stats, scratch);
+    records.push_back(bench_repeated_op(rec, quick, "reduce_sum" + size, bytes, 0.0, variant));
   }
   {
     Recording rec(ctx);
     ReduceOptions opt;
     opt.var_index = 1;
-    for (int i = 0; i < kRepeats; ++i) reduce_mean_var(rec, x, stats, stats, scratch, opt);
-    records.push_back(measure(rec, quick, "reduce_mean_var" + size, bytes, variant));
+    for (int i = 0; i < kBenchRepeats; ++i) reduce_mean_var(rec, x, stats, stats, scratch, opt);
+    records.push_back(bench_repeated_op(rec, quick, "reduce_mean_var" + size, bytes, 0.0, variant));
   }
   {
     Recording rec(ctx);
-    for (int i = 0; i < kRepeats; ++i) reduce_max_abs(rec, x, stats, scratch);
-    records.push_back(measure(rec, quick, "reduce_max_abs" + size, bytes, variant));
+    for (int i = 0; i < kBenchRepeats; ++i) reduce_max_abs(rec, x, stats, scratch);
+    records.push_back(bench_repeated_op(rec, quick, "reduce_max_abs" + size, bytes, 0.0, variant));
   }
   {
     Tensor counts(ctx, {256 + 2}, DType::U32);
     Recording rec(ctx);
-    for (int i = 0; i < kRepeats; ++i) histogram(rec, x, counts, -1.f, 1.f, /*accumulate=*/true);
-    records.push_back(measure(rec, quick, "histogram 256 bins" + size, bytes,
+    for (int i = 0; i < kBenchRepeats; ++i) histogram(rec, x, counts, -1.f, 1.f, /*accumulate=*/true);
+    records.push_back(bench_repeated_op(rec, quick, "histogram 256 bins" + size, bytes, 0.0,
                               ctx.info().is_cpu() ? "private columns" : "shared atomics"));
   }
   {
     const int params = 270000;  // ResNet-20
     Tensor w(ctx, {params}), grad(ctx, {params}), buf(ctx, {params}), step_params(ctx, {1});
-    w.upload(ramp(params, 0.1f));
-    grad.upload(ramp(params, 0.01f));
+    w.upload(bench_ramp(params, 0.1f));
+    grad.upload(bench_ramp(params, 0.01f));
     buf.zero();
     step_params.upload({1e-3f});
     SgdOptions opt;
     opt.weight_decay = 5e-4f;
     opt.nesterov = true;
     Recording rec(ctx);
-    for (int i = 0; i < kRepeats; ++i) sgd_update(rec, w, grad, buf, step_params, 0, opt);
+    for (int i = 0; i < kBenchRepeats; ++i) sgd_update(rec, w, grad, buf, step_params, 0, opt);
     // reads w, grad, buf; writes w, buf
-    records.push_back(measure(rec, quick, "sgd_update n" + std::to_string(params), 5.0 * 4 * params, "vec4"));
+    records.push_back(
+        bench_repeated_op(rec, quick, "sgd_update n" + std::to_string(params), 5.0 * 4 * params, 0.0, "vec4"));
   }
   return records;
 }
