@@ -96,9 +96,9 @@ void check_parity(int bits) {
     CHECK(got[i].second == want.layers[i].second);
   }
   CHECK(logits == want.logits);
-  // (b) agreement with the fake-quant model on 300 images. A few-step model has near-tied
-  // logits, so a single flipped rounding can change its mind: the bar here is 98%; the
-  // full-test-set numbers of trained models are in the report.
+  // (b) agreement with the fake-quant model on 300 images. Its evaluation sums the quantized
+  // convs exactly (nn/ops/grid.h), so only the float rounding of BN + requantization (and the
+  // stem's float input) separates the two: a near-tied few-step model may still flip one.
   const quant::IntInferReport r = quant::infer_int_model(test::ctx(), m, test, 64, 2);
   const std::vector<int> fq = quant::fake_quant_predictions(test::ctx(), ckpt.string(), test, 100);
   int agree = 0, fq_correct = 0;
@@ -106,8 +106,8 @@ void check_parity(int bits) {
   MESSAGE("W" << bits << "A" << bits << ": agreement " << agree << "/" << test.n << ", int acc " << r.accuracy
               << ", fake-quant acc " << double(fq_correct) / test.n);
   CHECK(std::set<int>(r.predictions.begin(), r.predictions.end()).size() >= 3);  // not a collapsed model
-  CHECK(agree >= int(0.98 * test.n));
-  CHECK(std::fabs(r.accuracy - double(fq_correct) / test.n) <= 0.02);
+  CHECK(agree >= test.n - 1);
+  CHECK(std::fabs(r.accuracy - double(fq_correct) / test.n) <= 1.0 / test.n + 1e-12);
   fs::remove_all(dir);
 }
 

@@ -24,6 +24,12 @@ Buffer::~Buffer() {
 
 Buffer::Buffer(Buffer&& o) noexcept { *this = std::move(o); }
 
+Buffer Buffer::borrowed(BufferView v) {
+  Buffer b;
+  b.view_ = v;
+  return b;
+}
+
 Buffer& Buffer::operator=(Buffer&& o) noexcept {
   if (this != &o) {
     if (owner_) owner_->release(block_, view_.offset, reserved_);

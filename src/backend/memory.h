@@ -34,6 +34,10 @@ class Buffer {
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
+  // A non-owning Buffer over `v` (nothing is released on destruction): the owner of the
+  // memory must outlive it.
+  static Buffer borrowed(BufferView v);
+
   BufferView view() const { return view_; }
   uint64_t size() const { return view_.size; }
   void* mapped() const { return view_.mapped; }

@@ -20,6 +20,22 @@ Tensor::Tensor(Context& ctx, std::vector<int> shape, DType dtype, MemoryKind kin
   buffer_ = ctx.alloc(bytes(), kind);
 }
 
+Tensor Tensor::alias(const Tensor& storage, std::vector<int> shape) {
+  Tensor t;
+  t.ctx_ = storage.ctx_;
+  t.shape_ = std::move(shape);
+  t.dtype_ = storage.dtype_;
+  t.numel_ = 1;
+  for (int d : t.shape_) {
+    if (d <= 0) throw Error("tensor shape " + nn::shape_str(t.shape_) + " has a non-positive dimension");
+    t.numel_ *= d;
+  }
+  if (t.numel_ > storage.numel_)
+    throw Error("alias " + t.shape_str() + " does not fit in its storage " + storage.shape_str());
+  t.buffer_ = Buffer::borrowed(storage.view().sub(0, t.bytes()));
+  return t;
+}
+
 std::string Tensor::shape_str() const { return nn::shape_str(shape_); }
 
 void Tensor::upload(const std::vector<float>& data) {

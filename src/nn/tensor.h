@@ -17,6 +17,10 @@ class Tensor {
   Tensor(Context& ctx, std::vector<int> shape, DType dtype = DType::F32,
          MemoryKind kind = MemoryKind::Device);
 
+  // A non-owning tensor of `shape` over the first elements of `storage` (scratch memory
+  // shared by ops that run one after another): `storage` must outlive it and be as large.
+  static Tensor alias(const Tensor& storage, std::vector<int> shape);
+
   const std::vector<int>& shape() const { return shape_; }
   int dim(size_t i) const { return shape_.at(i); }
   size_t rank() const { return shape_.size(); }

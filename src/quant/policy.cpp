@@ -34,6 +34,11 @@ class DorefaWeight : public WeightQuantizer {
     dorefa_weight_backward(rec, w, stat_, dwq, dw, false, bits_);
   }
   std::string describe() const override { return "dorefa " + bits_str(bits_); }
+  // k >= 2: wq = (2 level - n) / n; k = 1: wq = +-mean|w| (the stat).
+  std::optional<nn::Grid> grid() const override {
+    if (bits_ == 1) return nn::Grid{&stat_, 1.f};
+    return nn::Grid{nullptr, levels(bits_).inv_n};
+  }
 
  private:
   int bits_;
@@ -104,6 +109,12 @@ class SatWeight : public WeightQuantizer {
   std::vector<Parameter*> parameters() override { return inner_ ? inner_->parameters() : std::vector<Parameter*>{}; }
   NamedTensors state() override { return inner_ ? inner_->state() : NamedTensors{}; }
   std::string describe() const override { return (inner_ ? inner_->describe() : std::string("fp32")) + " + sat"; }
+  // The inner grid times the factor (stats_[0]), when the inner step is a constant.
+  std::optional<nn::Grid> grid() const override {
+    auto g = inner_ ? inner_->grid() : std::nullopt;
+    if (!g || g->scale) return std::nullopt;
+    return nn::Grid{&stats_, g->mul};
+  }
 
  private:
   int64_t n_;
@@ -147,6 +158,7 @@ class DorefaAct : public ActQuantizer {
     dorefa_act_backward(rec, x, dy, dx, acc);
   }
   std::string describe() const override { return "dorefa-act " + bits_str(bits_); }
+  std::optional<nn::Grid> grid() const override { return nn::Grid{nullptr, levels(bits_).inv_n}; }
 
  private:
   int bits_;

@@ -52,9 +52,22 @@ void Conv2dLayer::set_quantizer(Context& ctx, std::unique_ptr<WeightQuantizer> q
   }
 }
 
+void Conv2dLayer::set_input_grid(Context& ctx, std::optional<Grid> g, const Tensor* scratch) {
+  input_grid = g;
+  if (!g) return;
+  if (!scratch) throw Error("Conv2dLayer " + name + ": an input grid needs a scratch tensor");
+  x_levels = Tensor::alias(*scratch, shape.x_shape());
+  if (!w_levels.defined()) w_levels = Tensor(ctx, weight.value.shape());
+}
+
 void Conv2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train) {
   if (quant) quant->forward(rec, weight.value, wq, train);  // once per step, read by the conv
-  conv2d_forward(rec, shape, x, effective_weight(), y);
+  if (train || !exact_eval()) return conv2d_forward(rec, shape, x, effective_weight(), y);
+  const Grid w_grid = *quant->grid();
+  grid_levels(rec, x, *input_grid, x_levels);
+  grid_levels(rec, wq, w_grid, w_levels);
+  conv2d_forward(rec, shape, x_levels, w_levels, y);  // integers: every partial sum exact
+  grid_rescale(rec, y, *input_grid, w_grid);
 }
 
 void Conv2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx) {

@@ -33,11 +33,19 @@ class Conv2dLayer {
   // dx may be null (the input is the image); accumulate_dx adds into dx.
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor* dx, bool accumulate_dx);
   const Tensor& effective_weight() const { return quant ? wq : weight.value; }
+  // Exact evaluation (nn/ops/grid.h): the network says its input lies on grid `g`; if the
+  // weight quantizer has a grid too, an eval forward convolves the integer indices (the
+  // input's written to `scratch`, shared by the network's convs) and rescales the exact sum.
+  // Training keeps the plain float convolution (its gradients need the values anyway).
+  void set_input_grid(Context& ctx, std::optional<Grid> g, const Tensor* scratch);
+  bool exact_eval() const { return input_grid && quant && quant->grid(); }
   std::string name;  // state-dict prefix ("layer1.0.conv1")
   Conv2dShape shape;
   Parameter weight;
   std::unique_ptr<WeightQuantizer> quant;
   Tensor wq, d_wq;  // only with a quantizer
+  std::optional<Grid> input_grid;
+  Tensor x_levels, w_levels;  // only with an input grid; x_levels aliases the shared scratch
 };
 
 class BatchNorm2dLayer {

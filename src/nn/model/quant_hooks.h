@@ -12,6 +12,7 @@
 
 #include "backend/recording.h"
 #include "nn/model/parameter.h"
+#include "nn/ops/grid.h"
 
 namespace vkqat::nn {
 
@@ -27,6 +28,9 @@ class WeightQuantizer {
   virtual std::vector<Parameter*> parameters() { return {}; }
   virtual NamedTensors state() { return {}; }  // non-trainable state for checkpoints
   virtual std::string describe() const = 0;    // e.g. "dorefa w4 + sat"
+  // A quantizer whose every output is an integer times one step says so: evaluation then
+  // convolves the integers exactly (nn/ops/grid.h). Valid after forward() was recorded.
+  virtual std::optional<Grid> grid() const { return std::nullopt; }
 };
 
 // Applied where the full-precision net has a ReLU: y = Q(relu(x)) (the quantizers clip
@@ -51,6 +55,12 @@ class ActQuantizer {
     float levels = 0, inv_levels = 0;
   };
   virtual std::optional<UniformClip> uniform_clip() const { return std::nullopt; }
+  // As WeightQuantizer::grid(): outputs are integers times one step (a uniform clip's is
+  // clip / levels).
+  virtual std::optional<Grid> grid() const {
+    if (auto c = uniform_clip()) return Grid{c->clip, c->inv_levels};
+    return std::nullopt;
+  }
 };
 
 enum class LayerRole {

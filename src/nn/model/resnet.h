@@ -59,9 +59,13 @@ class ResNet : public Network {
   std::unique_ptr<ActQuantizer> fc_act;  // quantizes the FC input
   Tensor pooled_q, d_pooled_q;
   LinearLayer fc;
+  Tensor grid_scratch;  // the integer input of whichever conv evaluates exactly (nn/ops/grid.h)
 
  protected:
   void init_layers(InitRng& rng) override;
+
+ private:
+  void wire_input_grids();
 };
 
 class PlainCnn : public Network {
