@@ -151,12 +151,30 @@ TEST_CASE("collector: histograms, level occupancy and clip counts equal CPU coun
   CHECK(back.last.var_plain == doctest::Approx(L.var_plain));
 }
 
-TEST_CASE("dorefa_bits_of reads the weight quantizer's description" * doctest::test_suite("stats")) {
-  CHECK(quant::dorefa_bits_of("dorefa 2-bit") == 2);
-  CHECK(quant::dorefa_bits_of("dorefa 8-bit + sat") == 8);
-  CHECK(quant::dorefa_bits_of("fp32 + sat") == 32);
-  CHECK(quant::dorefa_bits_of("dorefa-act 2-bit") == 32);
-  CHECK(quant::dorefa_bits_of("lsq 4-bit") == 32);
+TEST_CASE("weight quantizers say what they are: method, bits, SAT" * doctest::test_suite("stats")) {
+  Context& ctx = test::ctx();
+  nn::Tensor w(ctx, {4, 3, 3, 3});
+  w.upload(test::random_vector(108, 5));
+  quant::QuantConfig q;
+  q.wbits = 2;
+  q.abits = 2;
+  q.sat = true;
+  auto policy = quant::make_quant_policy(q);
+  auto conv = policy->weight(ctx, "layer1.0.conv1", w, nn::LayerRole::Middle);
+  CHECK(conv->kind().method == "dorefa");
+  CHECK(conv->kind().bits == 2);
+  CHECK_FALSE(conv->kind().sat);
+  CHECK(conv->describe() == "dorefa 2-bit");
+  nn::Tensor fc_w(ctx, {10, 16});
+  fc_w.upload(test::random_vector(160, 6));
+  auto fc = policy->weight(ctx, "fc", fc_w, nn::LayerRole::Last);  // --edge-bits 8, + SAT
+  CHECK(fc->kind().bits == 8);
+  CHECK(fc->kind().sat);
+  CHECK(fc->describe() == "dorefa 8-bit + sat");
+  quant::QuantConfig sat_only;
+  sat_only.sat = true;
+  auto fp = quant::make_quant_policy(sat_only)->weight(ctx, "fc", fc_w, nn::LayerRole::Last);
+  CHECK(fp->describe() == "fp32 + sat");
 }
 
 TEST_CASE("stats file: records round-trip; bad files give clear errors" * doctest::test_suite("stats")) {

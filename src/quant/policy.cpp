@@ -33,7 +33,7 @@ class DorefaWeight : public WeightQuantizer {
   void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) override {
     dorefa_weight_backward(rec, w, stat_, dwq, dw, false, bits_);
   }
-  std::string describe() const override { return "dorefa " + bits_str(bits_); }
+  Kind kind() const override { return {"dorefa", bits_, false}; }
   // k >= 2: wq = (2 level - n) / n; k = 1: wq = +-mean|w| (the stat).
   std::optional<nn::Grid> grid() const override {
     if (bits_ == 1) return nn::Grid{&stat_, 1.f};
@@ -61,7 +61,7 @@ class LsqWeight : public WeightQuantizer {
     lsq_backward(rec, w, step_.value, dwq, dw, false, step_.grad, false, scratch_, cfg_);
   }
   std::vector<Parameter*> parameters() override { return {&step_}; }
-  std::string describe() const override { return "lsq " + bits_str(cfg_.bits); }
+  Kind kind() const override { return {"lsq", cfg_.bits, false}; }
 
  private:
   LsqConfig cfg_;
@@ -83,7 +83,7 @@ class MinMaxWeight : public WeightQuantizer {
   void backward(Recording& rec, const Tensor&, const Tensor& dwq, Tensor& dw) override {
     minmax_weight_backward(rec, dwq, dw, false);
   }
-  std::string describe() const override { return "minmax " + bits_str(cfg_.bits); }
+  Kind kind() const override { return {"minmax", cfg_.bits, false}; }
 
  private:
   MinMaxConfig cfg_;
@@ -108,7 +108,11 @@ class SatWeight : public WeightQuantizer {
   }
   std::vector<Parameter*> parameters() override { return inner_ ? inner_->parameters() : std::vector<Parameter*>{}; }
   NamedTensors state() override { return inner_ ? inner_->state() : NamedTensors{}; }
-  std::string describe() const override { return (inner_ ? inner_->describe() : std::string("fp32")) + " + sat"; }
+  Kind kind() const override {
+    Kind k = inner_ ? inner_->kind() : Kind{};
+    k.sat = true;
+    return k;
+  }
   // The inner grid times the factor (stats_[0]), when the inner step is a constant.
   std::optional<nn::Grid> grid() const override {
     auto g = inner_ ? inner_->grid() : std::nullopt;

@@ -28,13 +28,6 @@ Tensor host_f32(Context& ctx, int n) { return Tensor(ctx, {n}, DType::F32, Memor
 Tensor host_u32(Context& ctx, int n) { return Tensor(ctx, {n}, DType::U32, MemoryKind::Host); }
 }  // namespace
 
-int dorefa_bits_of(const std::string& d) {
-  static const std::regex re(R"(^dorefa (\d+)-bit)");
-  std::smatch m;
-  if (!std::regex_search(d, m, re)) return 32;
-  return std::stoi(m[1]);
-}
-
 std::vector<float> WeightStats::level_centres() const {
   if (bits < 2 || bits > 8) return {};
   const int n = (1 << bits) - 1;
@@ -126,8 +119,8 @@ StatsCollector::StatsCollector(Context& ctx, nn::Network& net) : impl_(std::make
     Impl::Weight e;
     e.name = name, e.w = &w;
     e.quantizer = q ? q->describe() : "fp32";
-    e.bits = dorefa_bits_of(e.quantizer);
-    if (e.bits < 2 || e.bits > 8) e.bits = 32;
+    // Level occupancy is computed for DoReFa's level grid (bits 2..8).
+    if (q && q->kind().method == "dorefa" && q->kind().bits >= 2 && q->kind().bits <= 8) e.bits = q->kind().bits;
     s.weights.push_back(std::move(e));
   };
   auto add_conv = [&](const nn::Conv2dLayer& c) { add_weight(c.name, c.weight.value, c.quant.get()); };
@@ -153,7 +146,7 @@ StatsCollector::StatsCollector(Context& ctx, nn::Network& net) : impl_(std::make
   add_act("fc.act", resnet->pooled, resnet->fc_act.get());
   s.fc = &resnet->fc;
   add_weight("fc", resnet->fc.weight.value, resnet->fc.quant.get());
-  s.fc_sat = resnet->fc.quant && resnet->fc.quant->describe().find("+ sat") != std::string::npos;
+  s.fc_sat = resnet->fc.quant && resnet->fc.quant->kind().sat;
 
   int64_t scratch_numel = 1;
   for (const auto& w : s.weights) scratch_numel = std::max(scratch_numel, quant_scratch_numel(ctx, w.w->shape(), ReduceScope::Tensor));

@@ -91,9 +91,6 @@ class StatsCollector {
   std::unique_ptr<Impl> impl_;
 };
 
-// The level index of DoReFa weights: "dorefa 2-bit + sat" -> 2; 32 for anything else.
-int dorefa_bits_of(const std::string& quantizer_description);
-
 // The two statistics shaders, reusable on their own.
 // counts[0] (+)= #(x >= threshold[0]), counts[1] (+)= #(x < 0). counts: U32 [2].
 void record_clip_counts(Recording& rec, const nn::Tensor& x, const nn::Tensor& threshold, nn::Tensor& counts);

@@ -27,7 +27,20 @@ class WeightQuantizer {
   virtual void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) = 0;
   virtual std::vector<Parameter*> parameters() { return {}; }
   virtual NamedTensors state() { return {}; }  // non-trainable state for checkpoints
-  virtual std::string describe() const = 0;    // e.g. "dorefa w4 + sat"
+  // What it is, for statistics and reports: the method ("dorefa", "lsq", "minmax"; "fp32"
+  // for SAT's rescale alone), its bits (32: not quantized), whether SAT rescales the result.
+  struct Kind {
+    std::string method = "fp32";
+    int bits = 32;
+    bool sat = false;
+  };
+  virtual Kind kind() const = 0;
+  // "dorefa 4-bit", "dorefa 2-bit + sat", "fp32 + sat".
+  std::string describe() const {
+    const Kind k = kind();
+    std::string d = k.method == "fp32" ? k.method : k.method + " " + std::to_string(k.bits) + "-bit";
+    return k.sat ? d + " + sat" : d;
+  }
   // A quantizer whose every output is an integer times one step says so: evaluation then
   // convolves the integers exactly (nn/ops/grid.h). Valid after forward() was recorded.
   virtual std::optional<Grid> grid() const { return std::nullopt; }
