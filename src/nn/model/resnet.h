@@ -80,8 +80,12 @@ class PlainCnn : public Network {
 
  private:
   // conv-bn-relu, maxpool, conv-bn-relu, maxpool, conv-bn-relu, global pool, fc
-  ConvBnUnit u1, u2, u3;
-  Tensor p1, d_p1, p2, d_p2, pooled, d_pooled;
+  ConvBnUnit u1;
+  Tensor p1, d_p1;
+  ConvBnUnit u2;
+  Tensor p2, d_p2;
+  ConvBnUnit u3;
+  Tensor pooled, d_pooled;
   LinearLayer fc;
 };
 
