@@ -1,6 +1,10 @@
 // Integer inference kernels (shaders/int_*.comp) vs the CPU reference of the integer
 // pipeline (src/quant/int_reference.cpp), bit for bit, on random codes: every conv mode,
-// 2/4/8-bit weights, awkward shapes; code packing round trips; bad shapes throw.
+// 2/4/8-bit weights, 4/8-bit activations, awkward shapes, on both conv paths (portable and
+// integer dot product, the latter forced where the device emulates it); the
+// VKQAT_INT_CONV override; code packing round trips; bad shapes throw.
+#include <cstdlib>
+#include <optional>
 #include <random>
 
 #include "backend/error.h"
@@ -49,8 +53,7 @@ IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int level
 }
 
 void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int wbits, IntConvMode mode,
-                uint32_t seed) {
-  const int levels = 15;
+                uint32_t seed, quant::IntConvPath path = quant::IntConvPath::Portable, int levels = 15) {
   IntConv c = random_conv(c_in, c_out, k, stride, wbits, levels, mode, seed);
   const int oh = (h + 2 * c.pad - k) / stride + 1, ow = (w + 2 * c.pad - k) / stride + 1;
   const int x_levels = mode == IntConvMode::Stem ? 255 : levels;
@@ -60,7 +63,7 @@ void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int
   auto want = quant::ref::int_conv(c, mode, x, n, h, w, mode == IntConvMode::Residual ? &res : nullptr);
 
   Context& ctx = test::ctx();
-  quant::IntConvGpu g(ctx, c);
+  quant::IntConvGpu g(ctx, c, path);
   nn::Tensor xt(ctx, {int(x.size())}, nn::DType::I32), rt(ctx, {int(res.size())}, nn::DType::I32),
       yt(ctx, {int(want.size())}, nn::DType::I32);
   xt.upload_u32(std::vector<uint32_t>(x.begin(), x.end()));
@@ -78,11 +81,26 @@ void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int
       seen[size_t(want[i])] = true, ++distinct_codes;
   }
   INFO("n" << n << " c" << c_in << "->" << c_out << " " << h << "x" << w << " k" << k << " s" << stride << " w"
-           << wbits << "bit mode " << int(mode));
+           << wbits << "bit a" << levels << " mode " << int(mode) << " path "
+           << (path == quant::IntConvPath::Dot ? "dot" : "portable"));
   CHECK_MESSAGE(bad == 0, bad << " of " << got.size() << " differ, first [" << first << "] got " << int32_t(got[first])
                               << " want " << want[first]);
   if (mode != IntConvMode::Raw) CHECK(distinct_codes >= 3);  // the test exercises the requantization
 }
+
+// Sets an environment variable for one scope (restores the previous value).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() { old_ ? setenv(name_, old_->c_str(), 1) : unsetenv(name_); }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 }  // namespace
 
@@ -123,6 +141,84 @@ TEST_CASE("int_conv matches the CPU integer reference bit for bit" * doctest::te
     check_conv(2, 12, 9, 9, 20, 1, 2, wbits, IntConvMode::Raw, seed++);      // 1x1 stride 2 downsample
     check_conv(1, 17, 1, 1, 9, 3, 1, wbits, IntConvMode::Requant, seed++);   // 1x1 image
   }
+}
+
+TEST_CASE("int_conv_dot (integer dot product) matches the CPU integer reference bit for bit" *
+          doctest::test_suite("int")) {
+  const DeviceInfo& d = test::ctx().info();
+  if (!d.integer_dot_product_enabled) {
+    MESSAGE("skipped: " << d.name << " has no shaderIntegerDotProduct");
+    return;
+  }
+  const auto dot = quant::IntConvPath::Dot;
+  uint32_t seed = 300;
+  for (int wbits : {2, 4, 8}) {
+    check_conv(2, 16, 9, 9, 16, 3, 1, wbits, IntConvMode::Requant, seed++, dot);
+    check_conv(1, 5, 7, 5, 12, 3, 2, wbits, IntConvMode::Requant, seed++, dot);    // c_in 5: a partial word
+    check_conv(2, 19, 6, 7, 10, 3, 1, wbits, IntConvMode::Residual, seed++, dot);  // c_in 19, c_out 10
+    check_conv(3, 1, 11, 10, 4, 3, 1, wbits, IntConvMode::Stem, seed++, dot);      // 1 channel, border sums
+    check_conv(2, 3, 8, 8, 6, 3, 1, wbits, IntConvMode::Stem, seed++, dot);
+    check_conv(2, 12, 9, 9, 20, 1, 2, wbits, IntConvMode::Raw, seed++, dot);       // 1x1 stride 2 downsample
+    check_conv(2, 7, 9, 9, 5, 1, 2, wbits, IntConvMode::Raw, seed++, dot);         // ... with a partial word
+    check_conv(1, 17, 1, 1, 9, 3, 1, wbits, IntConvMode::Requant, seed++, dot);    // 1x1 image
+    // 8-bit activations (codes up to 255: full uint8 lanes), both paths.
+    for (auto path : {quant::IntConvPath::Portable, dot}) {
+      check_conv(2, 13, 7, 6, 11, 3, 1, wbits, IntConvMode::Requant, seed++, path, 255);
+      check_conv(1, 6, 5, 9, 8, 3, 2, wbits, IntConvMode::Residual, seed++, path, 255);
+    }
+  }
+  // The largest sums: 8-bit weights and activations all at their maximum, 64 in channels
+  // (|acc| = 9 * 64 * 255 * 255 at the centre), raw accumulators on both paths.
+  Context& ctx = test::ctx();
+  IntConv c = random_conv(64, 8, 3, 1, 8, 255, IntConvMode::Raw, 9);
+  c.codes = quant::pack_codes(std::vector<int>(size_t(8) * 9 * 64, 255), 8, 9, 64, 8);
+  const std::vector<int32_t> x(size_t(64) * 16, 255);
+  const auto want = quant::ref::int_conv(c, IntConvMode::Raw, x, 1, 4, 4);
+  CHECK(want[5] == 9 * 64 * 255 * 255);
+  for (auto path : {quant::IntConvPath::Portable, dot}) {
+    quant::IntConvGpu g(ctx, c, path);
+    nn::Tensor xt(ctx, {int(x.size())}, nn::DType::I32), yt(ctx, {int(want.size())}, nn::DType::I32);
+    xt.upload_u32(std::vector<uint32_t>(x.begin(), x.end()));
+    Recording rec(ctx);
+    quant::int_conv_forward(rec, g, IntConvMode::Raw, xt, 1, 4, 4, nullptr, yt);
+    rec.finish();
+    rec.run();
+    const auto got = yt.download_u32();
+    CHECK(std::vector<int32_t>(got.begin(), got.end()) == want);
+  }
+}
+
+TEST_CASE("VKQAT_INT_CONV picks the integer conv path; the default follows the device" * doctest::test_suite("int")) {
+  Context& ctx = test::ctx();
+  const DeviceInfo& d = ctx.info();
+  {
+    ScopedEnv none("VKQAT_INT_CONV", "");
+    const bool accelerated = d.integer_dot_product_enabled && d.integer_dot_4x8_packed_unsigned_accelerated;
+    CHECK((quant::int_conv_path(ctx) == quant::IntConvPath::Dot) == accelerated);
+    CHECK(quant::int_conv_variant(ctx).rfind(accelerated ? "dot" : "portable", 0) == 0);
+    MESSAGE(d.name << ": " << quant::int_conv_variant(ctx));
+  }
+  {
+    ScopedEnv portable("VKQAT_INT_CONV", "portable");
+    CHECK(quant::int_conv_path(ctx) == quant::IntConvPath::Portable);
+    CHECK(quant::int_conv_variant(ctx) == "portable (forced by VKQAT_INT_CONV)");
+  }
+  {
+    ScopedEnv bogus("VKQAT_INT_CONV", "fast");
+    CHECK_THROWS_WITH_AS(quant::int_conv_path(ctx), doctest::Contains("portable or dot"), Error);
+  }
+  ScopedEnv dot("VKQAT_INT_CONV", "dot");
+  if (!d.integer_dot_product_enabled) {
+    CHECK_THROWS_WITH_AS(quant::int_conv_path(ctx), doctest::Contains("shaderIntegerDotProduct"), Error);
+    return;
+  }
+  CHECK(quant::int_conv_path(ctx) == quant::IntConvPath::Dot);
+  CHECK(quant::int_conv_variant(ctx).rfind("dot (forced by VKQAT_INT_CONV", 0) == 0);
+  // Layers built without an explicit path follow the override.
+  const IntConv c = random_conv(6, 4, 3, 1, 4, 15, IntConvMode::Requant, 3);
+  const quant::IntConvGpu g(ctx, c);
+  CHECK(g.path == quant::IntConvPath::Dot);
+  CHECK(g.codes.numel() == 4 * 9 * 2);  // 8-bit containers: 2 words for 6 channels
 }
 
 TEST_CASE("int_pool matches the reference; bad shapes throw" * doctest::test_suite("int")) {

@@ -5,6 +5,7 @@
 // (d) bad inputs (FP32 / unsupported checkpoints, corrupt files, shape mismatch) throw.
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 #include <unistd.h>
 
@@ -121,6 +122,41 @@ TEST_CASE("W4A4 aux+SAT: integer engine == CPU integer reference layer by layer;
 TEST_CASE("W2A2 aux+SAT: integer engine == CPU integer reference layer by layer; agrees with fake-quant" *
           doctest::test_suite("int")) {
   check_parity(2);
+}
+
+TEST_CASE("integer dot-product path: engine == CPU integer reference layer by layer (untrained, W4A4 and W8A8)" *
+          doctest::test_suite("int")) {
+  const DeviceInfo& d = test::ctx().info();
+  if (!d.integer_dot_product_enabled) {
+    MESSAGE("skipped: " << d.name << " has no shaderIntegerDotProduct");
+    return;
+  }
+  const fs::path dir = temp_dir("dot");
+  for (int bits : {4, 8}) {
+    quant::QuantConfig q;
+    q.wbits = q.abits = bits;
+    q.sat = true;
+    const fs::path ckpt = init_checkpoint(dir / ("q" + std::to_string(bits) + ".safetensors"), 4, &q);
+    const quant::IntModel m = quant::export_int_model(ckpt.string());
+    const int n = 3;
+    std::vector<uint8_t> px(size_t(n) * m.model.in_channels * m.model.height * m.model.width_px);
+    std::mt19937 rng{uint32_t(bits)};
+    for (auto& v : px) v = uint8_t(rng() % 256);
+    quant::IntEngine engine(test::ctx(), m, n, quant::IntConvPath::Dot);
+    const std::vector<float> logits = engine.run(px, n);
+    const quant::ref::IntTrace want = quant::ref::int_forward(m, px, n);
+    const auto got = engine.layer_outputs(n);
+    REQUIRE(got.size() == want.layers.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      INFO("W" << bits << "A" << bits << " layer " << want.layers[i].first);
+      CHECK(got[i].second == want.layers[i].second);
+    }
+    CHECK(logits == want.logits);
+    // The comparison means something: the layers carry varied codes.
+    const auto& mid = want.layers[want.layers.size() / 2].second;
+    CHECK(std::set<int32_t>(mid.begin(), mid.end()).size() >= 3);
+  }
+  fs::remove_all(dir);
 }
 
 TEST_CASE("integer model files: round trip and size vs the FP32 checkpoint (width 16)" * doctest::test_suite("int")) {

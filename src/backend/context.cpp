@@ -137,6 +137,8 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   d.storage_buffer_8bit = has_s8 && s8.storageBuffer8BitAccess;
   d.integer_dot_product = has_dot && dotf.shaderIntegerDotProduct;
   d.integer_dot_4x8_packed_accelerated = d.integer_dot_product && dotp.integerDotProduct4x8BitPackedSignedAccelerated;
+  d.integer_dot_4x8_packed_unsigned_accelerated =
+      d.integer_dot_product && dotp.integerDotProduct4x8BitPackedUnsignedAccelerated;
   d.cooperative_matrix = exts.count("VK_KHR_cooperative_matrix") > 0;
   d.push_descriptor = exts.count("VK_KHR_push_descriptor") > 0;
   for (int i = 0; i < 3; ++i) {
@@ -337,6 +339,25 @@ Context::Context(const ContextOptions& options) : options_(options) {
     for (const std::string& e : options.device_extensions) {
       if (!available.count(e)) throw Error("Vulkan device " + info_.name + " lacks extension " + e);
       device_exts.push_back(e.c_str());
+    }
+    // shaderIntegerDotProduct, so that int_conv_dot.comp (OpUDot) may run: core in Vulkan 1.3
+    // (device and instance), else through VK_KHR_shader_integer_dot_product.
+    VkPhysicalDeviceShaderIntegerDotProductFeatures dot_features{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+    if (info_.integer_dot_product) {
+      uint32_t instance_version = VK_API_VERSION_1_0;
+      vkEnumerateInstanceVersion(&instance_version);
+      const bool core = std::min(instance_version, info_.api_version) >= VK_API_VERSION_1_3;
+      const std::string dot_ext = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+      const bool listed = available.count(dot_ext) > 0;
+      if (core || listed) {
+        const bool requested = std::find(options.device_extensions.begin(), options.device_extensions.end(), dot_ext) !=
+                               options.device_extensions.end();
+        if (!core && !requested) device_exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+        dot_features.shaderIntegerDotProduct = VK_TRUE;
+        dci.pNext = &dot_features;
+        info_.integer_dot_product_enabled = true;
+      }
     }
     dci.enabledExtensionCount = uint32_t(device_exts.size());
     dci.ppEnabledExtensionNames = device_exts.data();

@@ -32,6 +32,8 @@ struct DeviceInfo {
   bool storage_buffer_16bit = false, storage_buffer_8bit = false;
   bool integer_dot_product = false;              // VK_KHR_shader_integer_dot_product
   bool integer_dot_4x8_packed_accelerated = false;  // dotPacked4x8EXT is hardware, not emulated
+  bool integer_dot_4x8_packed_unsigned_accelerated = false;  // the same for unsigned lanes
+  bool integer_dot_product_enabled = false;  // the feature was enabled at device creation (Context only)
   bool cooperative_matrix = false;               // VK_KHR_cooperative_matrix
   bool push_descriptor = false;
   std::array<uint32_t, 3> max_workgroup_size{}, max_workgroup_count{};

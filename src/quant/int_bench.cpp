@@ -36,7 +36,13 @@ std::vector<nn::BenchRecord> bench_int(Context& ctx, bool quick) {
     shapes.push_back({64, 16, 28, 28, 32, 3, 3, 2, 1});
   }
   std::vector<nn::BenchRecord> out;
-  const std::string variant = int_conv_variant(ctx);
+  const DeviceInfo& d = ctx.info();
+  // Both paths where the dot product can run at all; lavapipe emulates it (not accelerated).
+  std::vector<IntConvPath> paths = {IntConvPath::Portable};
+  if (d.integer_dot_product_enabled) paths.push_back(IntConvPath::Dot);
+  const IntConvPath chosen = int_conv_path(ctx);
+  const std::string dot_kind =
+      d.integer_dot_4x8_packed_unsigned_accelerated ? "dot, accelerated" : "dot, EMULATED by the driver (not accelerated)";
   for (const nn::Conv2dShape& s : shapes) {
     const std::string size = " n" + std::to_string(s.n) + " c" + std::to_string(s.c_in) + "->" + std::to_string(s.c_out) +
                              " " + std::to_string(s.h) + "x" + std::to_string(s.w) + " k" + std::to_string(s.kh) + " s" +
@@ -50,14 +56,21 @@ std::vector<nn::BenchRecord> bench_int(Context& ctx, bool quick) {
     const double fp_ms = nn::time_recording_ms(fp, 1, quick ? 3 : 5) / kRepeats;
     out.push_back({"int-bench conv fp32" + size, fp_ms, flops / (fp_ms * 1e6), 0, "conv2d_forward"});
     for (int bits : {4, 2}) {
-      const IntConvGpu g(ctx, bench_layer(s, bits));
-      nn::Tensor xi(ctx, {int(x.numel())}, nn::DType::I32), yi(ctx, {int(y.numel())}, nn::DType::I32);
-      xi.upload_u32(std::vector<uint32_t>(size_t(x.numel()), 3u));
-      Recording rec(ctx);
-      for (int i = 0; i < kRepeats; ++i) int_conv_forward(rec, g, ref::IntConvMode::Requant, xi, s.n, s.h, s.w, nullptr, yi);
-      const double ms = nn::time_recording_ms(rec, 1, quick ? 3 : 5) / kRepeats;
-      out.push_back({"int-bench conv int W" + std::to_string(bits) + "A" + std::to_string(bits) + size, ms,
-                     flops / (ms * 1e6), 0, "x" + std::to_string(fp_ms / ms).substr(0, 4) + " vs fp32, " + variant});
+      for (IntConvPath path : paths) {
+        const bool dot = path == IntConvPath::Dot;
+        const IntConvGpu g(ctx, bench_layer(s, bits), path);
+        nn::Tensor xi(ctx, {int(x.numel())}, nn::DType::I32), yi(ctx, {int(y.numel())}, nn::DType::I32);
+        xi.upload_u32(std::vector<uint32_t>(size_t(x.numel()), 3u));
+        Recording rec(ctx);
+        for (int i = 0; i < kRepeats; ++i)
+          int_conv_forward(rec, g, ref::IntConvMode::Requant, xi, s.n, s.h, s.w, nullptr, yi);
+        const double ms = nn::time_recording_ms(rec, 1, quick ? 3 : 5) / kRepeats;
+        out.push_back({std::string("int-bench conv ") + (dot ? "int-dot" : "int") + " W" + std::to_string(bits) + "A" +
+                           std::to_string(bits) + size,
+                       ms, flops / (ms * 1e6), 0,
+                       "x" + std::to_string(fp_ms / ms).substr(0, 4) + " vs fp32, " + (dot ? dot_kind : "portable") +
+                           (path == chosen ? " [this device's path]" : "")});
+      }
     }
   }
   return out;

@@ -1,5 +1,7 @@
 #include "quant/int_engine.h"
 
+#include <cstdlib>
+
 #include "backend/error.h"
 #include "backend/kernel.h"
 
@@ -31,18 +33,65 @@ void require(const char* op, const Tensor& t, const char* name, int64_t numel) {
                 " elements, got " + (t.defined() ? t.shape_str() : std::string("undefined")));
 }
 
+bool dot_accelerated(const DeviceInfo& d) {
+  return d.integer_dot_product_enabled && d.integer_dot_4x8_packed_unsigned_accelerated;
+}
+
+// The VKQAT_INT_CONV override, or nullptr.
+const char* forced_path() {
+  const char* e = std::getenv("VKQAT_INT_CONV");
+  return e && *e ? e : nullptr;
+}
+
 }  // namespace
+
+void require_int_dot(const Context& ctx, const char* who) {
+  const DeviceInfo& d = ctx.info();
+  if (!d.integer_dot_product_enabled)
+    throw Error(std::string(who) + ": the integer dot-product path needs shaderIntegerDotProduct, which " + d.name +
+                (d.integer_dot_product ? " supports but the context did not enable" : " does not support") +
+                "; use VKQAT_INT_CONV=portable");
+}
+
+IntConvPath int_conv_path(const Context& ctx) {
+  if (const char* e = forced_path()) {
+    const std::string v = e;
+    if (v == "portable") return IntConvPath::Portable;
+    if (v != "dot") throw Error("VKQAT_INT_CONV must be portable or dot, got '" + v + "'");
+    require_int_dot(ctx, "VKQAT_INT_CONV=dot");
+    return IntConvPath::Dot;
+  }
+  return dot_accelerated(ctx.info()) ? IntConvPath::Dot : IntConvPath::Portable;
+}
 
 std::string int_conv_variant(const Context& ctx) {
   const DeviceInfo& d = ctx.info();
+  const IntConvPath path = int_conv_path(ctx);
+  if (forced_path())
+    return path == IntConvPath::Portable ? "portable (forced by VKQAT_INT_CONV)"
+           : dot_accelerated(d) ? "dot (forced by VKQAT_INT_CONV; accelerated)"
+                                : "dot (forced by VKQAT_INT_CONV; emulated, not accelerated, on this device)";
+  if (path == IntConvPath::Dot) return "dot (dotPacked4x8 accelerated)";
   if (!d.integer_dot_product) return "portable (no integer dot product)";
-  if (!d.integer_dot_4x8_packed_accelerated) return "portable (dotPacked4x8 not accelerated)";
-  return "portable (dotPacked4x8 accelerated, but the backend does not enable the feature)";
+  if (!d.integer_dot_product_enabled) return "portable (integer dot product not enabled)";
+  return "portable (dotPacked4x8 not accelerated)";
 }
 
-IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l) : layer(l) {
-  codes = Tensor(ctx, {int(l.codes.size())}, DType::U32);
-  codes.upload_u32(l.codes);
+IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l) : IntConvGpu(ctx, l, int_conv_path(ctx)) {}
+
+IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l, IntConvPath conv_path) : layer(l), path(conv_path) {
+  if (path == IntConvPath::Dot) {
+    require_int_dot(ctx, ("IntConvGpu " + l.name).c_str());
+    // int_conv_dot.comp reads 8-bit containers, 4 in channels per word (codes < 2^wbits <= 256).
+    const int taps = l.k * l.k;
+    const std::vector<uint32_t> bytes =
+        pack_codes(unpack_codes(l.codes, l.c_out, taps, l.c_in, l.wbits), l.c_out, taps, l.c_in, 8);
+    codes = Tensor(ctx, {int(bytes.size())}, DType::U32);
+    codes.upload_u32(bytes);
+  } else {
+    codes = Tensor(ctx, {int(l.codes.size())}, DType::U32);
+    codes.upload_u32(l.codes);
+  }
   if (l.rq.mult.empty()) return;
   std::vector<uint32_t> p(size_t(l.c_out) * 8, 0u);
   for (int o = 0; o < l.c_out; ++o) {
@@ -75,16 +124,20 @@ void int_conv_forward(Recording& rec, const IntConvGpu& g, ref::IntConvMode mode
   const int mb = c.c_out >= 8 ? 8 : 4;
   const uint32_t spec_mode = mode == ref::IntConvMode::Requant ? 0 : mode == ref::IntConvMode::Stem ? 1
                              : mode == ref::IntConvMode::Residual ? 2 : 3;
-  const Kernel& k = rec.context().kernel(
-      "int_conv", {kLocal, 1, 1},
-      {uint32_t(c.k), uint32_t(c.k), uint32_t(c.stride), uint32_t(c.pad), uint32_t(int_container_bits(c.wbits)), spec_mode,
-       uint32_t(mb), uint32_t(kRows), uint32_t(kCols)});
-  ConvPush push{n, c.c_in, h, w, c.c_out, oh, ow, packed_words_per_tap(c.c_in, c.wbits), c.levels, c.wlevels()};
+  const bool dot = g.path == IntConvPath::Dot;
+  std::vector<uint32_t> spec = {uint32_t(c.k), uint32_t(c.k), uint32_t(c.stride), uint32_t(c.pad)};
+  if (!dot) spec.push_back(uint32_t(int_container_bits(c.wbits)));
+  spec.insert(spec.end(), {spec_mode, uint32_t(mb), uint32_t(kRows), uint32_t(kCols)});
+  const Kernel& k = rec.context().kernel(dot ? "int_conv_dot" : "int_conv", {kLocal, 1, 1}, spec);
+  const int words = packed_words_per_tap(c.c_in, dot ? 8 : c.wbits);
+  require(op.c_str(), g.codes, "codes", int64_t(c.c_out) * c.k * c.k * words);
+  ConvPush push{n, c.c_in, h, w, c.c_out, oh, ow, words, c.levels, c.wlevels()};
   const uint64_t blocks = uint64_t(n) * ((oh + kRows - 1) / kRows) * ((ow + kCols - 1) / kCols);
   const BufferView rqv = raw ? g.codes.view() : g.rq.view();
   const BufferView resv = res ? res->view() : x.view();
   rec.dispatch(k, {x.view(), g.codes.view(), rqv, resv, y.view()}, push,
-               Groups{uint32_t((blocks + kLocal - 1) / kLocal), uint32_t((c.c_out + mb - 1) / mb), 1}, "int_conv");
+               Groups{uint32_t((blocks + kLocal - 1) / kLocal), uint32_t((c.c_out + mb - 1) / mb), 1},
+               dot ? "int_conv_dot" : "int_conv");
 }
 
 void int_pool_forward(Recording& rec, const Tensor& x, int rows, int hw, int32_t mult, int shift, int levels, Tensor& y) {
@@ -94,13 +147,15 @@ void int_pool_forward(Recording& rec, const Tensor& x, int rows, int hw, int32_t
   rec.dispatch_1d(k, {x.view(), y.view()}, PoolPush{rows, hw, mult, shift, levels}, uint64_t(rows), "int_pool");
 }
 
-IntEngine::IntEngine(Context& ctx, const IntModel& m, int batch) : ctx_(ctx), model_(m), batch_(batch), rec_(ctx) {
+IntEngine::IntEngine(Context& ctx, const IntModel& m, int batch, std::optional<IntConvPath> path)
+    : ctx_(ctx), model_(m), batch_(batch), rec_(ctx) {
   if (batch < 1) throw Error("IntEngine: batch must be >= 1");
+  const IntConvPath conv_path = path ? *path : int_conv_path(ctx);
   const nn::ModelConfig& mc = m.model;
   int h = mc.height, w = mc.width_px;
   image_ = i32_tensor(ctx, int64_t(batch) * mc.in_channels * h * w);
   auto add = [&](const IntConv& c, ref::IntConvMode mode, Tensor* in, Tensor* res, int hh, int ww) {
-    auto l = std::make_unique<Layer>(Layer{IntConvGpu(ctx, c), mode, hh, ww, in, res, Tensor()});
+    auto l = std::make_unique<Layer>(Layer{IntConvGpu(ctx, c, conv_path), mode, hh, ww, in, res, Tensor()});
     const int oh = (hh + 2 * c.pad - c.k) / c.stride + 1, ow = (ww + 2 * c.pad - c.k) / c.stride + 1;
     l->out = i32_tensor(ctx, int64_t(batch) * c.c_out * oh * ow);
     layers_.push_back(std::move(l));

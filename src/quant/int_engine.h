@@ -5,10 +5,14 @@
 // codes) and int_fc (float logits). Activations are int32 codes, NCHW. The whole network
 // is recorded once for a fixed batch and replayed.
 //
-// Kernel variant: the portable path (unpack + int32 multiply-add, register-blocked) runs on
-// every device. dotPacked4x8EXT would need the shaderIntegerDotProduct feature enabled at
-// device creation, which the backend does not do; int_conv_variant() says which path a
-// device gets ("portable", or the reason the accelerated one is unavailable).
+// Kernel variant (chosen per device, like the conv2d variants): the portable path
+// (int_conv.comp: unpack + int32 multiply-add, register-blocked) runs on every device; the
+// dot path (int_conv_dot.comp: OpUDot on 4 channels per word, weights repacked to 8-bit
+// codes when the layer is uploaded) is chosen where the backend enabled
+// shaderIntegerDotProduct AND the driver reports the unsigned packed 4x8 dot product
+// accelerated. VKQAT_INT_CONV=portable|dot forces a path (dot: Error where the feature is
+// not enabled), so tests run the dot shader on lavapipe, which emulates it.
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,14 +24,26 @@
 
 namespace vkqat::quant {
 
-std::string int_conv_variant(const Context& ctx);
+enum class IntConvPath { Portable, Dot };
 
-// A conv layer's device-side weights: packed codes and requantization parameters
+// The path this device gets: VKQAT_INT_CONV if set (Error for another value, or for dot
+// where the feature is not enabled), else dot iff enabled and accelerated.
+IntConvPath int_conv_path(const Context& ctx);
+// int_conv_path(ctx) and why, e.g. "portable (dotPacked4x8 not accelerated)",
+// "dot (forced by VKQAT_INT_CONV; emulated, not accelerated, on this device)".
+std::string int_conv_variant(const Context& ctx);
+// Error unless the dot path can run on this device (the feature is enabled).
+void require_int_dot(const Context& ctx, const char* who);
+
+// A conv layer's device-side weights: codes packed for `path` (as in the model file for
+// Portable, 8-bit containers 4 per word for Dot) and requantization parameters
 // (8 int32 per out channel: mult, mult2, shift, 0, bias low, bias high, 0, 0).
 struct IntConvGpu {
   IntConvGpu() = default;
-  IntConvGpu(Context& ctx, const IntConv& layer);
+  IntConvGpu(Context& ctx, const IntConv& layer);  // path int_conv_path(ctx)
+  IntConvGpu(Context& ctx, const IntConv& layer, IntConvPath path);
   IntConv layer;  // geometry and bits (codes kept for the CPU side)
+  IntConvPath path = IntConvPath::Portable;
   nn::Tensor codes, rq;
 };
 
@@ -41,8 +57,8 @@ void int_pool_forward(Recording& rec, const nn::Tensor& x, int rows, int hw, int
 
 class IntEngine {
  public:
-  // `m` must outlive the engine.
-  IntEngine(Context& ctx, const IntModel& m, int batch);
+  // `m` must outlive the engine. Every conv runs on `path`, by default int_conv_path(ctx).
+  IntEngine(Context& ctx, const IntModel& m, int batch, std::optional<IntConvPath> path = std::nullopt);
   int batch() const { return batch_; }
   // pixels: `count` <= batch images of C x H x W bytes; returns logits [count, classes].
   std::vector<float> run(const std::vector<uint8_t>& pixels, int count);
