@@ -7,6 +7,9 @@
 // loop); at the end the partials are summed with subgroupAdd and, across subgroups,
 // through shared memory after one barrier. This needs no scratch buffer and no second
 // dispatch; the blocks give the workgroups (cores) enough independent work for CPU drivers.
+// Where the blocks are too few (16 channels: 2 workgroups, which a CPU driver does not
+// spread over its threads), SPLITS > 1 also splits the batch over gl_WorkGroupID.z: each
+// split writes its partial dw block to dw[z][o][c] and conv2d_split_sum adds them up.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -20,6 +23,7 @@ layout(constant_id = 5) const int S = 1;           // stride
 layout(constant_id = 6) const int DY_ALIGNED = 1;  // oh * ow % 4 == 0: chunks are whole vec4s
 layout(constant_id = 7) const int X_ALIGNED = 1;   // stride 1 and h * w % 4 == 0
 layout(constant_id = 8) const int NSG = 64;        // most subgroups a workgroup can hold
+layout(constant_id = 9) const int SPLITS = 1;      // batch splits (gl_WorkGroupID.z)
 
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer Xf { float xf[]; };
@@ -46,10 +50,12 @@ void main() {
 
   // Items (n, chunk) are taken round-robin; the position advances without integer
   // divisions, which CPU drivers run one lane at a time.
+  const int per_split = (p.n + SPLITS - 1) / SPLITS;
+  const int n_begin = int(gl_WorkGroupID.z) * per_split, n_end = min(p.n, n_begin + per_split);
   const int n_step = lx / chunks, chunk_step = lx % chunks;
-  int n = int(gl_LocalInvocationID.x) / chunks, chunk = int(gl_LocalInvocationID.x) % chunks;
-  for (; n < p.n; n += n_step, chunk += chunk_step) {
-    if (chunk >= chunks) { chunk -= chunks; ++n; if (n >= p.n) break; }
+  int n = n_begin + int(gl_LocalInvocationID.x) / chunks, chunk = int(gl_LocalInvocationID.x) % chunks;
+  for (; n < n_end; n += n_step, chunk += chunk_step) {
+    if (chunk >= chunks) { chunk -= chunks; ++n; if (n >= n_end) break; }
     const int p0 = chunk * 4;
     // dy of the chunk, zero past the plane's end (a clamped channel past c_out is never stored).
     const vec4 valid = vec4(greaterThan(ivec4(out_hw - p0), ivec4(0, 1, 2, 3)));
@@ -104,6 +110,9 @@ void main() {
     const int o = o0 + i / CB, c = c0 + i % CB;
     if (o >= p.c_out || c >= p.c_in) continue;
     const int idx = o * p.c_in + c;
-    dw[idx] = s + (p.accumulate != 0 ? dw[idx] : 0.0);
+    if (SPLITS > 1)
+      dw[int(gl_WorkGroupID.z) * p.c_out * p.c_in + idx] = s;
+    else
+      dw[idx] = s + (p.accumulate != 0 ? dw[idx] : 0.0);
   }
 }

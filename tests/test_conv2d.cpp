@@ -69,6 +69,9 @@ const std::vector<Case>& cases_1x1() {
       {"1x1: batch 1, 16->16 28x28 (aligned)", {1, 16, 28, 28, 16, 1, 1, 1, 0}},
       {"1x1: 32->20 on 14x14", {2, 32, 14, 14, 20, 1, 1, 1, 0}},
       {"1x1: 64->64 on 7x7", {3, 64, 7, 7, 64, 1, 1, 1, 0}},
+      // Few channel blocks: backward-weight splits the batch (5 and 4 splits, uneven last).
+      {"1x1: 16->16 on 6x6, batch 5 (split-K)", {5, 16, 6, 6, 16, 1, 1, 1, 0}},
+      {"1x1: 5->7 stride 2 on 9x9, batch 7 (split-K)", {7, 5, 9, 9, 7, 1, 1, 2, 0}},
   };
   return all;
 }

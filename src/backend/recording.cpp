@@ -192,6 +192,11 @@ void Recording::dispatch(const Kernel& k, std::initializer_list<BufferView> buff
   after_command(label ? label : k.name().c_str(), kCompute);
 }
 
+BufferView Recording::transient(uint64_t bytes) {
+  transients_.push_back(ctx_.alloc(bytes, MemoryKind::Device));
+  return transients_.back().view();
+}
+
 void Recording::copy(const BufferView& src, const BufferView& dst, const char* label) {
   if (finished_) throw Error("Recording: copy after finish()");
   if (src.size != dst.size)

@@ -57,6 +57,9 @@ class Recording {
   static Groups groups_for(const Kernel& k, uint64_t invocations_x, uint64_t invocations_y = 1,
                            uint64_t invocations_z = 1);
 
+  // Device memory that lives as long as the recording, for an op's intermediate results
+  // (split-K partial sums). Every call returns new memory.
+  BufferView transient(uint64_t bytes);
   void copy(const BufferView& src, const BufferView& dst, const char* label = nullptr);
   void fill(const BufferView& dst, uint32_t word, const char* label = nullptr);  // size % 4 == 0
 
@@ -95,6 +98,7 @@ class Recording {
   size_t barriers_ = 0;
   std::vector<std::string> labels_;
   std::vector<uint64_t> last_timestamps_;
+  std::vector<Buffer> transients_;
 };
 
 }  // namespace vkqat
