@@ -11,6 +11,8 @@
 //     on [0, clip] with `levels` steps (PACT's forward, bit for bit: quant_pact.glsl):
 //     r = clamp(y, 0, clip) * (levels / clip), q = round_half_away(r) * (clip * inv_levels),
 //     clip = max(clip_buf[0], MIN_SCALE). y is kept: the quantizer's backward reads it.
+//     With BN_RESIDUAL 1 step 3 adds a residual first: y = relu?(bn(x) + res) (the
+//     auxiliary module's adaptor + shortcut sum, one pass instead of BN then add).
 //   BN_BACKWARD: training-mode backward, one workgroup per channel, one dispatch:
 //     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
 //     dbeta = sum(g), dgamma = sum(g * xhat),
@@ -25,6 +27,9 @@
 #define BN_EVAL 2
 #ifndef BN_QUANT
 #define BN_QUANT 0
+#endif
+#ifndef BN_RESIDUAL
+#define BN_RESIDUAL 0
 #endif
 #if VEC_WIDTH == 4
 #define VEC vec4
@@ -66,6 +71,8 @@ layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
 layout(std430, binding = 8) readonly buffer Clipb { float clip_buf[]; };
 layout(std430, binding = 9) writeonly buffer Qb { VEC q[]; };
 #include "quant_round.glsl"
+#elif BN_RESIDUAL
+layout(std430, binding = 8) readonly buffer Resb { VEC res[]; };
 #endif
 #elif BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
@@ -181,6 +188,9 @@ void main() {
 #endif
     q[w.addr] = qv;
   }
+#elif BN_RESIDUAL
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w))
+    y[w.addr] = relu_if(((x[w.addr] - mean) * scale + bias) + res[w.addr]);
 #else
   for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w))
     y[w.addr] = relu_if((x[w.addr] - mean) * scale + bias);

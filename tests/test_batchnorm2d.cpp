@@ -99,6 +99,51 @@ TEST_CASE("batchnorm2d training forward matches the reference and PyTorch's runn
     }
 }
 
+TEST_CASE("batchnorm2d training forward + residual (+ ReLU) == reference, and == BN then add" *
+          doctest::test_suite("batchnorm2d")) {
+  Context& ctx = test::ctx();
+  for (const auto& shape : kShapes)
+    for (bool relu : {false, true}) {
+      CAPTURE(shape_str(shape));
+      CAPTURE(relu);
+      const int c = shape[1];
+      auto xv = activations(shape, 30, 1.f, 2.f), rv_in = activations(shape, 31, 0.f, 1.5f);
+      auto gv = test::random_vector(c, 32, 0.5f, 1.5f), bv = test::random_vector(c, 33);
+      std::vector<float> ones(size_t(c), 1.f), zeros(size_t(c), 0.f);
+      Tensor x(ctx, shape), res(ctx, shape), y(ctx, shape), bn_only(ctx, shape), gamma(ctx, {c}), beta(ctx, {c}),
+          rm(ctx, {c}), rv(ctx, {c}), sm(ctx, {c}), si(ctx, {c}), rm2(ctx, {c}), rv2(ctx, {c}), sm2(ctx, {c}),
+          si2(ctx, {c});
+      x.upload(xv);
+      res.upload(rv_in);
+      gamma.upload(gv);
+      beta.upload(bv);
+      for (Tensor* t : {&rm, &rm2}) t->upload(zeros);
+      for (Tensor* t : {&rv, &rv2}) t->upload(ones);
+      Recording rec(ctx);
+      batchnorm2d_forward_train(rec, x, gamma, beta, rm, rv, sm, si, y, 1e-5f, 0.1f, relu, nullptr, &res);
+      batchnorm2d_forward_train(rec, x, gamma, beta, rm2, rv2, sm2, si2, bn_only, 1e-5f, 0.1f, false);
+      rec.run();
+      std::vector<float> rm_want = zeros, rv_want = ones, mean_want, invstd_want;
+      const auto y_want = ref::batchnorm2d_forward_train(xv, shape, gv, bv, rm_want, rv_want, mean_want, invstd_want,
+                                                         1e-5, 0.1, relu, &rv_in);
+      check_bn(y.download(), y_want, "y");
+      check_bn(rm.download(), rm_want, "running_mean");
+      check_bn(sm.download(), mean_want, "saved_mean");
+      // The same float operations as BN then add (then ReLU): bit for bit.
+      const auto b = bn_only.download(), got = y.download();
+      size_t same = 0;
+      for (size_t i = 0; i < b.size(); ++i) {
+        const float sum = b[i] + rv_in[i];
+        same += got[i] == (relu && sum < 0.f ? 0.f : sum);
+      }
+      CHECK(same == b.size());
+    }
+  Tensor x(ctx, {2, 3, 4, 4}), wrong(ctx, {2, 3, 4, 5}), y(ctx, {2, 3, 4, 4}), t3(ctx, {3});
+  Recording rec(ctx);
+  CHECK_THROWS_AS(batchnorm2d_forward_train(rec, x, t3, t3, t3, t3, t3, t3, y, 1e-5f, 0.1f, false, nullptr, &wrong),
+                  Error);
+}
+
 TEST_CASE("batchnorm2d eval forward matches the reference" * doctest::test_suite("batchnorm2d")) {
   Context& ctx = test::ctx();
   for (auto shape : kShapes)

@@ -76,11 +76,21 @@ void AuxModule::init(uint64_t seed) {
 void AuxModule::forward(Recording& rec, bool train) {
   for (size_t i = 0; i < stages_.size(); ++i) {
     Stage& s = stages_[i];
-    s.adaptor->forward(rec, *taps_[i].value, train);
-    if (i == 0) continue;  // b = the adaptor's output
+    if (i == 0) {  // b = the adaptor's output
+      s.adaptor->forward(rec, *taps_[i].value, train);
+      continue;
+    }
     const Stage& prev = stages_[i - 1];
     if (s.down) s.down->forward(rec, *prev.out, train);
-    nn::add_forward(rec, s.down ? s.down->out : *prev.out, s.adaptor->out, *s.out, /*relu=*/true);
+    const Tensor& shortcut = s.down ? s.down->out : *prev.out;
+    nn::ConvBnUnit& a = *s.adaptor;
+    if (train) {  // relu(bn(conv(tap)) + shortcut) in BN's pass; the backward never reads a.out
+      a.conv.forward(rec, *taps_[i].value, a.conv_out, train);
+      a.bn.forward(rec, a.conv_out, *s.out, train, /*relu=*/true, nullptr, &shortcut);
+    } else {
+      a.forward(rec, *taps_[i].value, train);
+      nn::add_forward(rec, shortcut, a.out, *s.out, /*relu=*/true);
+    }
   }
   nn::global_avg_pool_forward(rec, *stages_.back().out, pooled_);
   fc_.forward(rec, pooled_, logits_, train);

@@ -96,12 +96,12 @@ void BatchNorm2dLayer::init() {
 }
 
 void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu,
-                               const BnQuantEpilogue* quant) {
+                               const BnQuantEpilogue* quant, const Tensor* residual) {
   if (train)
     batchnorm2d_forward_train(rec, x, gamma.value, beta.value, running_mean, running_var, saved_mean, saved_invstd, y,
-                              eps, momentum, relu, quant);
-  else if (quant)
-    throw Error("BatchNorm2dLayer " + name + ": the quantizer epilogue is for training only");
+                              eps, momentum, relu, quant, residual);
+  else if (quant || residual)
+    throw Error("BatchNorm2dLayer " + name + ": the quantizer and residual epilogues are for training only");
   else
     batchnorm2d_forward_eval(rec, x, gamma.value, beta.value, running_mean, running_var, y, eps, relu);
 }

@@ -55,8 +55,9 @@ class BatchNorm2dLayer {
   void init();  // gamma 1, beta 0, running mean 0, running var 1
   // relu: fused y = max(bn(x), 0). train: batch statistics + running-stat update.
   // quant (training only): also write the quantized output in the same pass.
+  // residual: y = relu?(bn(x) + residual), the sum of a residual connection in the same pass.
   void forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu,
-               const BnQuantEpilogue* quant = nullptr);
+               const BnQuantEpilogue* quant = nullptr, const Tensor* residual = nullptr);
   void backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool relu,
                 bool accumulate_dx);
   // y = Q(bn(x)) for an activation quantizer Q: BN's output goes to `pre` (Q's backward reads

@@ -51,7 +51,7 @@ void require_like_x(const char* op, const Tensor& x, const Tensor& t, const char
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y, float eps,
-                               float momentum, bool relu, const BnQuantEpilogue* quant) {
+                               float momentum, bool relu, const BnQuantEpilogue* quant, const Tensor* residual) {
   const char* op = "batchnorm2d_forward_train";
   BnParams p = params_for(op, x);
   require_channels(op, x, gamma, "gamma");
@@ -68,6 +68,16 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   p.momentum = momentum;
   Context& ctx = rec.context();
   const uint32_t local = channel_workgroup_size(ctx);
+  if (residual) {
+    if (quant) throw Error(std::string(op) + ": a residual and a quantizer epilogue cannot be combined");
+    require_like_x(op, x, *residual, "residual");
+    std::string shader = variant("batchnorm2d_train_residual", p, {x.view(), y.view(), residual->view()});
+    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),
+                 {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(),
+                  saved_mean.view(), saved_invstd.view(), y.view(), residual->view()},
+                 p, Groups{p.c, 1, 1}, "batchnorm2d_train_residual");
+    return;
+  }
   if (!quant) {
     std::string shader = variant("batchnorm2d_train", p, {x.view(), y.view()});
     rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),

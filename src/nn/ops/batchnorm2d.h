@@ -15,12 +15,14 @@ namespace vkqat::nn {
 // variance for running_var. relu: y = max(BN(x), 0) in the same pass.
 // Throws when a channel has a single value (N*H*W == 1), like PyTorch.
 // quant: also write q = Q(y) in the same pass (see BnQuantEpilogue).
+// residual (not with quant): y = relu?(BN(x) + residual), the sum of a residual connection in
+// the same pass (the ReLU, if any, after the sum).
 struct BnQuantEpilogue;
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y,
                                float eps = 1e-5f, float momentum = 0.1f, bool relu = false,
-                               const BnQuantEpilogue* quant = nullptr);
+                               const BnQuantEpilogue* quant = nullptr, const Tensor* residual = nullptr);
 
 // A uniform activation quantizer on [0, clip] that the training forward applies to its
 // output in the same pass, saving the quantizer a read of y:
@@ -55,7 +57,8 @@ std::vector<T> batchnorm2d_forward_train(const std::vector<T>& x, const std::vec
                                          const std::vector<T>& gamma, const std::vector<T>& beta,
                                          std::vector<T>& running_mean, std::vector<T>& running_var,
                                          std::vector<T>& saved_mean, std::vector<T>& saved_invstd,
-                                         double eps, double momentum, bool relu);
+                                         double eps, double momentum, bool relu,
+                                         const std::vector<T>* residual = nullptr);
 template <class T>
 std::vector<T> batchnorm2d_forward_eval(const std::vector<T>& x, const std::vector<int>& shape,
                                         const std::vector<T>& gamma, const std::vector<T>& beta,

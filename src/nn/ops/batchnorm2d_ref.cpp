@@ -18,7 +18,8 @@ std::vector<T> batchnorm2d_forward_train(const std::vector<T>& x, const std::vec
                                          const std::vector<T>& gamma, const std::vector<T>& beta,
                                          std::vector<T>& running_mean, std::vector<T>& running_var,
                                          std::vector<T>& saved_mean, std::vector<T>& saved_invstd,
-                                         double eps, double momentum, bool relu) {
+                                         double eps, double momentum, bool relu,
+                                         const std::vector<T>* residual) {
   Dims d(shape);
   double count = double(d.n * d.hw);
   std::vector<T> y(x.size());
@@ -40,6 +41,7 @@ std::vector<T> batchnorm2d_forward_train(const std::vector<T>& x, const std::vec
       for (size_t i = 0; i < d.hw; ++i) {
         size_t a = d.at(n, c, i);
         double v = (double(x[a]) - mean) * inv_std * double(gamma[c]) + double(beta[c]);
+        if (residual) v += double((*residual)[a]);
         y[a] = T(relu && v < 0 ? 0.0 : v);
       }
   }
@@ -99,7 +101,8 @@ void batchnorm2d_backward(const std::vector<T>& x, const std::vector<T>& y, cons
 #define VKQAT_BN_REF(T)                                                                          \
   template std::vector<T> batchnorm2d_forward_train(                                             \
       const std::vector<T>&, const std::vector<int>&, const std::vector<T>&, const std::vector<T>&, \
-      std::vector<T>&, std::vector<T>&, std::vector<T>&, std::vector<T>&, double, double, bool);  \
+      std::vector<T>&, std::vector<T>&, std::vector<T>&, std::vector<T>&, double, double, bool,   \
+      const std::vector<T>*);                                                                     \
   template std::vector<T> batchnorm2d_forward_eval(const std::vector<T>&, const std::vector<int>&,  \
                                                    const std::vector<T>&, const std::vector<T>&,   \
                                                    const std::vector<T>&, const std::vector<T>&,   \
