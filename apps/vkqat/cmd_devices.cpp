@@ -30,6 +30,7 @@ nlohmann::json to_json(const DeviceInfo& d, bool selected) {
           {"storage_buffer_8bit", d.storage_buffer_8bit},
           {"integer_dot_product", d.integer_dot_product},
           {"integer_dot_product_4x8_accelerated", d.integer_dot_4x8_packed_accelerated},
+          {"integer_dot_product_4x8_unsigned_accelerated", d.integer_dot_4x8_packed_unsigned_accelerated},
           {"cooperative_matrix", d.cooperative_matrix},
           {"max_workgroup_size", d.max_workgroup_size},
           {"max_workgroup_invocations", d.max_workgroup_invocations},
@@ -60,10 +61,11 @@ int run_devices(bool json) {
     std::printf("     driver %s %s, Vulkan %u.%u\n", d.driver_name.c_str(), d.driver_info.c_str(),
                 VK_API_VERSION_MAJOR(d.api_version), VK_API_VERSION_MINOR(d.api_version));
     std::printf("     subgroup %u (%u..%u, shuffle %s, arithmetic %s), fp16 %s, int8 %s, int dot product %s "
-                "(accelerated %s), coop matrix %s\n",
+                "(4x8 packed accelerated: signed %s, unsigned %s), coop matrix %s\n",
                 d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size, yn(d.subgroup_shuffle),
-                yn(d.subgroup_arithmetic), yn(d.shader_float16), yn(d.shader_int8),
-                yn(d.integer_dot_product), yn(d.integer_dot_4x8_packed_accelerated), yn(d.cooperative_matrix));
+                yn(d.subgroup_arithmetic), yn(d.shader_float16), yn(d.shader_int8), yn(d.integer_dot_product),
+                yn(d.integer_dot_4x8_packed_accelerated), yn(d.integer_dot_4x8_packed_unsigned_accelerated),
+                yn(d.cooperative_matrix));
     std::printf("     workgroup size <= %u (%u,%u,%u), count <= (%u,%u,%u), shared %u KiB, max alloc %llu MiB, "
                 "device-local %llu MiB\n",
                 d.max_workgroup_invocations, d.max_workgroup_size[0], d.max_workgroup_size[1], d.max_workgroup_size[2],
