@@ -18,6 +18,16 @@ inline void require_same_shape(const char* op, const Tensor& a, const char* a_na
                 " must be F32 tensors of the same shape");
 }
 
+// Dispatches `shader` over push.n elements, kElementwiseItems per invocation (the loop of
+// relu_common.glsl and its kin).
+template <class P>
+void dispatch_elements(Recording& rec, const std::string& shader, std::initializer_list<BufferView> views, P push,
+                       const char* label) {
+  const Kernel& k = rec.context().kernel(shader, {kElementwiseLocal, 1, 1}, {kElementwiseItems});
+  const uint64_t per_group = kElementwiseLocal * kElementwiseItems;
+  rec.dispatch(k, views, push, Groups{uint32_t((uint64_t(push.n) + per_group - 1) / per_group), 1, 1}, label);
+}
+
 // Dispatches `shader` (float elements) or `shader`_vec4 when the element count and every
 // view allow 16-byte elements: CPU drivers pay per load instruction, so vec4 is ~3x faster
 // there. push.n is set to the number of elements of the chosen width.
@@ -27,11 +37,7 @@ void dispatch_elementwise(Recording& rec, const std::string& shader, std::initia
   bool vec4 = numel % 4 == 0;
   for (const BufferView& v : views) vec4 = vec4 && v.offset % 16 == 0;
   push.n = uint32_t(vec4 ? numel / 4 : numel);
-  const Kernel& k = rec.context().kernel(vec4 ? shader + "_vec4" : shader, {kElementwiseLocal, 1, 1},
-                                         {kElementwiseItems});
-  const uint64_t per_group = kElementwiseLocal * kElementwiseItems;
-  Groups groups{uint32_t((uint64_t(push.n) + per_group - 1) / per_group), 1, 1};
-  rec.dispatch(k, views, push, groups, label);
+  dispatch_elements(rec, vec4 ? shader + "_vec4" : shader, views, push, label);
 }
 
 }  // namespace vkqat::nn::detail

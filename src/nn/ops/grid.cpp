@@ -19,13 +19,6 @@ void require_scale(const char* op, const Grid& g) {
     throw Error(std::string(op) + ": a grid's scale must be an F32 tensor (element 0 is read)");
 }
 
-template <class P>
-void dispatch_plain(Recording& rec, const char* shader, std::initializer_list<BufferView> views, P push) {
-  const Kernel& k = rec.context().kernel(shader, {detail::kElementwiseLocal, 1, 1}, {detail::kElementwiseItems});
-  const uint64_t per_group = detail::kElementwiseLocal * detail::kElementwiseItems;
-  rec.dispatch(k, views, push, Groups{uint32_t((uint64_t(push.n) + per_group - 1) / per_group), 1, 1}, shader);
-}
-
 }  // namespace
 
 void grid_levels(Recording& rec, const Tensor& x, const Grid& g, Tensor& y) {
@@ -33,7 +26,8 @@ void grid_levels(Recording& rec, const Tensor& x, const Grid& g, Tensor& y) {
   require_scale("grid_levels", g);
   struct { uint32_t n; float mul; uint32_t use_scale; } push{uint32_t(x.numel()), g.mul, g.scale ? 1u : 0u};
   // Without a scale tensor the binding is never read: bind x there (both read-only).
-  dispatch_plain(rec, "grid_levels", {x.view(), (g.scale ? *g.scale : x).view(), y.view()}, push);
+  detail::dispatch_elements(rec, "grid_levels", {x.view(), (g.scale ? *g.scale : x).view(), y.view()}, push,
+                            "grid_levels");
 }
 
 void grid_rescale(Recording& rec, Tensor& y, const Grid& a, const Grid& b) {
@@ -45,7 +39,7 @@ void grid_rescale(Recording& rec, Tensor& y, const Grid& a, const Grid& b) {
   // An absent scale's binding is never read: bind the other scale, or y itself.
   const Tensor& sa = a.scale ? *a.scale : b.scale ? *b.scale : y;
   const Tensor& sb = b.scale ? *b.scale : sa;
-  dispatch_plain(rec, "grid_rescale", {y.view(), sa.view(), sb.view()}, push);
+  detail::dispatch_elements(rec, "grid_rescale", {y.view(), sa.view(), sb.view()}, push, "grid_rescale");
 }
 
 namespace ref {
