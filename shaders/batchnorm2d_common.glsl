@@ -17,6 +17,11 @@
 //     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
 //     dbeta = sum(g), dgamma = sum(g * xhat),
 //     dx = gamma * inv_std * (g - dbeta / M - xhat * dgamma / M),  M = N*H*W.
+//     With BN_QUANT 1 it is also the backward of the quantizer epilogue (PACT's, bit for
+//     bit: quant_pact.glsl): dy is the gradient of q, g = dy [0 <= y < clip] (+ extra[] when
+//     p.extra: a gradient of y from another consumer), and the workgroup writes channel c's
+//     Kahan partial of the clip gradient, sum_{y >= clip} dy (+ with p.calibrated, CG-PACT's
+//     sum_{y < clip} dy (round(r) - r) / levels, r = max(y, 0) * levels / clip), to clip_grad[c].
 //   BN_EVAL: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (+ ReLU);
 //     workgroup (c, b) handles channel c of batch items [b * ITEMS_N, (b + 1) * ITEMS_N).
 // A workgroup walks a channel's elements (j = n*HW + i) in steps of the workgroup size
@@ -55,6 +60,9 @@ layout(push_constant) uniform Params {
   uint accumulate_dx, accumulate_params;
 #if BN_QUANT
   float levels, inv_levels;
+#if BN_KERNEL == BN_BACKWARD
+  uint calibrated, extra;
+#endif
 #endif
 } p;
 
@@ -84,6 +92,13 @@ layout(std430, binding = 5) readonly buffer SIb { float saved_invstd[]; };
 layout(std430, binding = 6) buffer DXb { VEC dx[]; };  // read when accumulating
 layout(std430, binding = 7) buffer DGb { float dgamma[]; };
 layout(std430, binding = 8) buffer DBb { float dbeta[]; };
+#if BN_QUANT
+layout(std430, binding = 9) readonly buffer Clipb { float clip_buf[]; };
+layout(std430, binding = 10) readonly buffer Eb { VEC extra[]; };  // read when p.extra
+layout(std430, binding = 11) writeonly buffer CGb { float clip_grad[]; };
+#include "quant_round.glsl"
+#include "kahan.glsl"
+#endif
 #else
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
 layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
@@ -120,23 +135,18 @@ void walk_next(inout ChannelWalk w) {
 VEC relu_if(VEC v) { return RELU ? mix(v, VEC(0.0), IS_NEGATIVE(v)) : v; }
 
 #if BN_KERNEL != BN_EVAL
-shared float red_a[gl_WorkGroupSize.x];
-shared float red_b[gl_WorkGroupSize.x];
+shared vec3 red[gl_WorkGroupSize.x];
 
-// Tree reduction of two sums over the workgroup; every invocation gets the totals.
-vec2 workgroup_sum2(float a, float b) {
+// Tree reduction of (up to) three sums over the workgroup; every invocation gets the totals.
+vec3 workgroup_sum3(vec3 v) {
   uint lid = gl_LocalInvocationID.x;
-  red_a[lid] = a;
-  red_b[lid] = b;
+  red[lid] = v;
   barrier();
   for (uint s = gl_WorkGroupSize.x / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      red_a[lid] += red_a[lid + s];
-      red_b[lid] += red_b[lid + s];
-    }
+    if (lid < s) red[lid] += red[lid + s];
     barrier();
   }
-  return vec2(red_a[0], red_b[0]);
+  return red[0];
 }
 #endif
 
@@ -153,7 +163,7 @@ void main() {
     s1 += v;
     s2 += v * v;
   }
-  vec2 sums = workgroup_sum2(HSUM(s1), HSUM(s2));
+  vec3 sums = workgroup_sum3(vec3(HSUM(s1), HSUM(s2), 0.0));
   float mean_shifted = sums.x / elements;
   float var = max(sums.y / elements - mean_shifted * mean_shifted, 0.0);
   float mean = shift + mean_shifted;
@@ -198,21 +208,61 @@ void main() {
 }
 
 #elif BN_KERNEL == BN_BACKWARD
+#if BN_QUANT
+// The quantizer's straight-through gradient g = dq [0 <= y < clip] (+ extra), and the
+// element's term of the clip gradient (see the top of this file and quant_pact.glsl).
+VEC quant_grad(uint addr, float clip, float scale, out VEC clip_term) {
+  VEC yv = y[addr], dq = dy[addr], g;
+#if VEC_WIDTH == 4
+  for (int l = 0; l < 4; ++l) {
+#define LANE(v) v[l]
+#else
+  {
+#define LANE(v) v
+#endif
+    float v = LANE(yv), d = LANE(dq);
+    bool clipped = v >= clip;
+    LANE(g) = v >= 0.0 && !clipped ? d : 0.0;
+    precise float r = max(v, 0.0) * scale;
+    precise float err = d * ((round_half_away(r) - r) * p.inv_levels);
+    LANE(clip_term) = clipped ? d : (p.calibrated != 0u ? err : 0.0);
+#undef LANE
+  }
+  return p.extra != 0u ? g + extra[addr] : g;
+}
+#else
 VEC masked_grad(uint addr) { return RELU ? mix(VEC(0.0), dy[addr], IS_POSITIVE(y[addr])) : dy[addr]; }
+#endif
 
 void main() {
   uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
   uint count = p.n * p.hw;
   float elements = float(count) * float(VEC_WIDTH);
   float mean = saved_mean[c], inv_std = saved_invstd[c];
+#if BN_QUANT
+  float clip = max(clip_buf[0], MIN_SCALE), q_scale = p.levels / clip;
+  VEC s_clip = VEC(0.0), s_clip_comp = VEC(0.0), term;
+#define GRAD(addr) quant_grad(addr, clip, q_scale, term)
+#else
+#define GRAD(addr) masked_grad(addr)
+#endif
 
   VEC s_g = VEC(0.0), s_gx = VEC(0.0);
   for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
-    VEC g = masked_grad(w.addr);
+    VEC g = GRAD(w.addr);
     s_g += g;
     s_gx += g * (x[w.addr] - mean);
+#if BN_QUANT
+    kahan_add(s_clip, s_clip_comp, term);
+#endif
   }
-  vec2 sums = workgroup_sum2(HSUM(s_g), HSUM(s_gx));
+#if BN_QUANT
+  precise VEC clip_partial = s_clip - s_clip_comp;
+  vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), HSUM(clip_partial)));
+  if (lid == 0u) clip_grad[c] = sums.z;
+#else
+  vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), 0.0));
+#endif
   float sum_g = sums.x, sum_gxhat = sums.y * inv_std;
 
   if (lid == 0u) {
@@ -225,9 +275,10 @@ void main() {
   float mean_g = sum_g / elements, mean_gxhat = sum_gxhat / elements;
   for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
     VEC xhat = (x[w.addr] - mean) * inv_std;
-    VEC v = scale * (masked_grad(w.addr) - mean_g - xhat * mean_gxhat);
+    VEC v = scale * (GRAD(w.addr) - mean_g - xhat * mean_gxhat);
     dx[w.addr] = p.accumulate_dx != 0u ? dx[w.addr] + v : v;
   }
+#undef GRAD
 }
 
 #else

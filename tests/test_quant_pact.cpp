@@ -3,7 +3,9 @@
 // >= 1e-4 from rounding ties. Backward: dx mask exact; dalpha (original and CG-PACT) within
 // 1e-5 relative (+ 1e-7 sum|g| absolute) of a double reference; CG - original equals the
 // quantization-error term; the reference equals finite differences of the STE surrogate.
-// BatchNorm's fused quantizer epilogue equals BN followed by pact_forward, bit for bit.
+// BatchNorm's fused quantizer epilogue equals BN followed by pact_forward, bit for bit, and
+// its fused backward equals pact_backward followed by BN's backward (dx, dgamma, dbeta bit
+// for bit; dalpha, summed in another order, within the same bounds).
 #include <cmath>
 #include <random>
 
@@ -262,6 +264,77 @@ TEST_CASE("BN training forward with the PACT epilogue equals BN then pact_forwar
   nn::BnQuantEpilogue bad{&clip, 15.f, 1.f / 15.f, &wrong};
   Recording rec(ctx);
   CHECK_THROWS_AS(nn::batchnorm2d_forward_train(rec, x, ch, ch, ch, ch, ch, ch, y, 1e-5f, 0.1f, false, &bad), Error);
+}
+
+TEST_CASE("BN backward with PACT's backward fused equals pact_backward then BN backward" *
+          doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
+  for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {16, 8, 6, 6}}) {
+    for (int bits : {2, 4, 8}) {
+      for (PactGradient gradient : {PactGradient::Original, PactGradient::Calibrated}) {
+        for (bool with_extra : {false, true}) {
+          CAPTURE(nn::shape_str(shape));
+          CAPTURE(bits);
+          CAPTURE(int(gradient));
+          CAPTURE(with_extra);
+          const int c = shape[1];
+          const size_t n = size_t(tq::numel(shape));
+          const float alpha = bits == 2 ? 0.7f : 1.3f;
+          const Levels L = levels(bits);
+          Tensor x(ctx, shape), pre(ctx, shape), q(ctx, shape), dq(ctx, shape), extra(ctx, shape);
+          Tensor dx(ctx, shape), dx_ref(ctx, shape), d_pre(ctx, shape), clip(ctx, {1}), dalpha(ctx, {1}),
+              dalpha_ref(ctx, {1});
+          std::vector<Tensor> ch;  // gamma beta rmean rvar smean sinvstd partials dgamma dbeta dgamma_ref dbeta_ref
+          for (int i = 0; i < 11; ++i) ch.emplace_back(ctx, std::vector<int>{c});
+          x.upload(test::random_vector(n, 60 + bits, -2.f, 3.f));
+          clip.upload({alpha});
+          ch[0].upload(test::random_vector(size_t(c), 61, 0.5f, 1.5f));
+          ch[1].upload(test::random_vector(size_t(c), 62));
+          ch[2].upload(std::vector<float>(size_t(c), 0.f));
+          ch[3].upload(std::vector<float>(size_t(c), 1.f));
+          const auto dq_v = test::random_vector(n, 63, -1.f, 1.f), extra_v = test::random_vector(n, 64);
+          dq.upload(dq_v);
+          extra.upload(extra_v);
+          d_pre.upload(extra_v);  // the unfused path adds into what d_pre holds
+          const auto old_dx = test::random_vector(n, 65);
+          dx.upload(old_dx);  // accumulate_dx: both add into the same values
+          dx_ref.upload(old_dx);
+          Tensor scratch = make_quant_scratch(ctx, shape);
+          nn::BnQuantEpilogue epilogue{&clip, L.n, L.inv_n, &q};
+          nn::BnQuantBackward fused{&clip, L.n, L.inv_n, gradient == PactGradient::Calibrated,
+                                    with_extra ? &extra : nullptr, &ch[6]};
+          Recording rec(ctx);
+          nn::batchnorm2d_forward_train(rec, x, ch[0], ch[1], ch[2], ch[3], ch[4], ch[5], pre, 1e-5f, 0.1f, false,
+                                        &epilogue);
+          nn::batchnorm2d_backward(rec, x, pre, dq, ch[0], ch[4], ch[5], dx, true, ch[7], ch[8], false, false, &fused);
+          pact_merge_clip_grad(rec, ch[6], dalpha, false);
+          pact_backward(rec, pre, clip, dq, d_pre, with_extra, dalpha_ref, false, scratch, bits, gradient);
+          nn::batchnorm2d_backward(rec, x, pre, d_pre, ch[0], ch[4], ch[5], dx_ref, true, ch[9], ch[10], false);
+          rec.finish();
+          rec.run();
+          CHECK(dx.download() == dx_ref.download());
+          CHECK(ch[7].download() == ch[9].download());
+          CHECK(ch[8].download() == ch[10].download());
+          const auto want = ref::pact_backward(pre.download(), alpha, dq_v, bits, gradient);
+          const double atol = 1e-7 * abs_sum(dq_v);
+          const float got = dalpha.download()[0];
+          CHECK(std::fabs(got - want.dalpha) <= 1e-5 * std::fabs(want.dalpha) + atol);
+          CHECK(std::fabs(got - dalpha_ref.download()[0]) <= 1e-5 * std::fabs(want.dalpha) + 2 * atol);
+        }
+      }
+    }
+  }
+  Tensor x(ctx, {2, 3, 4, 4}), y(ctx, {2, 3, 4, 4}), wrong(ctx, {2, 3, 4, 5}), clip(ctx, {1}), ch(ctx, {3}),
+      ch4(ctx, {4});
+  Recording rec(ctx);
+  nn::BnQuantBackward no_partials{&clip, 15.f, 1.f / 15.f, false, nullptr, nullptr};
+  nn::BnQuantBackward bad_partials{&clip, 15.f, 1.f / 15.f, false, nullptr, &ch4};
+  nn::BnQuantBackward bad_extra{&clip, 15.f, 1.f / 15.f, false, &wrong, &ch};
+  for (const nn::BnQuantBackward* q : {&no_partials, &bad_partials, &bad_extra})
+    CHECK_THROWS_AS(nn::batchnorm2d_backward(rec, x, y, y, ch, ch, ch, x, false, ch, ch, false, false, q), Error);
+  nn::BnQuantBackward ok{&clip, 15.f, 1.f / 15.f, false, nullptr, &ch};
+  CHECK_THROWS_AS(nn::batchnorm2d_backward(rec, x, y, y, ch, ch, ch, x, false, ch, ch, false, true, &ok), Error);
 }
 
 TEST_CASE("pact rejects bad bit-widths and shapes" * doctest::test_suite("quant-pact")) {

@@ -67,6 +67,18 @@ void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const T
                            "pact_bwd dalpha");
 }
 
+void pact_merge_clip_grad(Recording& rec, const Tensor& partials, Tensor& dalpha, bool accumulate) {
+  const char* op = "pact_merge_clip_grad";
+  detail::require_numel(op, dalpha, "dalpha", 1);
+  if (!partials.defined() || partials.dtype() != nn::DType::F32 || partials.numel() < 1)
+    throw Error(std::string(op) + ": partials must be a non-empty F32 tensor");
+  Plan plan;  // one channel of `partials` values, as record_sum_final reads them
+  plan.push.channels = 1;
+  plan.push.partials = uint32_t(partials.numel());
+  detail::record_sum_final(rec, plan, partials, dalpha, 1.f, accumulate, std::numeric_limits<float>::lowest(),
+                           "pact_bwd dalpha");
+}
+
 namespace ref {
 
 Quantized pact_forward(const std::vector<float>& x, float alpha_in, int bits) {

@@ -33,6 +33,10 @@ void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const T
                    bool accumulate_dx, Tensor& dalpha, bool accumulate_dalpha, Tensor& scratch, int bits,
                    PactGradient gradient);
 
+// The alpha gradient when a BN backward applied PACT's backward in its own pass
+// (nn::BnQuantBackward): dalpha (+)= the sum of its per-channel partials (F32 [C]).
+void pact_merge_clip_grad(Recording& rec, const Tensor& partials, Tensor& dalpha, bool accumulate);
+
 namespace ref {
 Quantized pact_forward(const std::vector<float>& x, float alpha, int bits);
 struct PactGrads {

@@ -140,7 +140,10 @@ class PactAct : public ActQuantizer {
   }
   std::optional<UniformClip> uniform_clip() const override {
     const Levels L = levels(bits_);
-    return UniformClip{&alpha_.value, L.n, L.inv_n};
+    return UniformClip{&alpha_.value, L.n, L.inv_n, gradient_ == PactGradient::Calibrated};
+  }
+  void merge_clip_grad(Recording& rec, const Tensor& partials) override {
+    pact_merge_clip_grad(rec, partials, alpha_.grad, false);
   }
   std::vector<Parameter*> parameters() override { return {&alpha_}; }
   std::string describe() const override {

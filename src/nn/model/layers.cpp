@@ -128,6 +128,15 @@ void BatchNorm2dLayer::forward_quantized(Recording& rec, const Tensor& x, ActQua
 void BatchNorm2dLayer::backward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, const Tensor& pre,
                                           const Tensor& dy, Tensor& d_pre, bool accumulate_pre, Tensor& dx,
                                           bool accumulate_dx) {
+  if (auto clip = act.uniform_clip()) {
+    if (!clip_grad_partials.defined()) clip_grad_partials = Tensor(rec.context(), {int(gamma.value.numel())});
+    BnQuantBackward q{clip->clip, clip->levels, clip->inv_levels, clip->calibrated,
+                      accumulate_pre ? &d_pre : nullptr, &clip_grad_partials};
+    batchnorm2d_backward(rec, x, pre, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad,
+                         beta.grad, false, false, &q);
+    act.merge_clip_grad(rec, clip_grad_partials);
+    return;
+  }
   act.backward(rec, pre, dy, d_pre, accumulate_pre);
   backward(rec, x, pre, d_pre, dx, false, accumulate_dx);
 }

@@ -62,13 +62,16 @@ class BatchNorm2dLayer {
                 bool accumulate_dx);
   // y = Q(bn(x)) for an activation quantizer Q: BN's output goes to `pre` (Q's backward reads
   // it); a uniform-clip quantizer (PACT) runs in BN's pass when training. Backward: d_pre =
-  // Q'(dy) (accumulate_pre: added to what d_pre holds), then dx (+)= bn'(d_pre).
+  // Q'(dy) (accumulate_pre: added to what d_pre holds), then dx (+)= bn'(d_pre); with a
+  // uniform clip both in BN's backward pass, which only reads d_pre (when accumulate_pre)
+  // and leaves it as it was.
   void forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y, bool train);
   void backward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, const Tensor& pre, const Tensor& dy,
                           Tensor& d_pre, bool accumulate_pre, Tensor& dx, bool accumulate_dx);
   std::string name;
   Parameter gamma, beta;
   Tensor running_mean, running_var, saved_mean, saved_invstd;
+  Tensor clip_grad_partials;  // [C], the fused quantizer backward's (allocated on first use)
   float eps = 1e-5f, momentum = 0.1f;
 };
 

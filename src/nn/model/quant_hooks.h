@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/error.h"
 #include "backend/recording.h"
 #include "nn/model/parameter.h"
 #include "nn/ops/grid.h"
@@ -62,12 +63,19 @@ class ActQuantizer {
   virtual bool wants_data_init() const { return false; }
   virtual void set_data_init(bool on) {}
   // A quantizer that is exactly BnQuantEpilogue's uniform clip-and-round (PACT) says so:
-  // the BN pass that produces its input then applies it in the same pass (training).
+  // the BN pass that produces its input then applies it in the same pass (training), and
+  // the BN backward pass applies its backward (BnQuantBackward), leaving per-channel
+  // partials of the clip gradient that merge_clip_grad turns into the parameter's gradient.
   struct UniformClip {
     const Tensor* clip = nullptr;  // [1]
     float levels = 0, inv_levels = 0;
+    bool calibrated = false;  // the clip gradient includes CG-PACT's quantization-error term
   };
   virtual std::optional<UniformClip> uniform_clip() const { return std::nullopt; }
+  // Overwrites the clip's gradient with the sum of the partials (F32 [C]).
+  virtual void merge_clip_grad(Recording& /*rec*/, const Tensor& /*partials*/) {
+    throw Error(describe() + ": not a uniform-clip quantizer, its backward cannot run inside BN's");
+  }
   // As WeightQuantizer::grid(): outputs are integers times one step (a uniform clip's is
   // clip / levels).
   virtual std::optional<Grid> grid() const {

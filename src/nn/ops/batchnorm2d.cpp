@@ -125,10 +125,11 @@ void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gam
 void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy,
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
-                          Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu) {
+                          Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu,
+                          const BnQuantBackward* quant) {
   const char* op = "batchnorm2d_backward";
   BnParams p = params_for(op, x);
-  if (relu) require_like_x(op, x, y, "y");
+  if (relu || quant) require_like_x(op, x, y, "y");
   require_like_x(op, x, dy, "dy");
   require_like_x(op, x, dx, "dx");
   require_channels(op, x, gamma, "gamma");
@@ -139,6 +140,27 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
   p.accumulate_dx = accumulate_dx ? 1 : 0;
   p.accumulate_params = accumulate_params ? 1 : 0;
   Context& ctx = rec.context();
+  if (quant) {
+    if (relu) throw Error(std::string(op) + ": the quantizer backward replaces the ReLU mask; pass relu = false");
+    if (!quant->clip || quant->clip->numel() != 1 || quant->clip->dtype() != DType::F32 ||
+        !quant->clip_grad_partials || !(quant->levels >= 1.f))
+      throw Error(std::string(op) + ": the quantizer backward needs an F32 [1] clip, levels >= 1 and clip_grad_partials");
+    require_channels(op, x, *quant->clip_grad_partials, "clip_grad_partials");
+    if (quant->extra) require_like_x(op, x, *quant->extra, "extra");
+    struct QuantParams {
+      BnParams bn;
+      float levels, inv_levels;
+      uint32_t calibrated, extra;
+    } qp{p, quant->levels, quant->inv_levels, quant->calibrated ? 1u : 0u, quant->extra ? 1u : 0u};
+    const Tensor& extra = quant->extra ? *quant->extra : dy;
+    std::string shader =
+        variant("batchnorm2d_bwd_quant", qp.bn, {x.view(), y.view(), dy.view(), dx.view(), extra.view()});
+    rec.dispatch(ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, {0u}),
+                 {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
+                  dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view()},
+                 qp, Groups{p.c, 1, 1}, "batchnorm2d_bwd_quant");
+    return;
+  }
   std::string shader = variant("batchnorm2d_bwd", p, {x.view(), y.view(), dy.view(), dx.view()});
   const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, {relu ? 1u : 0u});
   rec.dispatch(k,

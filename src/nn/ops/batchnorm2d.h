@@ -44,11 +44,28 @@ void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gam
 // fused a ReLU pass relu = true and its output y (the gradient is masked by y > 0);
 // otherwise y is ignored (pass any tensor, e.g. x). accumulate_dx / accumulate_params:
 // add into dx / into dgamma and dbeta instead of overwriting.
+// quant (not with relu): the backward of BnQuantEpilogue's quantizer in the same pass; dy
+// is then the gradient of q, and y the BN output (see BnQuantBackward).
+struct BnQuantBackward;
 void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy,
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params,
-                          bool relu = false);
+                          bool relu = false, const BnQuantBackward* quant = nullptr);
+
+// PACT's backward (src/quant/pact.h), bit for bit, applied by the BN backward to the
+// gradient it reads, which saves the quantizer a pass over y and dy and a gradient tensor:
+//   g = dq [0 <= y < c] (+ extra, when given),  c = max(clip[0], 1e-8)
+// and the clip gradient, PACT's sum_{y >= c} dq plus, when calibrated, CG-PACT's
+// sum_{y < c} dq (round(r) - r) / levels with r = max(y, 0) * levels / c, left as one partial
+// sum per channel in clip_grad_partials (F32 [C]) for the caller to merge.
+struct BnQuantBackward {
+  const Tensor* clip = nullptr;  // F32 [1]
+  float levels = 0, inv_levels = 0;
+  bool calibrated = false;
+  const Tensor* extra = nullptr;       // optional, shaped like y: another consumer's gradient of y
+  Tensor* clip_grad_partials = nullptr;  // F32 [C]
+};
 
 namespace ref {
 // shape = {N, C, H, W}. Outputs are resized. Sums in double.
