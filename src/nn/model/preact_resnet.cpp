@@ -152,7 +152,9 @@ void PreActResNet::apply_quant_policy(QuantPolicy& policy) {
     slot = policy.activation(ctx_, name, out.shape(), LayerRole::Middle);
     if (!slot) return;
     register_act_quantizer(slot.get());
-    if (!pre.defined()) pre = Tensor(ctx_, out.shape()), d_pre = Tensor(ctx_, out.shape());
+    if (!pre.defined()) pre = Tensor(ctx_, out.shape());
+    // A uniform-clip quantizer's backward runs inside BN's: no gradient of pre.
+    if (!d_pre.defined() && !slot->uniform_clip()) d_pre = Tensor(ctx_, out.shape());
   };
   weight(stem, LayerRole::First);
   for (auto& b : blocks) {

@@ -28,9 +28,11 @@ ConvBnUnit::ConvBnUnit(Context& ctx, const std::string& conv_name, const std::st
       d_out(ctx, s.y_shape()) {}
 
 void ConvBnUnit::split_activation(Context& ctx) {
-  if (pre.defined()) return;
-  pre = Tensor(ctx, out.shape());
-  d_pre = Tensor(ctx, out.shape());
+  if (!pre.defined()) pre = Tensor(ctx, out.shape());
+  // A uniform-clip quantizer's backward runs inside BN's and needs no gradient of pre,
+  // unless another consumer (the aux module's tap) writes one.
+  const bool fused_backward = act && act->uniform_clip() && !d_pre_prefilled;
+  if (!d_pre.defined() && !fused_backward) d_pre = Tensor(ctx, out.shape());
 }
 
 void ConvBnUnit::forward(Recording& rec, const Tensor& x, bool train) {
@@ -238,8 +240,8 @@ std::vector<FeatureTap> ResNet::feature_taps() {
   // The stem's BN output before its activation, then every block's residual sum. The aux
   // module writes its gradient straight into the gradient buffer of each point, and this
   // network's backward adds its own: no separate buffer, no extra accumulate pass.
-  stem.split_activation(ctx_);
   stem.d_pre_prefilled = true;
+  stem.split_activation(ctx_);
   std::vector<FeatureTap> taps{{"conv1", &stem.pre, &stem.d_pre}};
   for (auto& b : blocks) {
     b->d_sum_prefilled = true;

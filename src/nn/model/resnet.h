@@ -23,7 +23,7 @@ struct ConvBnUnit {
   bool relu = false;
   std::unique_ptr<ActQuantizer> act;  // replaces the ReLU
   Tensor conv_out, out, d_conv_out, d_out;  // d_out: gradient of out, written by the consumer
-  Tensor pre, d_pre;                        // only when split
+  Tensor pre, d_pre;                        // only when split (d_pre: unless the quantizer's backward is fused)
   bool d_pre_prefilled = false;             // d_pre already holds the aux module's gradient: add to it
 };
 
