@@ -11,8 +11,8 @@
 //     on [0, clip] with `levels` steps (PACT's forward, bit for bit: quant_pact.glsl):
 //     r = clamp(y, 0, clip) * (levels / clip), q = round_half_away(r) * (clip * inv_levels),
 //     clip = max(clip_buf[0], MIN_SCALE). y is kept: the quantizer's backward reads it.
-//     With BN_RESIDUAL 1 step 3 adds a residual first: y = relu?(bn(x) + res) (the
-//     auxiliary module's adaptor + shortcut sum, one pass instead of BN then add).
+//     With BN_RESIDUAL 1 step 3 adds a residual first: y = relu?(bn(x) + res) (a residual
+//     block's sum, one pass instead of BN then add); with BN_QUANT too, q = Q(y) of that sum.
 //   BN_BACKWARD: training-mode backward, one workgroup per channel, one dispatch:
 //     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
 //     dbeta = sum(g), dgamma = sum(g * xhat),
@@ -79,8 +79,9 @@ layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
 layout(std430, binding = 8) readonly buffer Clipb { float clip_buf[]; };
 layout(std430, binding = 9) writeonly buffer Qb { VEC q[]; };
 #include "quant_round.glsl"
-#elif BN_RESIDUAL
-layout(std430, binding = 8) readonly buffer Resb { VEC res[]; };
+#endif
+#if BN_RESIDUAL
+layout(std430, binding = BN_QUANT == 1 ? 10 : 8) readonly buffer Resb { VEC res[]; };
 #endif
 #elif BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
@@ -178,11 +179,16 @@ void main() {
   }
 
   float scale = gamma[c] * inv_std, bias = beta[c];
+#if BN_RESIDUAL
+#define BN_OUT(addr) relu_if(((x[addr] - mean) * scale + bias) + res[addr])
+#else
+#define BN_OUT(addr) relu_if((x[addr] - mean) * scale + bias)
+#endif
 #if BN_QUANT
   float clip = max(clip_buf[0], MIN_SCALE);
   float q_scale = p.levels / clip, q_step = clip * p.inv_levels;
   for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
-    VEC v = relu_if((x[w.addr] - mean) * scale + bias);
+    VEC v = BN_OUT(w.addr);
     y[w.addr] = v;
     VEC qv;
 #if VEC_WIDTH == 4
@@ -198,13 +204,10 @@ void main() {
 #endif
     q[w.addr] = qv;
   }
-#elif BN_RESIDUAL
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w))
-    y[w.addr] = relu_if(((x[w.addr] - mean) * scale + bias) + res[w.addr]);
 #else
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w))
-    y[w.addr] = relu_if((x[w.addr] - mean) * scale + bias);
+  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) y[w.addr] = BN_OUT(w.addr);
 #endif
+#undef BN_OUT
 }
 
 #elif BN_KERNEL == BN_BACKWARD

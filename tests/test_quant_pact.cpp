@@ -222,7 +222,7 @@ TEST_CASE("pact reference dalpha is the derivative of the STE surrogate" * docte
   }
 }
 
-TEST_CASE("BN training forward with the PACT epilogue equals BN then pact_forward, bit for bit" *
+TEST_CASE("BN training forward with the PACT epilogue (+ residual) equals BN (+ residual) then pact_forward, bit for bit" *
           doctest::test_suite("quant-pact")) {
   Context& ctx = test::ctx();
   // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
@@ -235,9 +235,11 @@ TEST_CASE("BN training forward with the PACT epilogue equals BN then pact_forwar
       for (int d : shape) n *= size_t(d);
       const float alpha = bits == 2 ? 0.7f : 1.9f;
       Tensor x(ctx, shape), y(ctx, shape), q(ctx, shape), y_ref(ctx, shape), q_ref(ctx, shape), clip(ctx, {1});
+      Tensor res(ctx, shape), y_res(ctx, shape), q_res(ctx, shape), y_res_ref(ctx, shape), q_res_ref(ctx, shape);
       std::vector<Tensor> stats;
       for (int i = 0; i < 12; ++i) stats.emplace_back(ctx, std::vector<int>{c});
       x.upload(test::random_vector(n, 40 + bits, -2.f, 3.f));
+      res.upload(test::random_vector(n, 45 + bits, -1.f, 1.f));
       clip.upload({alpha});
       const auto gamma = test::random_vector(size_t(c), 50, 0.5f, 1.5f), beta = test::random_vector(size_t(c), 51);
       for (int set = 0; set < 2; ++set) {
@@ -253,9 +255,19 @@ TEST_CASE("BN training forward with the PACT epilogue equals BN then pact_forwar
                                     false, &epilogue);
       nn::batchnorm2d_forward_train(rec, x, stats[6], stats[7], stats[8], stats[9], stats[10], stats[11], y_ref);
       pact_forward(rec, y_ref, clip, q_ref, bits);
+      // With a residual (a block's sum): BN + residual + PACT == BN + residual, then PACT.
+      nn::BnQuantEpilogue res_epilogue{&clip, L.n, L.inv_n, &q_res};
+      nn::batchnorm2d_forward_train(rec, x, stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], y_res, 1e-5f,
+                                    0.1f, false, &res_epilogue, &res);
+      nn::batchnorm2d_forward_train(rec, x, stats[6], stats[7], stats[8], stats[9], stats[10], stats[11], y_res_ref,
+                                    1e-5f, 0.1f, false, nullptr, &res);
+      pact_forward(rec, y_res_ref, clip, q_res_ref, bits);
       rec.run();
       CHECK(y.download() == y_ref.download());
       CHECK(q.download() == q_ref.download());
+      CHECK(y_res.download() == y_res_ref.download());
+      CHECK(q_res.download() == q_res_ref.download());
+      CHECK(y_res.download() != y.download());
       CHECK(stats[2].download() == stats[8].download());  // running stats updated the same way
       CHECK(stats[3].download() == stats[9].download());
     }

@@ -86,9 +86,27 @@ BasicBlock::BasicBlock(Context& ctx, const std::string& block_name, int n, int c
 
 void BasicBlock::forward(Recording& rec, const Tensor& x, bool train) {
   c1.forward(rec, x, train);
-  c2.forward(rec, c1.out, train);
   if (down) down->forward(rec, x, train);
-  add_forward(rec, c2.out, down ? down->out : x, sum);
+  const Tensor& shortcut = down ? down->out : x;
+  if (train) {
+    // The residual sum in bn2's pass, with the output activation where it can go there too:
+    // PACT's forward, or the ReLU when nothing reads the sum (no aux tap).
+    c2.conv.forward(rec, c1.out, c2.conv_out, train);
+    const auto clip = act_out ? act_out->uniform_clip() : std::nullopt;
+    if (clip) {
+      BnQuantEpilogue q{clip->clip, clip->levels, clip->inv_levels, &out};
+      c2.bn.forward(rec, c2.conv_out, sum, train, false, &q, &shortcut);
+      return;
+    }
+    if (!act_out && !d_sum_prefilled) {
+      c2.bn.forward(rec, c2.conv_out, out, train, /*relu=*/true, nullptr, &shortcut);
+      return;
+    }
+    c2.bn.forward(rec, c2.conv_out, sum, train, false, nullptr, &shortcut);
+  } else {
+    c2.forward(rec, c1.out, train);
+    add_forward(rec, c2.out, shortcut, sum);
+  }
   if (act_out)
     act_out->forward(rec, sum, out, train);
   else

@@ -37,7 +37,8 @@ struct BasicBlock {
   ConvBnUnit c1, c2;
   std::optional<ConvBnUnit> down;
   std::unique_ptr<ActQuantizer> act_out;  // replaces the output ReLU
-  Tensor sum;    // residual sum before the output ReLU / quantizer (the aux module taps this)
+  Tensor sum;    // residual sum before the output ReLU / quantizer (the aux module taps this;
+                 // training without a tap and with a ReLU skips it)
   Tensor out;    // relu(sum) or Q(sum)
   Tensor d_out;  // gradient of out, written by the next block / pooling
   Tensor d_sum;  // gradient of sum

@@ -68,22 +68,21 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   p.momentum = momentum;
   Context& ctx = rec.context();
   const uint32_t local = channel_workgroup_size(ctx);
-  if (residual) {
-    if (quant) throw Error(std::string(op) + ": a residual and a quantizer epilogue cannot be combined");
-    require_like_x(op, x, *residual, "residual");
-    std::string shader = variant("batchnorm2d_train_residual", p, {x.view(), y.view(), residual->view()});
-    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),
-                 {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(),
-                  saved_mean.view(), saved_invstd.view(), y.view(), residual->view()},
-                 p, Groups{p.c, 1, 1}, "batchnorm2d_train_residual");
-    return;
-  }
+  if (residual) require_like_x(op, x, *residual, "residual");
+  // Bindings 0-6 of every training-forward variant.
+  const BufferView stats[7] = {x.view(),           gamma.view(),      beta.view(),        running_mean.view(),
+                               running_var.view(), saved_mean.view(), saved_invstd.view()};
   if (!quant) {
-    std::string shader = variant("batchnorm2d_train", p, {x.view(), y.view()});
-    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),
-                 {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(),
-                  saved_mean.view(), saved_invstd.view(), y.view()},
-                 p, Groups{p.c, 1, 1}, relu ? "batchnorm2d_train_relu" : "batchnorm2d_train");
+    const char* name = residual ? "batchnorm2d_train_residual" : relu ? "batchnorm2d_train_relu" : "batchnorm2d_train";
+    std::string shader = variant(residual ? "batchnorm2d_train_residual" : "batchnorm2d_train", p,
+                                 {x.view(), y.view(), residual ? residual->view() : y.view()});
+    const Kernel& k = ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u});
+    if (residual)
+      rec.dispatch(k, {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view(), residual->view()},
+                   p, Groups{p.c, 1, 1}, name);
+    else
+      rec.dispatch(k, {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view()}, p,
+                   Groups{p.c, 1, 1}, name);
     return;
   }
   if (!quant->clip || !quant->q || quant->clip->numel() != 1 || quant->clip->dtype() != DType::F32)
@@ -94,11 +93,20 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
     BnParams bn;
     float levels, inv_levels;
   } qp{p, quant->levels, quant->inv_levels};
-  std::string shader = variant("batchnorm2d_train_quant", qp.bn, {x.view(), y.view(), quant->q->view()});
-  rec.dispatch(ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u}),
-               {x.view(), gamma.view(), beta.view(), running_mean.view(), running_var.view(), saved_mean.view(),
-                saved_invstd.view(), y.view(), quant->clip->view(), quant->q->view()},
-               qp, Groups{p.c, 1, 1}, "batchnorm2d_train_quant");
+  const char* name = residual ? "batchnorm2d_train_residual_quant" : "batchnorm2d_train_quant";
+  std::string shader =
+      variant(name, qp.bn, {x.view(), y.view(), quant->q->view(), residual ? residual->view() : y.view()});
+  const Kernel& k = ctx.kernel(shader, {local, 1, 1}, {relu ? 1u : 0u});
+  if (residual)
+    rec.dispatch(k,
+                 {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view(), quant->clip->view(),
+                  quant->q->view(), residual->view()},
+                 qp, Groups{p.c, 1, 1}, name);
+  else
+    rec.dispatch(k,
+                 {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view(), quant->clip->view(),
+                  quant->q->view()},
+                 qp, Groups{p.c, 1, 1}, name);
 }
 
 void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,

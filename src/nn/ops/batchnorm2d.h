@@ -15,8 +15,8 @@ namespace vkqat::nn {
 // variance for running_var. relu: y = max(BN(x), 0) in the same pass.
 // Throws when a channel has a single value (N*H*W == 1), like PyTorch.
 // quant: also write q = Q(y) in the same pass (see BnQuantEpilogue).
-// residual (not with quant): y = relu?(BN(x) + residual), the sum of a residual connection in
-// the same pass (the ReLU, if any, after the sum).
+// residual: y = relu?(BN(x) + residual), the sum of a residual connection in the same pass
+// (the ReLU, if any, after the sum; with quant, q = Q(y) of that sum).
 struct BnQuantEpilogue;
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
