@@ -17,6 +17,8 @@
 //     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
 //     dbeta = sum(g), dgamma = sum(g * xhat),
 //     dx = gamma * inv_std * (g - dbeta / M - xhat * dgamma / M),  M = N*H*W.
+//     With BN_GRAD_OUT 1 (and the ReLU) the second sweep also writes g to g_out: the
+//     gradient of the ReLU's input, when it has another consumer (a residual sum's shortcut).
 //     With BN_QUANT 1 it is also the backward of the quantizer epilogue (PACT's, bit for
 //     bit: quant_pact.glsl): dy is the gradient of q, g = dy [0 <= y < clip] (+ extra[] when
 //     p.extra: a gradient of y from another consumer), and the workgroup writes channel c's
@@ -35,6 +37,9 @@
 #endif
 #ifndef BN_RESIDUAL
 #define BN_RESIDUAL 0
+#endif
+#ifndef BN_GRAD_OUT
+#define BN_GRAD_OUT 0
 #endif
 #if VEC_WIDTH == 4
 #define VEC vec4
@@ -99,6 +104,9 @@ layout(std430, binding = 10) readonly buffer Eb { VEC extra[]; };  // read when 
 layout(std430, binding = 11) writeonly buffer CGb { float clip_grad[]; };
 #include "quant_round.glsl"
 #include "kahan.glsl"
+#endif
+#if BN_GRAD_OUT
+layout(std430, binding = 9) writeonly buffer GOb { VEC g_out[]; };
 #endif
 #else
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
@@ -277,9 +285,12 @@ void main() {
   float scale = gamma[c] * inv_std;
   float mean_g = sum_g / elements, mean_gxhat = sum_gxhat / elements;
   for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
-    VEC xhat = (x[w.addr] - mean) * inv_std;
-    VEC v = scale * (GRAD(w.addr) - mean_g - xhat * mean_gxhat);
+    VEC xhat = (x[w.addr] - mean) * inv_std, g = GRAD(w.addr);
+    VEC v = scale * (g - mean_g - xhat * mean_gxhat);
     dx[w.addr] = p.accumulate_dx != 0u ? dx[w.addr] + v : v;
+#if BN_GRAD_OUT
+    g_out[w.addr] = g;
+#endif
   }
 #undef GRAD
 }

@@ -5,6 +5,7 @@
 
 #include "backend/error.h"
 #include "nn/ops/batchnorm2d.h"
+#include "nn/ops/relu.h"
 #include "testutil.h"
 
 using namespace vkqat;
@@ -221,6 +222,39 @@ TEST_CASE("batchnorm2d backward matches the reference" * doctest::test_suite("ba
         check_bn(dgamma.download(), dg_want, "dgamma");
         check_bn(dbeta.download(), db_want, "dbeta");
       }
+}
+
+TEST_CASE("batchnorm2d backward with relu_grad_out == relu_backward then backward, bit for bit" *
+          doctest::test_suite("batchnorm2d")) {
+  Context& ctx = test::ctx();
+  for (const auto& shape : kShapes) {
+    CAPTURE(shape_str(shape));
+    const int c = shape[1];
+    const size_t n = numel(shape);
+    Tensor x(ctx, shape), y(ctx, shape), dy(ctx, shape), g(ctx, shape), g_ref(ctx, shape), dx(ctx, shape),
+        dx_ref(ctx, shape);
+    std::vector<Tensor> ch;  // gamma, saved_mean, saved_invstd, dgamma, dbeta, dgamma_ref, dbeta_ref
+    for (int i = 0; i < 7; ++i) ch.emplace_back(ctx, std::vector<int>{c});
+    x.upload(activations(shape, 50, 0.3f, 1.f));
+    y.upload(test::random_vector(n, 51));  // any values: only the sign (the mask) is read
+    dy.upload(test::random_vector(n, 52));
+    ch[0].upload(test::random_vector(size_t(c), 53, 0.5f, 1.5f));
+    ch[1].upload(test::random_vector(size_t(c), 54));
+    ch[2].upload(test::random_vector(size_t(c), 55, 0.5f, 2.f));
+    Recording rec(ctx);
+    batchnorm2d_backward(rec, x, y, dy, ch[0], ch[1], ch[2], dx, false, ch[3], ch[4], false, true, nullptr, &g);
+    relu_backward(rec, y, dy, g_ref, false);
+    batchnorm2d_backward(rec, x, y, g_ref, ch[0], ch[1], ch[2], dx_ref, false, ch[5], ch[6], false);
+    rec.run();
+    CHECK(g.download() == g_ref.download());
+    CHECK(dx.download() == dx_ref.download());
+    CHECK(ch[3].download() == ch[5].download());
+    CHECK(ch[4].download() == ch[6].download());
+  }
+  Tensor x(ctx, {2, 3, 4, 4}), wrong(ctx, {2, 3, 4, 5}), ch(ctx, {3});
+  Recording rec(ctx);
+  CHECK_THROWS_AS(batchnorm2d_backward(rec, x, x, x, ch, ch, ch, x, false, ch, ch, false, true, nullptr, &wrong), Error);
+  CHECK_THROWS_AS(batchnorm2d_backward(rec, x, x, x, ch, ch, ch, x, false, ch, ch, false, false, nullptr, &x), Error);
 }
 
 TEST_CASE("batchnorm2d reference backward equals finite differences" * doctest::test_suite("batchnorm2d")) {

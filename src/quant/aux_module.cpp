@@ -3,7 +3,6 @@
 #include "backend/error.h"
 #include "nn/ops/add.h"
 #include "nn/ops/pool.h"
-#include "nn/ops/relu.h"
 
 namespace vkqat::quant {
 using nn::ConvBnUnit;
@@ -106,9 +105,12 @@ void AuxModule::backward(Recording& rec) {
       break;
     }
     Stage& prev = stages_[i - 1];
-    // Without `down`, d_sum is prev.d_out: the identity path's gradient lands in place.
-    nn::relu_backward(rec, *s.out, s.d_out, *s.d_sum, false);
-    s.adaptor->backward(rec, *taps_[i].value, *s.d_sum, taps_[i].grad, false);  // into the LP network
+    // The ReLU after the sum in the adaptor BN's backward pass, which also writes the sum's
+    // gradient d_sum for the shortcut. Without `down`, d_sum is prev.d_out: the identity
+    // path's gradient lands in place.
+    nn::ConvBnUnit& a = *s.adaptor;
+    a.bn.backward(rec, a.conv_out, *s.out, s.d_out, a.d_conv_out, /*relu=*/true, false, s.d_sum);
+    a.conv.backward(rec, *taps_[i].value, a.d_conv_out, taps_[i].grad, false);  // into the LP network
     if (s.down) s.down->backward(rec, *prev.out, *s.d_sum, &prev.d_out, false);
   }
 }

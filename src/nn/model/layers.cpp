@@ -107,9 +107,9 @@ void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool 
 }
 
 void BatchNorm2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
-                                bool relu, bool accumulate_dx) {
+                                bool relu, bool accumulate_dx, Tensor* relu_grad_out) {
   batchnorm2d_backward(rec, x, y, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad, beta.grad,
-                       false, relu);
+                       false, relu, nullptr, relu_grad_out);
 }
 
 void BatchNorm2dLayer::forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y,

@@ -58,8 +58,9 @@ class BatchNorm2dLayer {
   // residual: y = relu?(bn(x) + residual), the sum of a residual connection in the same pass.
   void forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu,
                const BnQuantEpilogue* quant = nullptr, const Tensor* residual = nullptr);
+  // relu_grad_out (with relu): also write the gradient of the ReLU's input there.
   void backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool relu,
-                bool accumulate_dx);
+                bool accumulate_dx, Tensor* relu_grad_out = nullptr);
   // y = Q(bn(x)) for an activation quantizer Q: BN's output goes to `pre` (Q's backward reads
   // it); a uniform-clip quantizer (PACT) runs in BN's pass when training. Backward: d_pre =
   // Q'(dy) (accumulate_pre: added to what d_pre holds), then dx (+)= bn'(d_pre); with a

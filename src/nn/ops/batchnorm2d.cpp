@@ -134,7 +134,7 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu,
-                          const BnQuantBackward* quant) {
+                          const BnQuantBackward* quant, Tensor* relu_grad_out) {
   const char* op = "batchnorm2d_backward";
   BnParams p = params_for(op, x);
   if (relu || quant) require_like_x(op, x, y, "y");
@@ -167,6 +167,17 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
                  {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
                   dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view()},
                  qp, Groups{p.c, 1, 1}, "batchnorm2d_bwd_quant");
+    return;
+  }
+  if (relu_grad_out) {
+    if (!relu || quant) throw Error(std::string(op) + ": relu_grad_out needs relu = true and no quantizer");
+    require_like_x(op, x, *relu_grad_out, "relu_grad_out");
+    std::string shader =
+        variant("batchnorm2d_bwd_grad_out", p, {x.view(), y.view(), dy.view(), dx.view(), relu_grad_out->view()});
+    rec.dispatch(ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, {1u}),
+                 {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
+                  dgamma.view(), dbeta.view(), relu_grad_out->view()},
+                 p, Groups{p.c, 1, 1}, "batchnorm2d_bwd_grad_out");
     return;
   }
   std::string shader = variant("batchnorm2d_bwd", p, {x.view(), y.view(), dy.view(), dx.view()});
