@@ -26,8 +26,11 @@
 //     sum_{y < clip} dy (round(r) - r) / levels, r = max(y, 0) * levels / clip), to clip_grad[c].
 //   BN_EVAL: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (+ ReLU);
 //     workgroup (c, b) handles channel c of batch items [b * ITEMS_N, (b + 1) * ITEMS_N).
-// A workgroup walks a channel's elements (j = n*HW + i) in steps of the workgroup size
-// without a division per element: each invocation tracks i and the flat NCHW address.
+// A workgroup walks a channel's elements (j = n*HW + i) without a division per element:
+// each invocation tracks i and the flat NCHW address. GPUs interleave the invocations (steps
+// of the workgroup size: coalesced loads); CPU drivers (CONTIGUOUS) give each invocation one
+// contiguous run, since they run a workgroup's SIMD batches one after the other and an
+// interleaved walk would stream the channel through the cache once per batch.
 // The workgroup size must be a power of two (tree reduction).
 #define BN_TRAIN 0
 #define BN_BACKWARD 1
@@ -58,6 +61,7 @@
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const bool RELU = false;
 layout(constant_id = 4) const uint ITEMS_N = 1;  // BN_EVAL: batch items per workgroup
+layout(constant_id = 5) const bool CONTIGUOUS = false;  // training kernels: see ChannelWalk
 
 layout(push_constant) uniform Params {
   uint n, c, hw;  // tensor is [n, c, hw], hw counted in VEC elements
@@ -129,8 +133,10 @@ ChannelWalk walk_begin(uint c, uint first) {
   return ChannelWalk(first, i, n * p.c * p.hw + c * p.hw + i);
 }
 
+const uint WALK_STEP = CONTIGUOUS ? 1u : gl_WorkGroupSize.x;
+
 void walk_next(inout ChannelWalk w) {
-  uint step = gl_WorkGroupSize.x;
+  uint step = WALK_STEP;
   uint step_n = step / p.hw, step_i = step - step_n * p.hw;
   w.j += step;
   w.i += step_i;
@@ -163,11 +169,14 @@ vec3 workgroup_sum3(vec3 v) {
 void main() {
   uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
   uint count = p.n * p.hw;
+  uint run = (count + gl_WorkGroupSize.x - 1u) / gl_WorkGroupSize.x;
+  uint walk_first = CONTIGUOUS ? min(lid * run, count) : lid;
+  uint walk_end = CONTIGUOUS ? min(walk_first + run, count) : count;
   float elements = float(count) * float(VEC_WIDTH);
   float shift = FIRST(x[c * p.hw]);
 
   VEC s1 = VEC(0.0), s2 = VEC(0.0);
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
     VEC v = x[w.addr] - shift;
     s1 += v;
     s2 += v * v;
@@ -195,7 +204,7 @@ void main() {
 #if BN_QUANT
   float clip = max(clip_buf[0], MIN_SCALE);
   float q_scale = p.levels / clip, q_step = clip * p.inv_levels;
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
     VEC v = BN_OUT(w.addr);
     y[w.addr] = v;
     VEC qv;
@@ -213,7 +222,7 @@ void main() {
     q[w.addr] = qv;
   }
 #else
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) y[w.addr] = BN_OUT(w.addr);
+  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) y[w.addr] = BN_OUT(w.addr);
 #endif
 #undef BN_OUT
 }
@@ -248,6 +257,9 @@ VEC masked_grad(uint addr) { return RELU ? mix(VEC(0.0), dy[addr], IS_POSITIVE(y
 void main() {
   uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
   uint count = p.n * p.hw;
+  uint run = (count + gl_WorkGroupSize.x - 1u) / gl_WorkGroupSize.x;
+  uint walk_first = CONTIGUOUS ? min(lid * run, count) : lid;
+  uint walk_end = CONTIGUOUS ? min(walk_first + run, count) : count;
   float elements = float(count) * float(VEC_WIDTH);
   float mean = saved_mean[c], inv_std = saved_invstd[c];
 #if BN_QUANT
@@ -259,7 +271,7 @@ void main() {
 #endif
 
   VEC s_g = VEC(0.0), s_gx = VEC(0.0);
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
     VEC g = GRAD(w.addr);
     s_g += g;
     s_gx += g * (x[w.addr] - mean);
@@ -284,7 +296,7 @@ void main() {
 
   float scale = gamma[c] * inv_std;
   float mean_g = sum_g / elements, mean_gxhat = sum_gxhat / elements;
-  for (ChannelWalk w = walk_begin(c, lid); w.j < count; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
     VEC xhat = (x[w.addr] - mean) * inv_std, g = GRAD(w.addr);
     VEC v = scale * (g - mean_g - xhat * mean_gxhat);
     dx[w.addr] = p.accumulate_dx != 0u ? dx[w.addr] + v : v;

@@ -41,14 +41,20 @@ const std::vector<std::vector<int>> kShapes = {
     {70, 3, 2, 2},   // vec4, one vec4 per plane: a workgroup step spans many planes
     {8, 16, 14, 14}, // vec4, a realistic block (M = 1568 per channel)
 };
+
+// The training kernels' two ways of walking a channel (VKQAT_BN_WALK): each device takes one.
+const char* const kWalks[] = {"contiguous", "interleaved"};
 }  // namespace
 
 TEST_CASE("batchnorm2d training forward matches the reference and PyTorch's running stats" *
           doctest::test_suite("batchnorm2d")) {
   Context& ctx = test::ctx();
+  for (const char* walk : kWalks)
   for (const auto& shape : kShapes)
     for (bool relu : {false, true}) {
       CAPTURE(shape_str(shape));
+      CAPTURE(walk);
+      test::ScopedEnv env("VKQAT_BN_WALK", walk);
       CAPTURE(relu);
       int c = shape[1];
       // Offset 10 with spread 0.5 would lose ~1e-4 of the variance to cancellation in a naive
@@ -183,10 +189,13 @@ TEST_CASE("batchnorm2d eval forward matches the reference" * doctest::test_suite
 
 TEST_CASE("batchnorm2d backward matches the reference" * doctest::test_suite("batchnorm2d")) {
   Context& ctx = test::ctx();
+  for (const char* walk : kWalks)
   for (const auto& shape : kShapes)
     for (bool relu : {false, true})
       for (bool accumulate : {false, true}) {
         CAPTURE(shape_str(shape));
+      CAPTURE(walk);
+      test::ScopedEnv env("VKQAT_BN_WALK", walk);
         CAPTURE(relu);
         CAPTURE(accumulate);
         int c = shape[1];

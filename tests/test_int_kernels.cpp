@@ -88,19 +88,6 @@ void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int
   if (mode != IntConvMode::Raw) CHECK(distinct_codes >= 3);  // the test exercises the requantization
 }
 
-// Sets an environment variable for one scope (restores the previous value).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() { old_ ? setenv(name_, old_->c_str(), 1) : unsetenv(name_); }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 }  // namespace
 
@@ -192,22 +179,22 @@ TEST_CASE("VKQAT_INT_CONV picks the integer conv path; the default follows the d
   Context& ctx = test::ctx();
   const DeviceInfo& d = ctx.info();
   {
-    ScopedEnv none("VKQAT_INT_CONV", "");
+    test::ScopedEnv none("VKQAT_INT_CONV", "");
     const bool accelerated = d.integer_dot_product_enabled && d.integer_dot_4x8_packed_unsigned_accelerated;
     CHECK((quant::int_conv_path(ctx) == quant::IntConvPath::Dot) == accelerated);
     CHECK(quant::int_conv_variant(ctx).rfind(accelerated ? "dot" : "portable", 0) == 0);
     MESSAGE(d.name << ": " << quant::int_conv_variant(ctx));
   }
   {
-    ScopedEnv portable("VKQAT_INT_CONV", "portable");
+    test::ScopedEnv portable("VKQAT_INT_CONV", "portable");
     CHECK(quant::int_conv_path(ctx) == quant::IntConvPath::Portable);
     CHECK(quant::int_conv_variant(ctx) == "portable (forced by VKQAT_INT_CONV)");
   }
   {
-    ScopedEnv bogus("VKQAT_INT_CONV", "fast");
+    test::ScopedEnv bogus("VKQAT_INT_CONV", "fast");
     CHECK_THROWS_WITH_AS(quant::int_conv_path(ctx), doctest::Contains("portable or dot"), Error);
   }
-  ScopedEnv dot("VKQAT_INT_CONV", "dot");
+  test::ScopedEnv dot("VKQAT_INT_CONV", "dot");
   if (!d.integer_dot_product_enabled) {
     CHECK_THROWS_WITH_AS(quant::int_conv_path(ctx), doctest::Contains("shaderIntegerDotProduct"), Error);
     return;
