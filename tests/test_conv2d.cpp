@@ -69,9 +69,12 @@ const std::vector<Case>& cases_1x1() {
       {"1x1: batch 1, 16->16 28x28 (aligned)", {1, 16, 28, 28, 16, 1, 1, 1, 0}},
       {"1x1: 32->20 on 14x14", {2, 32, 14, 14, 20, 1, 1, 1, 0}},
       {"1x1: 64->64 on 7x7", {3, 64, 7, 7, 64, 1, 1, 1, 0}},
-      // Few channel blocks: backward-weight splits the batch (5 and 4 splits, uneven last).
-      {"1x1: 16->16 on 6x6, batch 5 (split-K)", {5, 16, 6, 6, 16, 1, 1, 1, 0}},
-      {"1x1: 5->7 stride 2 on 9x9, batch 7 (split-K)", {7, 5, 9, 9, 7, 1, 1, 2, 0}},
+      // Small batches: backward-weight cuts the planes into segments (2, uneven last).
+      {"1x1: 16->16 on 6x6, batch 5 (plane segments)", {5, 16, 6, 6, 16, 1, 1, 1, 0}},
+      {"1x1: 5->7 stride 2 on 9x9, batch 7 (plane segments)", {7, 5, 9, 9, 7, 1, 1, 2, 0}},
+      // Few channel blocks and enough chunks: backward-weight splits K over 2 workgroups.
+      {"1x1: 16->16 on 16x16, batch 8 (split K, segments)", {8, 16, 16, 16, 16, 1, 1, 1, 0}},
+      {"1x1: 16->32 stride 2 on 30x30, batch 10 (split K)", {10, 16, 30, 30, 32, 1, 1, 2, 0}},
   };
   return all;
 }

@@ -7,8 +7,10 @@
 //    invocation and reduces over every n, oh, ow itself.
 //  - 1x1 without padding on the register-blocked variant: conv2d_1x1_fwd / _bwd_data share
 //    conv2d_1x1_body.glsl (a GEMM per image: 16 out channels x 8 pixels per invocation, 4
-//    in channels per step); conv2d_1x1_bwd_weight splits K = n * oh * ow over the
-//    invocations of a workgroup and sums the partials in the workgroup at the end.
+//    in channels per step); conv2d_1x1_bwd_weight keeps up to 16 x 16 of dw per invocation,
+//    splits K = n * oh * ow into plane segments walked in order (an unaligned plane costs
+//    one vec4 load per row and chunk too), sums the partials of a workgroup with
+//    subgroupAdd and those of several workgroups with conv2d_split_sum.
 //  - tiled (GPUs): conv2d_{fwd,bwd_data,bwd_weight}_tiled, 64x64 tiles through shared
 //    memory, 16-deep k slices, 4x4 per invocation.
 //  - depthwise: simple direct kernels conv2d_dw_*, used by both variants.
@@ -173,29 +175,33 @@ void record_1x1_gemm(Recording& rec, const Conv2dShape& s, bool bwd_data, const 
 void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw,
                        bool accumulate) {
   Context& ctx = rec.context();
-  const uint32_t LX = 64;
-  // 16 x 8 blocks: 24 vec4 loads per 512 multiply-adds (8 x 8: 16 per 256).
-  int MB = s.c_out > 8 ? 16 : s.c_out > 4 ? 8 : 4;
-  const int CB = s.c_in > 4 ? 8 : 4;
+  // One subgroup per workgroup: the final reduction is then one subgroupAdd per output.
+  const uint32_t LX = std::max<uint32_t>(ctx.info().subgroup_size, 1);
+  // 16 x 16 dw blocks: per 4-pixel chunk 32 vec4 loads feed 1024 multiply-adds (the former
+  // 16 x 8 kernel took 1.5x as long on lavapipe; 32 x 32 ran 32->32 14x14 and 64->64 7x7
+  // ~10% faster still, but its unrolled body took LLVM minutes to compile).
+  auto block = [](int c) { return c > 8 ? 16 : c > 4 ? 8 : 4; };
+  int MB = block(s.c_out);
+  const int CB = block(s.c_in);
   // The shared partial sums hold one row per subgroup; size them for the smallest subgroup.
   const uint32_t smallest_subgroup = std::max<uint32_t>(ctx.info().min_subgroup_size, 1);
   const uint32_t subgroups = std::max<uint32_t>(LX / smallest_subgroup, 1);
-  if (subgroups * MB * CB * sizeof(float) > ctx.info().max_shared_memory) MB = 4;
+  while (subgroups * MB * CB * sizeof(float) > ctx.info().max_shared_memory && MB > 4) MB /= 2;
   const int out_hw = s.out_h() * s.out_w();
   const bool dy_aligned = out_hw % 4 == 0, x_aligned = s.stride == 1 && (s.h * s.w) % 4 == 0;
-  // Few blocks (16 channels: 2) leave a CPU driver's threads idle (measured: 16->16 on 28x28
-  // took 2.5x the time of 32->32 on 14x14, the same work): split the batch into enough
-  // workgroups, each writing a partial dw, merged by conv2d_split_sum.
   const uint32_t gx = ceil_div(s.c_in, CB), gy = ceil_div(s.c_out, MB);
-  constexpr uint32_t kMinWorkgroups = 16;
-  int splits = 1;
-  if (gx * gy < kMinWorkgroups && s.n > 1) {
-    const int per_split = ceil_div(s.n, std::min<int64_t>(s.n, ceil_div(kMinWorkgroups, gx * gy)));
-    splits = int(ceil_div(s.n, per_split));  // no empty split
-  }
+  // Few blocks (16 channels: 1) leave a CPU driver's threads idle: split K over enough
+  // workgroups (z), each writing a partial dw merged by conv2d_split_sum, as long as every
+  // invocation keeps a few dozen chunks to amortize its reduction.
+  const int64_t chunks = ceil_div(out_hw, 4);
+  constexpr int64_t kMinWorkgroups = 16, kMinChunksPerInvocation = 32;
+  int64_t splits = ceil_div(kMinWorkgroups, int64_t(gx) * gy);
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, int64_t(s.n) * chunks / (kMinChunksPerInvocation * LX)));
+  // Items (plane segments) for every invocation: split the planes when the batch is small.
+  const int segments = int(std::clamp<int64_t>(ceil_div(splits * LX, s.n), 1, chunks));
   const Kernel& k = ctx.kernel("conv2d_1x1_bwd_weight", {LX, 1, 1},
                                {u32(MB), u32(CB), u32(s.stride), dy_aligned ? 1u : 0u, x_aligned ? 1u : 0u,
-                                subgroups, u32(splits)});
+                                subgroups, u32(int(splits)), u32(segments)});
   if (splits == 1) {
     rec.dispatch(k, {vec4_view(x), x.view(), vec4_view(dy), dw.view()}, make_push(s, accumulate), Groups{gx, gy, 1},
                  "conv2d_1x1_bwd_weight");
@@ -203,10 +209,10 @@ void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, co
   }
   const uint32_t count = uint32_t(dw.numel());
   const BufferView partial = rec.transient(uint64_t(splits) * count * sizeof(float));
-  rec.dispatch(k, {vec4_view(x), x.view(), vec4_view(dy), partial}, make_push(s, false), Groups{gx, gy, u32(splits)},
+  rec.dispatch(k, {vec4_view(x), x.view(), vec4_view(dy), partial}, make_push(s, false), Groups{gx, gy, u32(int(splits))},
                "conv2d_1x1_bwd_weight");
   const Kernel& merge = ctx.kernel("conv2d_split_sum", {64, 1, 1});
-  struct { uint32_t count, splits, accumulate; } push{count, u32(splits), accumulate ? 1u : 0u};
+  struct { uint32_t count, splits, accumulate; } push{count, u32(int(splits)), accumulate ? 1u : 0u};
   rec.dispatch(merge, {partial, dw.view()}, push, Groups{ceil_div(count, 64), 1, 1}, "conv2d_1x1_bwd_weight merge");
 }
 
