@@ -17,8 +17,8 @@
 //     g = dy (masked by y > 0 with the fused ReLU), xhat = (x - mean) * inv_std,
 //     dbeta = sum(g), dgamma = sum(g * xhat),
 //     dx = gamma * inv_std * (g - dbeta / M - xhat * dgamma / M),  M = N*H*W.
-//     With BN_GRAD_OUT 1 (and the ReLU) the second sweep also writes g to g_out: the
-//     gradient of the ReLU's input, when it has another consumer (a residual sum's shortcut).
+//     With BN_GRAD_OUT 1 (and the ReLU or BN_QUANT) the second sweep also writes g to g_out:
+//     the gradient of BN's output, when it has another consumer (a residual sum's shortcut).
 //     With BN_QUANT 1 it is also the backward of the quantizer epilogue (PACT's, bit for
 //     bit: quant_pact.glsl): dy is the gradient of q, g = dy [0 <= y < clip] (+ extra[] when
 //     p.extra: a gradient of y from another consumer), and the workgroup writes channel c's
@@ -110,7 +110,7 @@ layout(std430, binding = 11) writeonly buffer CGb { float clip_grad[]; };
 #include "kahan.glsl"
 #endif
 #if BN_GRAD_OUT
-layout(std430, binding = 9) writeonly buffer GOb { VEC g_out[]; };
+layout(std430, binding = BN_QUANT == 1 ? 12 : 9) writeonly buffer GOb { VEC g_out[]; };
 #endif
 #else
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };

@@ -233,7 +233,7 @@ TEST_CASE("batchnorm2d backward matches the reference" * doctest::test_suite("ba
       }
 }
 
-TEST_CASE("batchnorm2d backward with relu_grad_out == relu_backward then backward, bit for bit" *
+TEST_CASE("batchnorm2d backward with grad_out == relu_backward then backward, bit for bit" *
           doctest::test_suite("batchnorm2d")) {
   Context& ctx = test::ctx();
   for (const auto& shape : kShapes) {

@@ -4,8 +4,9 @@
 // 1e-5 relative (+ 1e-7 sum|g| absolute) of a double reference; CG - original equals the
 // quantization-error term; the reference equals finite differences of the STE surrogate.
 // BatchNorm's fused quantizer epilogue equals BN followed by pact_forward, bit for bit, and
-// its fused backward equals pact_backward followed by BN's backward (dx, dgamma, dbeta bit
-// for bit; dalpha, summed in another order, within the same bounds).
+// its fused backward equals pact_backward followed by BN's backward (dx, dgamma, dbeta and,
+// with grad_out, the quantizer's dx bit for bit; dalpha, summed in another order, within
+// the same bounds).
 #include <cmath>
 #include <random>
 
@@ -321,11 +322,23 @@ TEST_CASE("BN backward with PACT's backward fused equals pact_backward then BN b
                                         &epilogue);
           nn::batchnorm2d_backward(rec, x, pre, dq, ch[0], ch[4], ch[5], dx, true, ch[7], ch[8], false, false, &fused);
           pact_merge_clip_grad(rec, ch[6], dalpha, false);
+          // grad_out: the same pass also writes the quantizer's input gradient (in place over
+          // `extra` when there is one, as a residual block does with its sum's gradient).
+          Tensor grad(ctx, shape), dx2(ctx, shape), dgamma2(ctx, {c}), dbeta2(ctx, {c});
+          grad.upload(extra_v);
+          dx2.upload(old_dx);
+          nn::BnQuantBackward fused_in_place{&clip, L.n, L.inv_n, gradient == PactGradient::Calibrated,
+                                             with_extra ? &grad : nullptr, &ch[6]};
+          nn::batchnorm2d_backward(rec, x, pre, dq, ch[0], ch[4], ch[5], dx2, true, dgamma2, dbeta2, false, false,
+                                   &fused_in_place, &grad);
           pact_backward(rec, pre, clip, dq, d_pre, with_extra, dalpha_ref, false, scratch, bits, gradient);
           nn::batchnorm2d_backward(rec, x, pre, d_pre, ch[0], ch[4], ch[5], dx_ref, true, ch[9], ch[10], false);
           rec.finish();
           rec.run();
           CHECK(dx.download() == dx_ref.download());
+          CHECK(dx2.download() == dx_ref.download());
+          CHECK(grad.download() == d_pre.download());
+          CHECK(dgamma2.download() == ch[9].download());
           CHECK(ch[7].download() == ch[9].download());
           CHECK(ch[8].download() == ch[10].download());
           const auto want = ref::pact_backward(pre.download(), alpha, dq_v, bits, gradient);

@@ -107,9 +107,9 @@ void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool 
 }
 
 void BatchNorm2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
-                                bool relu, bool accumulate_dx, Tensor* relu_grad_out) {
+                                bool relu, bool accumulate_dx, Tensor* grad_out) {
   batchnorm2d_backward(rec, x, y, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad, beta.grad,
-                       false, relu, nullptr, relu_grad_out);
+                       false, relu, nullptr, grad_out);
 }
 
 void BatchNorm2dLayer::forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y,
@@ -127,13 +127,13 @@ void BatchNorm2dLayer::forward_quantized(Recording& rec, const Tensor& x, ActQua
 
 void BatchNorm2dLayer::backward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, const Tensor& pre,
                                           const Tensor& dy, Tensor& d_pre, bool accumulate_pre, Tensor& dx,
-                                          bool accumulate_dx) {
+                                          bool accumulate_dx, bool write_d_pre) {
   if (auto clip = act.uniform_clip()) {
     if (!clip_grad_partials.defined()) clip_grad_partials = Tensor(rec.context(), {int(gamma.value.numel())});
     BnQuantBackward q{clip->clip, clip->levels, clip->inv_levels, clip->calibrated,
                       accumulate_pre ? &d_pre : nullptr, &clip_grad_partials};
     batchnorm2d_backward(rec, x, pre, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad,
-                         beta.grad, false, false, &q);
+                         beta.grad, false, false, &q, write_d_pre ? &d_pre : nullptr);
     act.merge_clip_grad(rec, clip_grad_partials);
     return;
   }

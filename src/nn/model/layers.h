@@ -58,17 +58,18 @@ class BatchNorm2dLayer {
   // residual: y = relu?(bn(x) + residual), the sum of a residual connection in the same pass.
   void forward(Recording& rec, const Tensor& x, Tensor& y, bool train, bool relu,
                const BnQuantEpilogue* quant = nullptr, const Tensor* residual = nullptr);
-  // relu_grad_out (with relu): also write the gradient of the ReLU's input there.
+  // grad_out (with relu): also write the gradient of the ReLU's input there.
   void backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool relu,
-                bool accumulate_dx, Tensor* relu_grad_out = nullptr);
+                bool accumulate_dx, Tensor* grad_out = nullptr);
   // y = Q(bn(x)) for an activation quantizer Q: BN's output goes to `pre` (Q's backward reads
   // it); a uniform-clip quantizer (PACT) runs in BN's pass when training. Backward: d_pre =
   // Q'(dy) (accumulate_pre: added to what d_pre holds), then dx (+)= bn'(d_pre); with a
   // uniform clip both in BN's backward pass, which only reads d_pre (when accumulate_pre)
-  // and leaves it as it was.
+  // and leaves it as it was unless write_d_pre (for another consumer of pre).
   void forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y, bool train);
   void backward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, const Tensor& pre, const Tensor& dy,
-                          Tensor& d_pre, bool accumulate_pre, Tensor& dx, bool accumulate_dx);
+                          Tensor& d_pre, bool accumulate_pre, Tensor& dx, bool accumulate_dx,
+                          bool write_d_pre = false);
   std::string name;
   Parameter gamma, beta;
   Tensor running_mean, running_var, saved_mean, saved_invstd;

@@ -114,11 +114,16 @@ void BasicBlock::forward(Recording& rec, const Tensor& x, bool train) {
 }
 
 void BasicBlock::backward(Recording& rec, const Tensor& x, Tensor& dx) {
-  if (act_out)
-    act_out->backward(rec, sum, d_out, d_sum, d_sum_prefilled);
-  else
+  if (act_out) {
+    // The output quantizer's backward (in bn2's pass for PACT), which also leaves the sum's
+    // gradient in d_sum for the shortcut.
+    c2.bn.backward_quantized(rec, c2.conv_out, *act_out, sum, d_out, d_sum, d_sum_prefilled, c2.d_conv_out, false,
+                             /*write_d_pre=*/true);
+    c2.conv.backward(rec, c1.out, c2.d_conv_out, &c1.d_out, false);
+  } else {
     relu_backward(rec, out, d_out, d_sum, d_sum_prefilled);
-  c2.backward(rec, c1.out, d_sum, &c1.d_out, false);
+    c2.backward(rec, c1.out, d_sum, &c1.d_out, false);
+  }
   c1.backward(rec, x, c1.d_out, &dx, false);
   if (down)
     down->backward(rec, x, d_sum, &dx, true);  // the block input feeds both branches

@@ -150,7 +150,7 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu,
-                          const BnQuantBackward* quant, Tensor* relu_grad_out) {
+                          const BnQuantBackward* quant, Tensor* grad_out) {
   const char* op = "batchnorm2d_backward";
   BnParams p = params_for(op, x);
   if (relu || quant) require_like_x(op, x, y, "y");
@@ -177,22 +177,32 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
       uint32_t calibrated, extra;
     } qp{p, quant->levels, quant->inv_levels, quant->calibrated ? 1u : 0u, quant->extra ? 1u : 0u};
     const Tensor& extra = quant->extra ? *quant->extra : dy;
-    std::string shader =
-        variant("batchnorm2d_bwd_quant", qp.bn, {x.view(), y.view(), dy.view(), dx.view(), extra.view()});
-    rec.dispatch(ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, training_specs(ctx, false)),
-                 {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
-                  dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view()},
-                 qp, Groups{p.c, 1, 1}, "batchnorm2d_bwd_quant");
+    if (grad_out) require_like_x(op, x, *grad_out, "grad_out");
+    const char* name = grad_out ? "batchnorm2d_bwd_quant_grad_out" : "batchnorm2d_bwd_quant";
+    std::string shader = variant(name, qp.bn, {x.view(), y.view(), dy.view(), dx.view(), extra.view(),
+                                               grad_out ? grad_out->view() : dx.view()});
+    const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, training_specs(ctx, false));
+    if (grad_out)
+      rec.dispatch(k,
+                   {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
+                    dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view(),
+                    grad_out->view()},
+                   qp, Groups{p.c, 1, 1}, name);
+    else
+      rec.dispatch(k,
+                   {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
+                    dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view()},
+                   qp, Groups{p.c, 1, 1}, name);
     return;
   }
-  if (relu_grad_out) {
-    if (!relu || quant) throw Error(std::string(op) + ": relu_grad_out needs relu = true and no quantizer");
-    require_like_x(op, x, *relu_grad_out, "relu_grad_out");
+  if (grad_out) {
+    if (!relu) throw Error(std::string(op) + ": grad_out needs relu = true or a quantizer backward");
+    require_like_x(op, x, *grad_out, "grad_out");
     std::string shader =
-        variant("batchnorm2d_bwd_grad_out", p, {x.view(), y.view(), dy.view(), dx.view(), relu_grad_out->view()});
+        variant("batchnorm2d_bwd_grad_out", p, {x.view(), y.view(), dy.view(), dx.view(), grad_out->view()});
     rec.dispatch(ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, training_specs(ctx, true)),
                  {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
-                  dgamma.view(), dbeta.view(), relu_grad_out->view()},
+                  dgamma.view(), dbeta.view(), grad_out->view()},
                  p, Groups{p.c, 1, 1}, "batchnorm2d_bwd_grad_out");
     return;
   }

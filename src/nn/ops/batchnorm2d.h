@@ -46,15 +46,16 @@ void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gam
 // add into dx / into dgamma and dbeta instead of overwriting.
 // quant (not with relu): the backward of BnQuantEpilogue's quantizer in the same pass; dy
 // is then the gradient of q, and y the BN output (see BnQuantBackward).
-// relu_grad_out (with relu): also write the masked gradient dy [y > 0] there, the gradient
-// of the ReLU's input for its other consumer (a residual sum's shortcut, say).
+// grad_out (with relu or quant): also write the gradient that reaches BN's output there,
+// dy [y > 0] or the quantizer's g (see BnQuantBackward), for that output's other consumer
+// (a residual sum's shortcut, say). It may be quant->extra: each element is read, then written.
 struct BnQuantBackward;
 void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy,
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params,
                           bool relu = false, const BnQuantBackward* quant = nullptr,
-                          Tensor* relu_grad_out = nullptr);
+                          Tensor* grad_out = nullptr);
 
 // PACT's backward (src/quant/pact.h), bit for bit, applied by the BN backward to the
 // gradient it reads, which saves the quantizer a pass over y and dy and a gradient tensor:
