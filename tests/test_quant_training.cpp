@@ -150,6 +150,36 @@ TEST_CASE("pre-activation ResNet: W4A4 CG-PACT + SAT-conv + aux trains, and the 
     max_change = std::max(max_change, double(std::fabs(after_block[i] - before_block[i])));
   CHECK(max_change > 1e-3);                                 // through the block taps
   CHECK(net.stem.weight.value.download() != before_stem);  // through the stem tap
+
+  // Evaluation runs the block convs on their integer grids; the float convs give the same
+  // logits up to float rounding of their sums (at width 4 often none at all).
+  for (auto& b : net.blocks) {
+    CHECK(b->conv1.exact_eval());
+    CHECK(b->conv2.exact_eval());
+    if (b->down) CHECK(b->down->exact_eval());
+  }
+  CHECK(!net.stem.exact_eval());  // it reads the image
+  net.input().upload(test::random_vector(size_t(net.input().numel()), 7, 0.f, 1.f));
+  auto eval_logits = [&] {
+    Recording rec(test::ctx());
+    net.forward(rec, false);
+    rec.run();
+    return net.logits().download();
+  };
+  const auto exact = eval_logits();
+  // The shared scratch holds the last exact conv's input (the last block's conv2): integer codes.
+  const auto codes = net.grid_scratch.download();
+  const size_t last_input = size_t(net.blocks.back()->o2.numel());
+  REQUIRE(codes.size() >= last_input);
+  size_t non_integer = 0, nonzero = 0;
+  for (size_t i = 0; i < last_input; ++i) non_integer += codes[i] != std::round(codes[i]), nonzero += codes[i] != 0;
+  CHECK(non_integer == 0);
+  CHECK(nonzero > 0);
+  for (auto& b : net.blocks)
+    for (nn::Conv2dLayer* c : {&b->conv1, &b->conv2, b->down ? &*b->down : nullptr})
+      if (c) c->set_input_grid(test::ctx(), std::nullopt, nullptr);
+  const auto floating = eval_logits();
+  test::check_close(exact, floating, 1e-3, 1e-3, "exact vs float evaluation logits");
   nn::SafeTensors st = nn::read_safetensors((dir / "checkpoint.safetensors").string());
   CHECK(st.has("layer2.1.act2.alpha"));
   CHECK(st.has("bn.act.alpha"));

@@ -173,6 +173,15 @@ void PreActResNet::apply_quant_policy(QuantPolicy& policy) {
   fc.set_quantizer(ctx_, policy.weight(ctx_, "fc", fc.weight.value, LayerRole::Last));
   if (fc.quant) register_quantizer_state(fc.quant->parameters(), fc.quant->state());
   policy.finish();
+  // Exact evaluation: conv1 and the downsample conv read act1's output, conv2 act2's (the
+  // stem conv reads the image, never quantized).
+  std::vector<std::pair<Conv2dLayer*, std::optional<Grid>>> inputs;
+  for (auto& b : blocks) {
+    inputs.push_back({&b->conv1, output_grid(b->act1)});
+    if (b->down) inputs.push_back({&*b->down, output_grid(b->act1)});
+    inputs.push_back({&b->conv2, output_grid(b->act2)});
+  }
+  wire_input_grids(ctx_, inputs, grid_scratch);
 }
 
 std::vector<FeatureTap> PreActResNet::feature_taps() {

@@ -240,23 +240,27 @@ void ResNet::apply_quant_policy(QuantPolicy& policy) {
   wire_input_grids();
 }
 
-void ResNet::wire_input_grids() {
-  // Each conv's input is the output of the previous activation quantizer (the stem conv's
-  // is the image, never quantized).
-  auto grid_of = [](const std::unique_ptr<ActQuantizer>& a) { return a ? a->grid() : std::nullopt; };
-  std::vector<std::pair<Conv2dLayer*, std::optional<Grid>>> inputs;
-  std::optional<Grid> in = grid_of(stem.act);
-  for (auto& b : blocks) {
-    inputs.push_back({&b->c1.conv, in});
-    if (b->down) inputs.push_back({&b->down->conv, in});
-    inputs.push_back({&b->c2.conv, grid_of(b->c1.act)});
-    in = grid_of(b->act_out);
-  }
+void wire_input_grids(Context& ctx, const std::vector<std::pair<Conv2dLayer*, std::optional<Grid>>>& inputs,
+                      Tensor& scratch) {
   int64_t most = 0;
   for (auto& [conv, grid] : inputs)
     if (grid) most = std::max(most, int64_t(conv->shape.n) * conv->shape.c_in * conv->shape.h * conv->shape.w);
-  if (most > 0 && (!grid_scratch.defined() || grid_scratch.numel() < most)) grid_scratch = Tensor(ctx_, {int(most)});
-  for (auto& [conv, grid] : inputs) conv->set_input_grid(ctx_, grid, &grid_scratch);
+  if (most > 0 && (!scratch.defined() || scratch.numel() < most)) scratch = Tensor(ctx, {int(most)});
+  for (auto& [conv, grid] : inputs) conv->set_input_grid(ctx, grid, &scratch);
+}
+
+void ResNet::wire_input_grids() {
+  // Each conv's input is the output of the previous activation quantizer (the stem conv's
+  // is the image, never quantized).
+  std::vector<std::pair<Conv2dLayer*, std::optional<Grid>>> inputs;
+  std::optional<Grid> in = output_grid(stem.act);
+  for (auto& b : blocks) {
+    inputs.push_back({&b->c1.conv, in});
+    if (b->down) inputs.push_back({&b->down->conv, in});
+    inputs.push_back({&b->c2.conv, output_grid(b->c1.act)});
+    in = output_grid(b->act_out);
+  }
+  nn::wire_input_grids(ctx_, inputs, grid_scratch);
 }
 
 std::vector<FeatureTap> ResNet::feature_taps() {

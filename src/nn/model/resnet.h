@@ -69,6 +69,16 @@ class ResNet : public Network {
   void wire_input_grids();
 };
 
+// Exact evaluation (nn/ops/grid.h): wires each conv to the grid of the quantizer that
+// produces its input (none: the float conv), all sharing `scratch`, sized here for the
+// largest input on a grid.
+void wire_input_grids(Context& ctx, const std::vector<std::pair<Conv2dLayer*, std::optional<Grid>>>& inputs,
+                      Tensor& scratch);
+// The grid of an activation quantizer's output (none without a quantizer).
+inline std::optional<Grid> output_grid(const std::unique_ptr<ActQuantizer>& a) {
+  return a ? a->grid() : std::nullopt;
+}
+
 class PlainCnn : public Network {
  public:
   PlainCnn(Context& ctx, const ModelConfig& cfg, int batch);
@@ -134,6 +144,7 @@ class PreActResNet : public Network {
   Tensor pooled_q, d_pooled_q;
   LinearLayer fc;
   bool last_d_out_prefilled = false;  // the last block's d_out holds the aux gradient
+  Tensor grid_scratch;  // the integer input of whichever conv evaluates exactly (nn/ops/grid.h)
 
  protected:
   void init_layers(InitRng& rng) override;
