@@ -145,7 +145,7 @@ void Recording::after_command(const char* label, Stage) {
     vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, uint32_t(labels_.size()));
 }
 
-void Recording::dispatch(const Kernel& k, std::initializer_list<BufferView> buffers, const void* push,
+void Recording::dispatch(const Kernel& k, const std::vector<BufferView>& buffers, const void* push,
                          uint32_t push_bytes, Groups groups, const char* label) {
   if (finished_) throw Error("Recording: dispatch after finish()");
   const std::string what = "dispatch of " + k.name();

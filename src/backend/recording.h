@@ -40,17 +40,17 @@ class Recording {
   // equal the kernel's push-constant block) and dispatches. Group counts beyond the
   // device's maxComputeWorkGroupCount are split into several vkCmdDispatchBase calls, so
   // shaders may rely on gl_GlobalInvocationID / gl_WorkGroupID being global.
-  void dispatch(const Kernel& k, std::initializer_list<BufferView> buffers, const void* push,
+  void dispatch(const Kernel& k, const std::vector<BufferView>& buffers, const void* push,
                 uint32_t push_bytes, Groups groups, const char* label = nullptr);
   template <class P>
-  void dispatch(const Kernel& k, std::initializer_list<BufferView> buffers, const P& push,
+  void dispatch(const Kernel& k, const std::vector<BufferView>& buffers, const P& push,
                 Groups groups, const char* label = nullptr) {
     static_assert(std::is_trivially_copyable_v<P>, "push constants must be plain data");
     dispatch(k, buffers, &push, sizeof(P), groups, label);
   }
   // Same, with the group count derived from a total number of invocations along x.
   template <class P>
-  void dispatch_1d(const Kernel& k, std::initializer_list<BufferView> buffers, const P& push,
+  void dispatch_1d(const Kernel& k, const std::vector<BufferView>& buffers, const P& push,
                    uint64_t invocations, const char* label = nullptr) {
     dispatch(k, buffers, push, groups_for(k, invocations), label);
   }

@@ -85,20 +85,16 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   Context& ctx = rec.context();
   const uint32_t local = channel_workgroup_size(ctx);
   if (residual) require_like_x(op, x, *residual, "residual");
-  // Bindings 0-6 of every training-forward variant.
-  const BufferView stats[7] = {x.view(),           gamma.view(),      beta.view(),        running_mean.view(),
-                               running_var.view(), saved_mean.view(), saved_invstd.view()};
+  // Bindings of every training-forward variant: x, the per-channel tensors, y, then the
+  // quantizer's clip and q, then the residual (each only where used).
+  std::vector<BufferView> views{x.view(),           gamma.view(),      beta.view(),         running_mean.view(),
+                                running_var.view(), saved_mean.view(), saved_invstd.view(), y.view()};
   if (!quant) {
     const char* name = residual ? "batchnorm2d_train_residual" : relu ? "batchnorm2d_train_relu" : "batchnorm2d_train";
     std::string shader = variant(residual ? "batchnorm2d_train_residual" : "batchnorm2d_train", p,
                                  {x.view(), y.view(), residual ? residual->view() : y.view()});
-    const Kernel& k = ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu));
-    if (residual)
-      rec.dispatch(k, {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view(), residual->view()},
-                   p, Groups{p.c, 1, 1}, name);
-    else
-      rec.dispatch(k, {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view()}, p,
-                   Groups{p.c, 1, 1}, name);
+    if (residual) views.push_back(residual->view());
+    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu)), views, p, Groups{p.c, 1, 1}, name);
     return;
   }
   if (!quant->clip || !quant->q || quant->clip->numel() != 1 || quant->clip->dtype() != DType::F32)
@@ -112,17 +108,10 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   const char* name = residual ? "batchnorm2d_train_residual_quant" : "batchnorm2d_train_quant";
   std::string shader =
       variant(name, qp.bn, {x.view(), y.view(), quant->q->view(), residual ? residual->view() : y.view()});
-  const Kernel& k = ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu));
-  if (residual)
-    rec.dispatch(k,
-                 {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view(), quant->clip->view(),
-                  quant->q->view(), residual->view()},
-                 qp, Groups{p.c, 1, 1}, name);
-  else
-    rec.dispatch(k,
-                 {stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], y.view(), quant->clip->view(),
-                  quant->q->view()},
-                 qp, Groups{p.c, 1, 1}, name);
+  views.push_back(quant->clip->view());
+  views.push_back(quant->q->view());
+  if (residual) views.push_back(residual->view());
+  rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu)), views, qp, Groups{p.c, 1, 1}, name);
 }
 
 void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,
@@ -164,6 +153,17 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
   p.accumulate_dx = accumulate_dx ? 1 : 0;
   p.accumulate_params = accumulate_params ? 1 : 0;
   Context& ctx = rec.context();
+  const uint32_t local = channel_workgroup_size(ctx);
+  // Bindings of every backward variant: x, y (read with the ReLU or quantizer), dy, the
+  // per-channel tensors, dx and the parameter gradients; then the quantizer's clip, extra
+  // and partials; then grad_out (each only where used).
+  std::vector<BufferView> views{x.view(),          relu || quant ? y.view() : x.view(), dy.view(),
+                                gamma.view(),      saved_mean.view(),                   saved_invstd.view(),
+                                dx.view(),         dgamma.view(),                       dbeta.view()};
+  if (grad_out) {
+    if (!relu && !quant) throw Error(std::string(op) + ": grad_out needs relu = true or a quantizer backward");
+    require_like_x(op, x, *grad_out, "grad_out");
+  }
   if (quant) {
     if (relu) throw Error(std::string(op) + ": the quantizer backward replaces the ReLU mask; pass relu = false");
     if (!quant->clip || quant->clip->numel() != 1 || quant->clip->dtype() != DType::F32 ||
@@ -177,41 +177,19 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
       uint32_t calibrated, extra;
     } qp{p, quant->levels, quant->inv_levels, quant->calibrated ? 1u : 0u, quant->extra ? 1u : 0u};
     const Tensor& extra = quant->extra ? *quant->extra : dy;
-    if (grad_out) require_like_x(op, x, *grad_out, "grad_out");
     const char* name = grad_out ? "batchnorm2d_bwd_quant_grad_out" : "batchnorm2d_bwd_quant";
     std::string shader = variant(name, qp.bn, {x.view(), y.view(), dy.view(), dx.view(), extra.view(),
                                                grad_out ? grad_out->view() : dx.view()});
-    const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, training_specs(ctx, false));
-    if (grad_out)
-      rec.dispatch(k,
-                   {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
-                    dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view(),
-                    grad_out->view()},
-                   qp, Groups{p.c, 1, 1}, name);
-    else
-      rec.dispatch(k,
-                   {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
-                    dgamma.view(), dbeta.view(), quant->clip->view(), extra.view(), quant->clip_grad_partials->view()},
-                   qp, Groups{p.c, 1, 1}, name);
+    views.insert(views.end(), {quant->clip->view(), extra.view(), quant->clip_grad_partials->view()});
+    if (grad_out) views.push_back(grad_out->view());
+    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, false)), views, qp, Groups{p.c, 1, 1}, name);
     return;
   }
-  if (grad_out) {
-    if (!relu) throw Error(std::string(op) + ": grad_out needs relu = true or a quantizer backward");
-    require_like_x(op, x, *grad_out, "grad_out");
-    std::string shader =
-        variant("batchnorm2d_bwd_grad_out", p, {x.view(), y.view(), dy.view(), dx.view(), grad_out->view()});
-    rec.dispatch(ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, training_specs(ctx, true)),
-                 {x.view(), y.view(), dy.view(), gamma.view(), saved_mean.view(), saved_invstd.view(), dx.view(),
-                  dgamma.view(), dbeta.view(), grad_out->view()},
-                 p, Groups{p.c, 1, 1}, "batchnorm2d_bwd_grad_out");
-    return;
-  }
-  std::string shader = variant("batchnorm2d_bwd", p, {x.view(), y.view(), dy.view(), dx.view()});
-  const Kernel& k = ctx.kernel(shader, {channel_workgroup_size(ctx), 1, 1}, training_specs(ctx, relu));
-  rec.dispatch(k,
-               {x.view(), relu ? y.view() : x.view(), dy.view(), gamma.view(), saved_mean.view(),
-                saved_invstd.view(), dx.view(), dgamma.view(), dbeta.view()},
-               p, Groups{p.c, 1, 1}, relu ? "batchnorm2d_bwd_relu" : "batchnorm2d_bwd");
+  const char* name = grad_out ? "batchnorm2d_bwd_grad_out" : relu ? "batchnorm2d_bwd_relu" : "batchnorm2d_bwd";
+  std::string shader = variant(grad_out ? "batchnorm2d_bwd_grad_out" : "batchnorm2d_bwd", p,
+                               {x.view(), y.view(), dy.view(), dx.view(), grad_out ? grad_out->view() : dx.view()});
+  if (grad_out) views.push_back(grad_out->view());
+  rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu)), views, p, Groups{p.c, 1, 1}, name);
 }
 
 }  // namespace vkqat::nn
