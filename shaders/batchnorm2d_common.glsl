@@ -94,7 +94,7 @@ layout(std430, binding = BN_QUANT == 1 ? 10 : 8) readonly buffer Resb { VEC res[
 #endif
 #elif BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
-layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // only read when RELU
+layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // read with RELU or BN_QUANT
 layout(std430, binding = 2) readonly buffer DYb { VEC dy[]; };
 layout(std430, binding = 3) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 4) readonly buffer SMb { float saved_mean[]; };
@@ -106,7 +106,7 @@ layout(std430, binding = 8) buffer DBb { float dbeta[]; };
 layout(std430, binding = 9) readonly buffer Clipb { float clip_buf[]; };
 layout(std430, binding = 10) readonly buffer Eb { VEC extra[]; };  // read when p.extra
 layout(std430, binding = 11) writeonly buffer CGb { float clip_grad[]; };
-#include "quant_round.glsl"
+#include "pact_grad.glsl"
 #include "kahan.glsl"
 #endif
 #if BN_GRAD_OUT
@@ -234,20 +234,10 @@ void main() {
 VEC quant_grad(uint addr, float clip, float scale, out VEC clip_term) {
   VEC yv = y[addr], dq = dy[addr], g;
 #if VEC_WIDTH == 4
-  for (int l = 0; l < 4; ++l) {
-#define LANE(v) v[l]
+  for (int l = 0; l < 4; ++l) g[l] = pact_grad(yv[l], dq[l], clip, scale, p.inv_levels, p.calibrated != 0u, clip_term[l]);
 #else
-  {
-#define LANE(v) v
+  g = pact_grad(yv, dq, clip, scale, p.inv_levels, p.calibrated != 0u, clip_term);
 #endif
-    float v = LANE(yv), d = LANE(dq);
-    bool clipped = v >= clip;
-    LANE(g) = v >= 0.0 && !clipped ? d : 0.0;
-    precise float r = max(v, 0.0) * scale;
-    precise float err = d * ((round_half_away(r) - r) * p.inv_levels);
-    LANE(clip_term) = clipped ? d : (p.calibrated != 0u ? err : 0.0);
-#undef LANE
-  }
   return p.extra != 0u ? g + extra[addr] : g;
 }
 #else

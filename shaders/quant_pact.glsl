@@ -22,6 +22,7 @@ layout(std430, binding = 2) writeonly buffer Yb { VEC y[]; };
 layout(push_constant) uniform Params { PLAN_FIELDS float n; float inv_n; } p;
 #endif
 #include "quant_plan.glsl"
+#include "pact_grad.glsl"
 
 void main() {
   Walk it;
@@ -34,12 +35,9 @@ void main() {
     uint i = walk_unit(it);
     VEC xv = x[i], gv = g[i], d = VEC(0.0), term = VEC(0.0);
     for (int l = 0; l < VEC_WIDTH; ++l) {
-      float v = lane(xv, l), gl = lane(gv, l);
-      bool clipped = v >= alpha;
-      set_lane(d, l, v >= 0.0 && !clipped ? gl : 0.0);
-      precise float r = max(v, 0.0) * scale;
-      precise float err = gl * ((round_half_away(r) - r) * p.inv_n);
-      set_lane(term, l, clipped ? gl : (p.calibrated != 0u ? err : 0.0));
+      float t;
+      set_lane(d, l, pact_grad(lane(xv, l), lane(gv, l), alpha, scale, p.inv_n, p.calibrated != 0u, t));
+      set_lane(term, l, t);
     }
     kahan_add(s, comp, term);
     if (p.accumulate != 0u) d += dx[i];
