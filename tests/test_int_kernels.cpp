@@ -132,11 +132,7 @@ TEST_CASE("int_conv matches the CPU integer reference bit for bit" * doctest::te
 
 TEST_CASE("int_conv_dot (integer dot product) matches the CPU integer reference bit for bit" *
           doctest::test_suite("int")) {
-  const DeviceInfo& d = test::ctx().info();
-  if (!d.integer_dot_product_enabled) {
-    MESSAGE("skipped: " << d.name << " has no shaderIntegerDotProduct");
-    return;
-  }
+  if (test::lacks_integer_dot_product()) return;
   const auto dot = quant::IntConvPath::Dot;
   uint32_t seed = 300;
   for (int wbits : {2, 4, 8}) {

@@ -126,11 +126,7 @@ TEST_CASE("W2A2 aux+SAT: integer engine == CPU integer reference layer by layer;
 
 TEST_CASE("integer dot-product path: engine == CPU integer reference layer by layer (untrained, W4A4 and W8A8)" *
           doctest::test_suite("int")) {
-  const DeviceInfo& d = test::ctx().info();
-  if (!d.integer_dot_product_enabled) {
-    MESSAGE("skipped: " << d.name << " has no shaderIntegerDotProduct");
-    return;
-  }
+  if (test::lacks_integer_dot_product()) return;
   const fs::path dir = temp_dir("dot");
   for (int bits : {4, 8}) {
     quant::QuantConfig q;

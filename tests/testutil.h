@@ -34,6 +34,15 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
+// True, after a MESSAGE saying so, when the device cannot run the integer dot-product
+// kernels (the calling test then skips them).
+inline bool lacks_integer_dot_product() {
+  const DeviceInfo& d = ctx().info();
+  if (d.integer_dot_product_enabled) return false;
+  MESSAGE("skipped: " << d.name << " has no shaderIntegerDotProduct");
+  return true;
+}
+
 inline std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
