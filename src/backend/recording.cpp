@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "backend/context.h"
 #include "backend/error.h"
@@ -11,7 +12,7 @@
 namespace vkqat {
 namespace {
 constexpr uint32_t kSetsPerPool = 256;
-constexpr uint32_t kMaxTimestamps = 16384;
+constexpr uint32_t kQueriesPerPool = 1024;
 
 VkPipelineStageFlags stages_of(uint32_t s) {
   VkPipelineStageFlags f = 0;
@@ -44,22 +45,14 @@ Recording::Recording(Context& ctx, bool profile) : ctx_(ctx) {
   vk_check(vkAllocateCommandBuffers(ctx.device(), &ai, &cmd_), "vkAllocateCommandBuffers");
   VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   vk_check(vkBeginCommandBuffer(cmd_, &bi), "vkBeginCommandBuffer");
-  if (profile_) {
-    VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
-    qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
-    qi.queryCount = kMaxTimestamps;
-    vk_check(vkCreateQueryPool(ctx.device(), &qi, nullptr, &queries_), "vkCreateQueryPool");
-    query_capacity_ = kMaxTimestamps;
-    vkCmdResetQueryPool(cmd_, queries_, 0, kMaxTimestamps);
-    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries_, 0);
-  }
+  if (profile_) write_timestamp(0, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT);
 }
 
 Recording::~Recording() {
   VkDevice dev = ctx_.device();
   if (cmd_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &cmd_);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev, p, nullptr);
-  if (queries_) vkDestroyQueryPool(dev, queries_, nullptr);
+  for (VkQueryPool p : query_pools_) vkDestroyQueryPool(dev, p, nullptr);
 }
 
 Groups Recording::groups_for(const Kernel& k, uint64_t ix, uint64_t iy, uint64_t iz) {
@@ -139,10 +132,23 @@ void Recording::track(const std::vector<Access>& reads, const std::vector<Access
   if (!writes.empty()) pending_write_stages_ |= stage;
 }
 
+void Recording::write_timestamp(uint32_t index, VkPipelineStageFlagBits stage) {
+  if (index / kQueriesPerPool >= query_pools_.size()) {
+    VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    qi.queryCount = kQueriesPerPool;
+    VkQueryPool pool;
+    vk_check(vkCreateQueryPool(ctx_.device(), &qi, nullptr, &pool), "vkCreateQueryPool");
+    query_pools_.push_back(pool);
+    vkCmdResetQueryPool(cmd_, pool, 0, kQueriesPerPool);  // before its first write, every replay
+  }
+  vkCmdWriteTimestamp(cmd_, stage, query_pools_[index / kQueriesPerPool], index % kQueriesPerPool);
+}
+
 void Recording::after_command(const char* label, Stage) {
   labels_.emplace_back(label ? label : "");
-  if (profile_ && labels_.size() < query_capacity_)
-    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, uint32_t(labels_.size()));
+  // Timestamp i + 1 closes command i (timestamp 0 opens the recording).
+  if (profile_) write_timestamp(uint32_t(labels_.size()), VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT);
 }
 
 void Recording::dispatch(const Kernel& k, const std::vector<BufferView>& buffers, const void* push,
@@ -232,19 +238,43 @@ void Recording::run() {
   if (!finished_) finish();
   ctx_.submit_and_wait(cmd_);
   if (profile_) {
-    uint32_t n = uint32_t(std::min<size_t>(labels_.size() + 1, query_capacity_));
+    const size_t n = labels_.size() + 1;
     last_timestamps_.assign(n, 0);
-    vk_check(vkGetQueryPoolResults(ctx_.device(), queries_, 0, n, n * sizeof(uint64_t), last_timestamps_.data(),
-                                   sizeof(uint64_t), VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
-             "vkGetQueryPoolResults");
+    for (size_t first = 0; first < n; first += kQueriesPerPool) {
+      const uint32_t count = uint32_t(std::min<size_t>(kQueriesPerPool, n - first));
+      vk_check(vkGetQueryPoolResults(ctx_.device(), query_pools_[first / kQueriesPerPool], 0, count,
+                                     count * sizeof(uint64_t), last_timestamps_.data() + first, sizeof(uint64_t),
+                                     VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+               "vkGetQueryPoolResults");
+    }
   }
 }
 
 std::vector<DispatchTiming> Recording::timings() const {
   std::vector<DispatchTiming> out;
-  for (size_t i = 1; i < last_timestamps_.size(); ++i)
-    out.push_back({labels_[i - 1], double(last_timestamps_[i] - last_timestamps_[i - 1]) *
-                                       ctx_.info().timestamp_period_ns * 1e-6});
+  for (size_t i = 1; i < last_timestamps_.size(); ++i) {
+    // A timestamp earlier than the one before it (an out-of-order driver) counts as 0 ms;
+    // timings_complete() says so.
+    const uint64_t ticks = last_timestamps_[i] >= last_timestamps_[i - 1] ? last_timestamps_[i] - last_timestamps_[i - 1] : 0;
+    out.push_back({labels_[i - 1], double(ticks) * ctx_.info().timestamp_period_ns * 1e-6});
+  }
+  return out;
+}
+
+bool Recording::timings_complete() const {
+  if (!profile_ || last_timestamps_.size() != labels_.size() + 1) return false;
+  return std::is_sorted(last_timestamps_.begin(), last_timestamps_.end());
+}
+
+std::vector<LabelTime> group_by_label(const std::vector<DispatchTiming>& timings) {
+  std::vector<LabelTime> out;
+  std::map<std::string, size_t> row;
+  for (const DispatchTiming& t : timings) {
+    auto [it, added] = row.emplace(t.label, out.size());
+    if (added) out.push_back({t.label, 0, 0});
+    out[it->second].ms += t.ms, ++out[it->second].commands;
+  }
+  std::stable_sort(out.begin(), out.end(), [](const LabelTime& a, const LabelTime& b) { return a.ms > b.ms; });
   return out;
 }
 

@@ -28,6 +28,15 @@ struct DispatchTiming {
   double ms = 0;  // GPU time from the previous timestamp to the end of this command
 };
 
+// GPU time summed over the commands that share a label, the grouping `vkqat train
+// --profile` prints and vkqat-viz draws (one function, so the two always agree).
+struct LabelTime {
+  std::string label;
+  double ms = 0;
+  int commands = 0;
+};
+std::vector<LabelTime> group_by_label(const std::vector<DispatchTiming>& timings);  // largest first
+
 class Recording {
  public:
   // profile: write a timestamp after every command (see timings()).
@@ -72,8 +81,13 @@ class Recording {
   bool finished() const { return finished_; }
   size_t command_count() const { return labels_.size(); }
   size_t barrier_count() const { return barriers_; }
-  // Per-command GPU times of the last run() (profile mode only).
+  // Per-command GPU times of the last run() (profile mode only), in recording order: one
+  // entry per command, labels_[i] with the time between timestamps i and i+1.
   std::vector<DispatchTiming> timings() const;
+  // Whether the last run() timed every command with timestamps that never go backwards
+  // (false before the first run, without profile mode, or when the driver's timestamps
+  // are out of order: then timings() is not to be trusted).
+  bool timings_complete() const;
 
  private:
   struct Access {
@@ -83,6 +97,7 @@ class Recording {
   enum Stage : uint32_t { kCompute = 1, kTransfer = 2 };
   void track(const std::vector<Access>& reads, const std::vector<Access>& writes, Stage stage);
   void after_command(const char* label, Stage stage);
+  void write_timestamp(uint32_t index, VkPipelineStageFlagBits stage);
   void check_view(const BufferView& v, const char* what) const;
   VkDescriptorSet allocate_set(const Kernel& k);
 
@@ -90,8 +105,9 @@ class Recording {
   VkCommandBuffer cmd_ = VK_NULL_HANDLE;
   std::vector<VkDescriptorPool> pools_;
   uint32_t sets_left_in_pool_ = 0;
-  VkQueryPool queries_ = VK_NULL_HANDLE;
-  uint32_t query_capacity_ = 0;
+  // Timestamp queries in pools of kQueriesPerPool, added as commands are recorded, so a
+  // step of any length is timed whole (index i lives in pool i / kQueriesPerPool).
+  std::vector<VkQueryPool> query_pools_;
   bool profile_ = false, full_barriers_ = false, finished_ = false;
   std::vector<Access> pending_reads_, pending_writes_;
   uint32_t pending_read_stages_ = 0, pending_write_stages_ = 0;

@@ -432,8 +432,10 @@ void Trainer::reconfigure(const TrainConfig& next) {
   record_step();
 }
 
-std::vector<DispatchTiming> Trainer::step_timings() const {
-  return cfg_.profile ? impl_->train_step->timings() : std::vector<DispatchTiming>{};
+StepProfile Trainer::step_profile() const {
+  const Recording& r = *impl_->train_step;
+  if (!cfg_.profile) return {};
+  return {r.timings(), r.command_count(), r.timings_complete()};
 }
 
 int64_t Trainer::steps_per_epoch() const { return impl_->train_loader->batches_per_epoch(); }
@@ -561,15 +563,14 @@ TrainSummary Trainer::run() {
       }
 
       if (cfg_.profile && steps_this_process == 3) {
-        std::map<std::string, double> by_kernel;
+        const StepProfile p = step_profile();
         double total = 0;
-        for (const auto& t : s.train_step->timings()) by_kernel[t.label] += t.ms, total += t.ms;
-        std::vector<std::pair<double, std::string>> rows;
-        for (auto& [k, ms] : by_kernel) rows.push_back({ms, k});
-        std::sort(rows.rbegin(), rows.rend());
-        std::fprintf(stderr, "\nGPU time of one training step: %.2f ms (%zu commands, %zu barriers)\n", total,
-                     s.train_step->command_count(), s.train_step->barrier_count());
-        for (auto& [ms, k] : rows) std::fprintf(stderr, "  %-36s %8.3f ms %5.1f%%\n", k.c_str(), ms, 100 * ms / total);
+        for (const DispatchTiming& t : p.timings) total += t.ms;
+        std::fprintf(stderr, "\nGPU time of training step %lld: %.2f ms (%zu commands, %zu timed%s, %zu barriers)\n",
+                     (long long)s.step, total, p.commands, p.timings.size(),
+                     p.complete ? "" : ", timestamps incomplete or out of order", s.train_step->barrier_count());
+        for (const LabelTime& k : group_by_label(p.timings))
+          std::fprintf(stderr, "  %-36s %8.3f ms %5.1f%%  x%d\n", k.label.c_str(), k.ms, 100 * k.ms / total, k.commands);
       }
       // Records fall on fixed positions of the epoch, whatever the process history.
       const bool log_now = s.position % cfg_.log_every == 0 || s.position == steps_per_epoch;

@@ -46,6 +46,13 @@ struct EvalResult {
   double aux_loss = 0, aux_acc = 0;
 };
 
+// The GPU times of one replay of the recorded training step, one entry per command.
+struct StepProfile {
+  std::vector<DispatchTiming> timings;
+  size_t commands = 0;    // commands in the recorded step
+  bool complete = false;  // every command timed, timestamps in order (Recording::timings_complete)
+};
+
 struct TrainSummary {
   double test_acc = 0, test_loss = 0, train_images_per_s = 0, seconds = 0;
   EvalResult eval;
@@ -85,7 +92,7 @@ class Trainer {
   // Writes checkpoint + trainer state to the run directory now (between steps).
   void save_checkpoint();
   // Per-dispatch GPU times of the last step (config().profile only; empty otherwise).
-  std::vector<DispatchTiming> step_timings() const;
+  StepProfile step_profile() const;
   int64_t steps_per_epoch() const;
   int64_t step() const;  // steps done so far (a resumed run starts at its checkpoint's)
 
