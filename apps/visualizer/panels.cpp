@@ -321,21 +321,27 @@ void curves_panel(const View& v, float width, float height) {
 
 void gpu_panel(const View& v, float width, float height) {
   if (begin_panel(kGpuTime, width, height)) {
-    if (v.gpu.empty()) {
+    const GpuTimes& g = v.gpu;
+    if (g.rows.empty()) {
       ImGui::TextWrapped("no GPU times: live runs show them from step 3 on devices with timestamp queries; replays have none");
     } else {
-      ImGui::Text("one training step: %.1f ms of GPU time in %zu kinds of dispatch", v.gpu_total_ms, v.gpu.size());
+      ImGui::Text("step %lld: %.1f ms of GPU time, %zu kinds of dispatch", (long long)g.step, g.total_ms, g.rows.size());
+      if (g.complete)
+        ImGui::Text("complete: all %zu commands of the step timed", g.commands);
+      else
+        ImGui::TextColored(ImVec4(1.f, 0.6f, 0.2f, 1.f), "incomplete: %zu of %zu commands timed, or timestamps out of order",
+                           g.timed, g.commands);
       ImDrawList* dl = ImGui::GetWindowDrawList();
       const float row = ImGui::GetTextLineHeightWithSpacing();
-      const size_t rows = std::min(v.gpu.size(), size_t(std::max(1.f, ImGui::GetContentRegionAvail().y / row)));
-      const float full = ImGui::GetContentRegionAvail().x * 0.55f, top = float(v.gpu.front().ms);
+      const size_t rows = std::min(g.rows.size(), size_t(std::max(1.f, ImGui::GetContentRegionAvail().y / row)));
+      const float full = ImGui::GetContentRegionAvail().x * 0.55f, top = float(g.rows.front().ms);
       for (size_t i = 0; i < rows; ++i) {
-        const GpuTime& g = v.gpu[i];
+        const LabelTime& k = g.rows[i];
         const ImVec2 p = ImGui::GetCursorScreenPos();
-        const float w = std::max(1.f, std::floor(full * float(g.ms) / top));
+        const float w = std::max(1.f, std::floor(full * float(k.ms) / std::max(1e-9f, top)));
         dl->AddRectFilled(ImVec2(p.x, p.y + 2), ImVec2(p.x + w, p.y + row - 2), kGpuBars.imgui());
         ImGui::SetCursorScreenPos(ImVec2(p.x + full + 6, p.y));
-        ImGui::Text("%7.2f ms %4.1f%%  %s", g.ms, 100 * g.ms / v.gpu_total_ms, g.label.c_str());
+        ImGui::Text("%7.2f ms %4.1f%%  %s x%d", k.ms, 100 * k.ms / std::max(1e-9, g.total_ms), k.label.c_str(), k.commands);
       }
     }
   }

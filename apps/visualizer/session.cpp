@@ -4,7 +4,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <map>
 
 #include "backend/error.h"
 #include "quant/policy.h"
@@ -20,6 +19,15 @@ Settings settings_of(const nn::TrainConfig& c) {
   return s;
 }
 }  // namespace
+
+nlohmann::json GpuTimes::to_json() const {
+  nlohmann::json rows_json = nlohmann::json::array();
+  for (const LabelTime& r : rows)
+    rows_json.push_back({{"label", r.label}, {"ms", r.ms}, {"commands", r.commands},
+                         {"share", total_ms > 0 ? r.ms / total_ms : 0.0}});
+  return {{"step", step}, {"commands", commands}, {"timed", timed}, {"complete", complete}, {"total_ms", total_ms},
+          {"kernels", rows_json}};
+}
 
 // Runs on the training thread, between steps.
 class Session::Hooks : public nn::TrainHooks {
@@ -64,20 +72,22 @@ class Session::Hooks : public nn::TrainHooks {
       snap = std::make_shared<quant::StatsSnapshot>(stats_.collect(t, r));
       collect_next_ = false;
     }
-    std::vector<GpuTime> gpu;
-    double total = 0;
-    if (r.step % 10 == 3) {  // the step's timestamps by dispatch label (not the first steps: drivers compile then)
-      std::map<std::string, double> by_label;
-      for (const DispatchTiming& d : t.step_timings()) by_label[d.label] += d.ms, total += d.ms;
-      for (auto& [label, ms] : by_label) gpu.push_back({label, ms});
-      std::sort(gpu.begin(), gpu.end(), [](const GpuTime& a, const GpuTime& b) { return a.ms > b.ms; });
+    std::optional<GpuTimes> gpu;
+    if (r.step % 10 == 3) {  // not the first steps: drivers compile then
+      const nn::StepProfile p = t.step_profile();
+      if (!p.timings.empty()) {
+        gpu.emplace();
+        gpu->step = r.step, gpu->commands = p.commands, gpu->timed = p.timings.size(), gpu->complete = p.complete;
+        for (const DispatchTiming& d : p.timings) gpu->total_ms += d.ms;
+        gpu->rows = group_by_label(p.timings);
+      }
     }
     std::lock_guard<std::mutex> lk(s_.m_);
     View& d = s_.data_;
     d.steps.push_back({r.step, float(r.loss), float(r.acc), r.has_aux ? float(r.aux_loss) : NAN,
                        r.has_aux ? float(r.aux_acc) : NAN, r.lr, float(r.images_per_s)});
     if (snap) d.stats.push_back(snap);
-    if (!gpu.empty()) d.gpu = std::move(gpu), d.gpu_total_ms = total;
+    if (gpu) d.gpu = std::move(*gpu);
     d.step = r.step;
     d.total_steps = r.steps_per_epoch * t.config().epochs;
     s_.cv_.notify_all();

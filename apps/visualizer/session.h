@@ -25,9 +25,16 @@ struct EpochPoint {
   int64_t step;
   float test_acc, aux_test_acc;  // aux: NaN without the aux head
 };
-struct GpuTime {
-  std::string label;
-  double ms;
+// The GPU times of one training step, grouped by dispatch label (group_by_label: the same
+// rows as `vkqat train --profile`).
+struct GpuTimes {
+  int64_t step = 0;          // the step they were measured at (0: none yet)
+  size_t commands = 0;       // commands in the recorded step
+  size_t timed = 0;          // commands with a time
+  bool complete = false;     // every command timed, timestamps in order
+  double total_ms = 0;
+  std::vector<LabelTime> rows;  // largest first
+  nlohmann::json to_json() const;
 };
 
 // The settings a user can change while training runs.
@@ -42,8 +49,7 @@ struct View {
   std::vector<StepPoint> steps;
   std::vector<EpochPoint> epochs;
   std::vector<std::shared_ptr<const quant::StatsSnapshot>> stats;
-  std::vector<GpuTime> gpu;  // summed by label, largest first
-  double gpu_total_ms = 0;
+  GpuTimes gpu;
   Settings settings;
   std::string title, status, error;
   bool live = false, paused = false, finished = false;
