@@ -3,12 +3,14 @@
 //   vkqat-viz --replay RUN_DIR                   the statistics a run wrote (--stats-every)
 //   ... --headless --frames N --screenshot F.png offscreen, no window or X server: renders
 //                                                one frame per training step, N frames
-// Training uses the same device as the window; the UI reads only the small statistics.
+// Training runs on the window's physical device (a logical device and queue of its own);
+// the UI reads only the small statistics.
 #include <CLI/CLI.hpp>
 #include <imgui.h>
 #include <backends/imgui_impl_vulkan.h>
 
 #include <cstdio>
+#include <fstream>
 #include <regex>
 
 #include "train_options.h"
@@ -23,7 +25,7 @@ namespace {
 
 struct VizArgs {
   cli::TrainArgs train;
-  std::string replay, screenshot, size = "1600x1000";
+  std::string replay, screenshot, gpu_times, size = "1600x1000";
   bool headless = false;
   int frames = 0;
   double quit_after = 0;
@@ -46,15 +48,27 @@ std::unique_ptr<Context> open_device(const VizArgs& a) {
   }
 }
 
-std::unique_ptr<Session> open_session(Context& ctx, VizArgs& a) {
+// Training gets a logical device of its own on the window's physical device, with a
+// compute queue that never records graphics work. Sharing the window's queue made the GPU
+// time panel blame the wrong kernels on lavapipe: once the UI had bound a framebuffer on
+// that queue, llvmpipe bins each timestamp into the next raster scene, so a timestamp is
+// written only after the following command runs and every dispatch's time lands on its
+// neighbour. The UI reads nothing but host-side results, so nothing needs the shared queue.
+std::unique_ptr<Context> open_training_device(const Context& window_ctx) {
+  ContextOptions co;
+  co.device = window_ctx.info().index;
+  return std::make_unique<Context>(co);
+}
+
+std::unique_ptr<Session> open_session(Context* train_ctx, VizArgs& a) {
   if (!a.replay.empty()) return Session::replay(a.replay);
   cli::finish_train_args(a.train);
   a.train.cfg.profile = true;  // per-dispatch GPU times for the GPU-time panel
-  std::unique_ptr<nn::Trainer> trainer = cli::make_trainer(ctx, a.train);
+  std::unique_ptr<nn::Trainer> trainer = cli::make_trainer(*train_ctx, a.train);
   const nn::TrainConfig& c = trainer->config();
   char title[256];
   std::snprintf(title, sizeof title, "%s width %d on %s, device %s -> %s", c.model.name.c_str(), c.model.width, c.data.c_str(),
-                ctx.info().name.c_str(), c.out.c_str());
+                train_ctx->info().name.c_str(), c.out.c_str());
   const int every = a.train.stats_every > 0 ? a.train.stats_every : 50;
   auto s = std::make_unique<Session>(std::move(trainer), every, title);
   s->start();
@@ -100,6 +114,18 @@ int run_headless(Context& ctx, Session& session, const VizArgs& a) {
   return frames;
 }
 
+// The GPU-time panel's list as JSON, for scripts and for comparing with `vkqat train --profile`.
+void write_gpu_times(const std::string& path, const View& v) {
+  if (v.gpu.rows.empty())
+    throw Error("--gpu-times " + path + ": no GPU times were measured (they come from step 3 of a live run on a "
+                "device with timestamp queries)");
+  std::ofstream out(path);
+  out << v.gpu.to_json().dump(2) << "\n";
+  out.close();
+  if (!out) throw Error("--gpu-times " + path + ": cannot write the file");
+  std::fprintf(stderr, "vkqat-viz: wrote %s (GPU times of step %lld)\n", path.c_str(), (long long)v.gpu.step);
+}
+
 int run(VizArgs& a) {
   std::smatch m;
   static const std::regex size_re(R"((\d+)x(\d+))");
@@ -108,9 +134,11 @@ int run(VizArgs& a) {
   if (a.width < 300 || a.height < 200 || a.width > 8192 || a.height > 8192)
     throw Error("--size " + a.size + ": must be between 300x200 and 8192x8192");
   if (a.headless && a.screenshot.empty()) throw Error("--headless needs --screenshot OUT.png");
+  if (!a.gpu_times.empty() && !a.replay.empty()) throw Error("--gpu-times needs a live run: replays have no GPU times");
   if (!a.headless && !a.screenshot.empty()) throw Error("--screenshot needs --headless");
   std::unique_ptr<Context> ctx = open_device(a);
-  std::unique_ptr<Session> session = open_session(*ctx, a);
+  std::unique_ptr<Context> train_ctx = a.replay.empty() ? open_training_device(*ctx) : nullptr;
+  std::unique_ptr<Session> session = open_session(train_ctx.get(), a);
   const int frames = a.headless ? run_headless(*ctx, *session, a)
                                 : run_window(*ctx, *session, int(a.width), int(a.height), a.quit_after);
   const View v = session->view();
@@ -121,6 +149,7 @@ int run(VizArgs& a) {
                  (long long)v.step, ips, v.stats.size(), frames);
   }
   if (!a.screenshot.empty()) std::fprintf(stderr, "vkqat-viz: wrote %s (%ux%u)\n", a.screenshot.c_str(), a.width, a.height);
+  if (!a.gpu_times.empty()) write_gpu_times(a.gpu_times, v);
   if (!v.error.empty() && v.status == "training failed") throw Error(v.error);
   return 0;
 }
@@ -137,6 +166,7 @@ int main(int argc, char** argv) {
   app.add_flag("--headless", a.headless, "render offscreen (no window, no X server); needs --screenshot");
   app.add_option("--frames", a.frames, "headless: frames to render, one per training step, before the screenshot (0: until training ends)");
   app.add_option("--screenshot", a.screenshot, "headless: write the last frame to this PNG");
+  app.add_option("--gpu-times", a.gpu_times, "at exit, write the GPU-time panel's list (per kernel label) to this JSON file");
   app.add_option("--size", a.size, "window / screenshot size WIDTHxHEIGHT")->capture_default_str();
   app.add_option("--quit-after", a.quit_after, "window: close after this many seconds (scripted runs)");
   app.callback([&] { vkqat::cli::note_given(&app, a.train); });
