@@ -127,7 +127,7 @@ void BasicBlock::backward(Recording& rec, const Tensor& x, Tensor& dx) {
   c1.backward(rec, x, c1.d_out, &dx, false);
   if (down)
     down->backward(rec, x, d_sum, &dx, true);  // the block input feeds both branches
-  else
+  else if (!drop_shortcut_grad_for_test)
     accumulate(rec, d_sum, dx);
 }
 

@@ -43,6 +43,9 @@ struct BasicBlock {
   Tensor d_out;  // gradient of out, written by the next block / pooling
   Tensor d_sum;  // gradient of sum
   bool d_sum_prefilled = false;  // d_sum already holds the aux module's gradient: add to it
+  // Tests only: leave the identity shortcut's gradient out of dx, the bug the network
+  // gradient check must catch (tests/test_net_gradcheck.cpp proves it does).
+  bool drop_shortcut_grad_for_test = false;
 };
 
 class ResNet : public Network {
