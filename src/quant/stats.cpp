@@ -6,7 +6,7 @@
 
 #include "backend/error.h"
 #include "backend/kernel.h"
-#include "nn/model/resnet.h"
+#include "nn/model/network.h"
 #include "nn/ops/reduce.h"
 #include "quant/common.h"
 #include "quant/dorefa.h"
@@ -113,40 +113,36 @@ struct StatsCollector::Impl {
 
 StatsCollector::StatsCollector(Context& ctx, nn::Network& net) : impl_(std::make_unique<Impl>(ctx, net)) {
   Impl& s = *impl_;
-  auto* resnet = dynamic_cast<nn::ResNet*>(&net);
-  if (!resnet) throw Error("statistics: model " + net.config().name + " is not a ResNet (resnet20/32/56)");
-  auto add_weight = [&](const std::string& name, const Tensor& w, const nn::WeightQuantizer* q) {
+  auto add_weight = [&](const nn::WeightSite& site) {
     Impl::Weight e;
-    e.name = name, e.w = &w;
+    e.name = site.name, e.w = site.weight;
+    const nn::WeightQuantizer* q = site.quant;
     e.quantizer = q ? q->describe() : "fp32";
     // Level occupancy is computed for DoReFa's level grid (bits 2..8).
     if (q && q->kind().method == "dorefa" && q->kind().bits >= 2 && q->kind().bits <= 8) e.bits = q->kind().bits;
     s.weights.push_back(std::move(e));
   };
-  auto add_conv = [&](const nn::Conv2dLayer& c) { add_weight(c.name, c.weight.value, c.quant.get()); };
-  auto add_act = [&](const std::string& name, const Tensor& x, nn::ActQuantizer* q) {
-    if (!x.defined()) return;  // the ReLU is fused into BN: no separate pre-activation
+  auto add_act = [&](const nn::ActSite& site) {
+    if (!site.input->defined()) return;  // the ReLU is fused into BN: no separate pre-activation
     Impl::Act a;
-    a.name = name, a.x = &x;
+    a.name = site.name, a.x = site.input;
+    nn::ActQuantizer* q = site.quant;
     a.quantizer = q ? q->describe() : "relu";
     if (q)
       for (nn::Parameter* p : q->parameters())
         if (p->name.size() > 6 && p->name.compare(p->name.size() - 6, 6, ".alpha") == 0) a.alpha = &p->value;
     s.acts.push_back(std::move(a));
   };
-  add_conv(resnet->stem.conv);
-  add_act("conv1.act", resnet->stem.pre, resnet->stem.act.get());
-  for (auto& b : resnet->blocks) {
-    add_conv(b->c1.conv);
-    add_act(b->name + ".act1", b->c1.pre, b->c1.act.get());
-    add_conv(b->c2.conv);
-    if (b->down) add_conv(b->down->conv);
-    add_act(b->name + ".act2", b->sum, b->act_out.get());
-  }
-  add_act("fc.act", resnet->pooled, resnet->fc_act.get());
-  s.fc = &resnet->fc;
-  add_weight("fc", resnet->fc.weight.value, resnet->fc.quant.get());
-  s.fc_sat = resnet->fc.quant && resnet->fc.quant->kind().sat;
+  // Every model lists its sites the same way: no model class is known here.
+  const nn::QuantSites sites = net.quant_sites();
+  if (!sites.classifier) throw Error("statistics: model " + net.config().name + " names no last FC layer");
+  for (const nn::WeightSite& w : sites.weights) add_weight(w);
+  if (std::none_of(sites.weights.begin(), sites.weights.end(),
+                   [&](const nn::WeightSite& w) { return w.weight == &sites.classifier->weight.value; }))
+    throw Error("statistics: model " + net.config().name + " does not list its last FC among its weights");
+  for (const nn::ActSite& a : sites.acts) add_act(a);
+  s.fc = sites.classifier;
+  s.fc_sat = s.fc->quant && s.fc->quant->kind().sat;
 
   int64_t scratch_numel = 1;
   for (const auto& w : s.weights) scratch_numel = std::max(scratch_numel, quant_scratch_numel(ctx, w.w->shape(), ReduceScope::Tensor));
@@ -181,7 +177,8 @@ StatsCollector::StatsCollector(Context& ctx, nn::Network& net) : impl_(std::make
     dorefa_weight_forward(rec, *w.w, w.q, w.stat, s.scratch, w.bits);
     nn::histogram(rec, w.q, w.occupancy, -1.f - 1.f / n, 1.f + 1.f / n);
   }
-  const Impl::Weight& fcw = s.weights.back();
+  const Impl::Weight& fcw = *std::find_if(s.weights.begin(), s.weights.end(),
+                                          [&](const Impl::Weight& w) { return w.w == &s.fc->weight.value; });
   s.fc_plain = fcw.bits != 32 ? &fcw.q : (s.fc->quant && !s.fc_sat ? &s.fc->wq : &s.fc->weight.value);
   nn::ReduceOptions mv;
   mv.out_index = 0, mv.var_index = 1;

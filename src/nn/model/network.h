@@ -22,6 +22,24 @@ struct ModelConfig {
 
 std::vector<std::string> model_names();
 
+// Where quantizers sit, in forward order. Statistics (and, in time, export and exact
+// evaluation) walk this list instead of knowing a model's class.
+struct WeightSite {
+  std::string name;             // layer name ("conv1", "layer1.0.conv2", "fc")
+  const Tensor* weight;         // the full-precision weight
+  WeightQuantizer* quant;       // null: full precision
+};
+struct ActSite {
+  std::string name;             // the quantizer's name ("conv1.act", "layer1.0.act2", "fc.act")
+  const Tensor* input;          // what the quantizer (or ReLU) reads; undefined where a ReLU is fused into the BN before it
+  ActQuantizer* quant;          // null: a ReLU or nothing
+};
+struct QuantSites {
+  std::vector<WeightSite> weights;
+  std::vector<ActSite> acts;
+  const LinearLayer* classifier = nullptr;  // the last FC: SAT's layer
+};
+
 class Network {
  public:
   virtual ~Network() = default;
@@ -36,6 +54,8 @@ class Network {
   // Stem output and each residual sum, before their activation (quantizer); allocates the
   // gradient buffers and makes backward add them in. Empty for nets without blocks.
   virtual std::vector<FeatureTap> feature_taps() { return {}; }
+  // Every weight and activation site (see QuantSites), valid until the next apply_quant_policy.
+  virtual QuantSites quant_sites() = 0;
 
   void init(uint64_t seed);  // deterministic initialisation of every parameter/buffer
   Tensor& input() { return input_; }

@@ -141,6 +141,24 @@ void PreActResNet::backward(Recording& rec) {
 // Same policy as ResNet (METHODS.md section 5): a quantizer wherever the FP32 net has a ReLU
 // (after bn1, bn2 and the final BN), the FC input quantized, first conv and FC at edge bits.
 // The stem conv has no activation after it here: its output feeds bn1 of the first block.
+QuantSites PreActResNet::quant_sites() {
+  QuantSites s;
+  auto conv = [&](Conv2dLayer& c) { s.weights.push_back({c.name, &c.weight.value, c.quant.get()}); };
+  conv(stem);
+  for (auto& b : blocks) {
+    s.acts.push_back({b->name + ".act1", &b->pre1, b->act1.get()});
+    conv(b->conv1);
+    s.acts.push_back({b->name + ".act2", &b->pre2, b->act2.get()});
+    conv(b->conv2);
+    if (b->down) conv(*b->down);
+  }
+  s.acts.push_back({"bn.act", &final_pre, final_act.get()});
+  s.acts.push_back({"fc.act", &pooled, fc_act.get()});
+  s.weights.push_back({"fc", &fc.weight.value, fc.quant.get()});
+  s.classifier = &fc;
+  return s;
+}
+
 void PreActResNet::apply_quant_policy(QuantPolicy& policy) {
   auto weight = [&](Conv2dLayer& c, LayerRole role) {
     c.set_quantizer(ctx_, policy.weight(ctx_, c.name, c.weight.value, role));

@@ -192,6 +192,24 @@ void ResNet::forward(Recording& rec, bool train) {
   fc.forward(rec, fc_act ? pooled_q : pooled, logits_, train);
 }
 
+QuantSites ResNet::quant_sites() {
+  QuantSites s;
+  auto conv = [&](Conv2dLayer& c) { s.weights.push_back({c.name, &c.weight.value, c.quant.get()}); };
+  conv(stem.conv);
+  s.acts.push_back({"conv1.act", &stem.pre, stem.act.get()});
+  for (auto& b : blocks) {
+    conv(b->c1.conv);
+    s.acts.push_back({b->name + ".act1", &b->c1.pre, b->c1.act.get()});
+    conv(b->c2.conv);
+    if (b->down) conv(b->down->conv);
+    s.acts.push_back({b->name + ".act2", &b->sum, b->act_out.get()});
+  }
+  s.acts.push_back({"fc.act", &pooled, fc_act.get()});
+  s.weights.push_back({"fc", &fc.weight.value, fc.quant.get()});
+  s.classifier = &fc;
+  return s;
+}
+
 void ResNet::backward(Recording& rec) {
   if (fc_act) {
     fc.backward(rec, pooled_q, d_logits_, &d_pooled_q, false);
@@ -315,6 +333,18 @@ void PlainCnn::forward(Recording& rec, bool train) {
   u3.forward(rec, p2, train);
   global_avg_pool_forward(rec, u3.out, pooled);
   fc.forward(rec, pooled, logits_);
+}
+
+QuantSites PlainCnn::quant_sites() {
+  QuantSites s;
+  for (ConvBnUnit* u : {&u1, &u2, &u3}) {
+    s.weights.push_back({u->conv.name, &u->conv.weight.value, u->conv.quant.get()});
+    s.acts.push_back({u->conv.name + ".act", &u->pre, u->act.get()});
+  }
+  s.acts.push_back({"fc.act", &pooled, nullptr});
+  s.weights.push_back({"fc", &fc.weight.value, fc.quant.get()});
+  s.classifier = &fc;
+  return s;
 }
 
 void PlainCnn::backward(Recording& rec) {

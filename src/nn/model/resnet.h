@@ -56,6 +56,7 @@ class ResNet : public Network {
   bool has_residual_blocks() const override { return true; }
   void apply_quant_policy(QuantPolicy& policy) override;
   std::vector<FeatureTap> feature_taps() override;
+  QuantSites quant_sites() override;
 
   ConvBnUnit stem;
   std::vector<std::unique_ptr<BasicBlock>> blocks;
@@ -88,6 +89,7 @@ class PlainCnn : public Network {
   void forward(Recording& rec, bool train) override;
   void backward(Recording& rec) override;
   bool has_residual_blocks() const override { return false; }
+  QuantSites quant_sites() override;
 
  protected:
   void init_layers(InitRng& rng) override;
@@ -135,6 +137,7 @@ class PreActResNet : public Network {
   bool has_residual_blocks() const override { return true; }
   void apply_quant_policy(QuantPolicy& policy) override;
   std::vector<FeatureTap> feature_taps() override;
+  QuantSites quant_sites() override;
 
   Conv2dLayer stem;
   Tensor stem_out, d_stem_out;
