@@ -185,7 +185,7 @@ TEST_CASE("bad inputs: FP32 / unsupported checkpoints, corrupt model files, shap
   const fs::path fp32 = init_checkpoint(dir / "fp32.safetensors", 4, nullptr);
   CHECK_THROWS_WITH_AS(quant::export_int_model(fp32.string()), doctest::Contains("was not trained quantized"), Error);
   quant::QuantConfig lsq;
-  lsq.quantizer = "lsq";
+  lsq.apply_preset("lsq", "", "");
   lsq.wbits = lsq.abits = 4;
   const fs::path lsq_ckpt = init_checkpoint(dir / "lsq.safetensors", 4, &lsq);
   CHECK_THROWS_WITH_AS(quant::export_int_model(lsq_ckpt.string()), doctest::Contains("lsq is not supported"), Error);

@@ -18,7 +18,10 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--seed", a.cfg.seed, "random seed (init, data order, augmentation)")->capture_default_str();
   t->add_option("--wbits", a.cfg.wbits, "weight bits (32 = full precision)")->capture_default_str();
   t->add_option("--abits", a.cfg.abits, "activation bits (32 = full precision)")->capture_default_str();
-  t->add_option("--quantizer", a.quant.quantizer, "cgpact | dorefa-pact | dorefa | lsq | minmax")->capture_default_str();
+  t->add_option("--quantizer", a.quant.quantizer, "preset pair: cgpact | dorefa-pact | dorefa | lsq | minmax")->capture_default_str();
+  t->add_option("--wquant", a.wquant, "weight quantizer, replacing the preset's: dorefa | lsq | minmax");
+  t->add_option("--aquant", a.aquant, "activation quantizer, replacing the preset's: cg-pact | pact | dorefa | lsq | minmax");
+  t->add_flag("--per-channel", a.quant.per_channel, "one scale per output channel (weight quantizers that support it: lsq)");
   t->add_option("--edge-bits", a.quant.edge_bits, "weight bits of the first conv and last FC")->capture_default_str();
   t->add_option("--bits-config", a.bits_config, "JSON file of per-layer bits: {\"layer1.0.conv1\": {\"wbits\": 2}}");
   t->add_flag("--sat", a.quant.sat, "scale-adjusted training: last FC weights rescaled to n_out Var = 1");
@@ -44,6 +47,7 @@ void note_given(CLI::App* t, TrainArgs& a) {
 void finish_train_args(TrainArgs& a) {
   if (a.resume.empty() && a.cfg.out.empty()) throw Error("--out RUN_DIR is required (or --resume RUN_DIR)");
   if (a.stats_every < 0) throw Error("--stats-every must be >= 0");
+  a.quant.apply_preset(a.quant.quantizer, a.wquant, a.aquant);
   a.quant.wbits = a.cfg.wbits;
   a.quant.abits = a.cfg.abits;
   if (!a.bits_config.empty()) {

@@ -12,6 +12,7 @@
 // (no FMA contraction on either side) and therefore equal too.
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "backend/recording.h"
@@ -28,6 +29,8 @@ constexpr float kMinScale = float(1e-8);
 
 // Throws Error("<op>: bits must be in 1..8, got <bits>") unless 1 <= bits <= 8.
 void check_bits(const char* op, int bits);
+// "4-bit", or "fp32" for 32 (what a quantizer's describe() says).
+inline std::string bits_str(int bits) { return bits == 32 ? "fp32" : std::to_string(bits) + "-bit"; }
 
 // n = 2^k - 1 levels above zero, and 1/n, both as the float the shaders get.
 struct Levels {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "backend/error.h"
+#include "quant/registry.h"
 #include "quant/plan.h"
 
 // The CPU twins must not fuse a*b+c into an FMA: the shaders forbid it (`precise`).
@@ -165,4 +166,60 @@ std::vector<float> dorefa_act_backward(const std::vector<float>& x, const std::v
 }
 
 }  // namespace ref
+
+// ---- the quantizer the network calls, and its registration (registry.h) ---------------
+namespace {
+using nn::ActQuantizer;
+using nn::LayerRole;
+using nn::NamedTensors;
+using nn::Parameter;
+using nn::WeightQuantizer;
+
+class DorefaWeight : public WeightQuantizer {
+ public:
+  DorefaWeight(Context& ctx, const std::vector<int>& shape, int bits)
+      : bits_(bits), stat_(ctx, {1}), scratch_(make_quant_scratch(ctx, shape)) {}
+  void forward(Recording& rec, const Tensor& w, Tensor& wq, bool) override {
+    dorefa_weight_forward(rec, w, wq, stat_, scratch_, bits_);
+  }
+  void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) override {
+    dorefa_weight_backward(rec, w, stat_, dwq, dw, false, bits_);
+  }
+  Kind kind() const override { return {"dorefa", bits_, false}; }
+  // k >= 2: wq = (2 level - n) / n; k = 1: wq = +-mean|w| (the stat).
+  std::optional<nn::Grid> grid() const override {
+    if (bits_ == 1) return nn::Grid{&stat_, 1.f};
+    return nn::Grid{nullptr, levels(bits_).inv_n};
+  }
+
+ private:
+  int bits_;
+  Tensor stat_, scratch_;
+};
+
+class DorefaAct : public ActQuantizer {
+ public:
+  explicit DorefaAct(int bits) : bits_(bits) {}
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override { dorefa_act_forward(rec, x, y, bits_); }
+  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
+    dorefa_act_backward(rec, x, dy, dx, acc);
+  }
+  std::string describe() const override { return "dorefa-act " + bits_str(bits_); }
+  std::optional<nn::Grid> grid() const override { return nn::Grid{nullptr, levels(bits_).inv_n}; }
+
+ private:
+  int bits_;
+};
+}  // namespace
+
+void register_dorefa(Registry& r) {
+  r.weights.push_back({"dorefa", "tanh, normalised to [0, 1] by max|tanh|, k-bit levels in [-1, 1] (k = 1: sign * mean|w|)", 1,
+                       false, [](Context& ctx, const std::string&, const Tensor& w, int bits, bool) {
+                         return std::unique_ptr<WeightQuantizer>(new DorefaWeight(ctx, w.shape(), bits));
+                       }});
+  r.acts.push_back({"dorefa", "clip to [0, 1], k-bit levels", [](Context&, const std::string&, const std::vector<int>&,
+                                                                 int bits, LayerRole) {
+                      return std::unique_ptr<ActQuantizer>(new DorefaAct(bits));
+                    }});
+}
 }  // namespace vkqat::quant

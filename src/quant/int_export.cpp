@@ -76,7 +76,7 @@ struct Exporter {
     if (bits == 32) fail(name + " is not quantized: the integer model needs every activation quantized");
     if (bits < 1 || bits > 8) fail(name + " has " + std::to_string(bits) + "-bit activations (supported: 1..8)");
     levels = (1 << bits) - 1;
-    alpha = q.quantizer == "dorefa" ? 1.0 : std::max(double(st.get_f32(name + ".alpha", {1})[0]), double(kMinScale));
+    alpha = q.aquant == "dorefa" ? 1.0 : std::max(double(st.get_f32(name + ".alpha", {1})[0]), double(kMinScale));
   }
 
   // Multiplier(s), shift and bias of v = acc m + extra m2 + b, in units of 2^-shift.
@@ -125,8 +125,10 @@ IntModel export_int_model(const std::string& checkpoint) {
     throw Error(checkpoint + " was not trained quantized (no quantization config): train with --wbits/--abits first");
   Exporter ex{st, quant_config_from_json(quant_json), checkpoint};
   const QuantConfig& q = ex.q;
-  if (q.quantizer != "cgpact" && q.quantizer != "dorefa-pact" && q.quantizer != "dorefa")
-    ex.fail("--quantizer " + q.quantizer + " is not supported by the integer export (supported: cgpact, dorefa-pact, dorefa)");
+  if (q.wquant != "dorefa")
+    ex.fail("--wquant " + q.wquant + " is not supported by the integer export (supported: dorefa)");
+  if (q.aquant != "cg-pact" && q.aquant != "pact" && q.aquant != "dorefa")
+    ex.fail("--aquant " + q.aquant + " is not supported by the integer export (supported: cg-pact, pact, dorefa)");
   IntModel m;
   m.model = nn::ModelConfig::from_json(meta["model"]);
   m.quant = quant_json;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "backend/error.h"
+#include "quant/registry.h"
 #include "quant/plan.h"
 
 // The CPU twins must not fuse a*b+c into an FMA: the shaders forbid it (`precise`).
@@ -162,4 +163,77 @@ std::vector<double> lsq_init_step(const std::vector<float>& v, const std::vector
 }
 
 }  // namespace ref
+
+// ---- the quantizer the network calls, and its registration (registry.h) ---------------
+namespace {
+using nn::ActQuantizer;
+using nn::LayerRole;
+using nn::NamedTensors;
+using nn::Parameter;
+using nn::WeightQuantizer;
+
+class LsqWeight : public WeightQuantizer {
+ public:
+  LsqWeight(Context& ctx, const std::string& layer, const Tensor& w, int bits, bool per_channel) {
+    cfg_.bits = bits;
+    cfg_.target = QuantTarget::Weight;
+    cfg_.per_channel = per_channel;
+    step_ = Parameter(ctx, layer + ".weight_step", {int(lsq_step_count(cfg_, w.shape()))}, false);
+    scratch_ = make_quant_scratch(ctx, w.shape(), quant_scope(cfg_.target, cfg_.per_channel));
+    Recording init(ctx);  // s = 2 mean|w| / sqrt(Qp) from the initial weights
+    lsq_init_step(init, w, step_.value, scratch_, cfg_);
+    init.run();
+  }
+  void forward(Recording& rec, const Tensor& w, Tensor& wq, bool) override { lsq_forward(rec, w, step_.value, wq, cfg_); }
+  void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) override {
+    lsq_backward(rec, w, step_.value, dwq, dw, false, step_.grad, false, scratch_, cfg_);
+  }
+  std::vector<Parameter*> parameters() override { return {&step_}; }
+  Kind kind() const override { return {cfg_.per_channel ? "lsq-channel" : "lsq", cfg_.bits, false}; }
+
+ private:
+  LsqConfig cfg_;
+  Parameter step_;
+  Tensor scratch_;
+};
+
+class LsqAct : public ActQuantizer {
+ public:
+  LsqAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits) {
+    cfg_.bits = bits;
+    cfg_.target = QuantTarget::Activation;
+    step_ = Parameter(ctx, name + ".step", {int(lsq_step_count(cfg_, shape))}, false);
+    step_.value.upload(std::vector<float>(size_t(step_.value.numel()), 1.f));  // replaced by the data init
+    scratch_ = make_quant_scratch(ctx, shape, quant_scope(cfg_.target, cfg_.per_channel));
+  }
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override {
+    if (data_init_) lsq_init_step(rec, x, step_.value, scratch_, cfg_);
+    lsq_forward(rec, x, step_.value, y, cfg_);
+  }
+  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
+    lsq_backward(rec, x, step_.value, dy, dx, acc, step_.grad, false, scratch_, cfg_);
+  }
+  std::vector<Parameter*> parameters() override { return {&step_}; }
+  std::string describe() const override { return "lsq-act " + bits_str(cfg_.bits); }
+  bool wants_data_init() const override { return true; }
+  void set_data_init(bool on) override { data_init_ = on; }
+
+ private:
+  LsqConfig cfg_;
+  Parameter step_;
+  Tensor scratch_;
+  bool data_init_ = false;
+};
+}  // namespace
+
+void register_lsq(Registry& r) {
+  r.weights.push_back({"lsq", "learned step size (signed), per tensor or per output channel", 2, true,
+                       [](Context& ctx, const std::string& layer, const Tensor& w, int bits, bool per_channel) {
+                         return std::unique_ptr<WeightQuantizer>(new LsqWeight(ctx, layer, w, bits, per_channel));
+                       }});
+  r.acts.push_back({"lsq", "learned step size (unsigned), initialised from the first batch",
+                    [](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, LayerRole) {
+                      return std::unique_ptr<ActQuantizer>(new LsqAct(ctx, name, shape, bits));
+                    }});
+}
 }  // namespace vkqat::quant

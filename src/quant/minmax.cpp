@@ -5,6 +5,8 @@
 #include <limits>
 
 #include "backend/error.h"
+#include "nn/ops/relu.h"
+#include "quant/registry.h"
 #include "nn/ops/add.h"
 #include "quant/plan.h"
 
@@ -224,4 +226,70 @@ std::vector<float> minmax_act_backward(const std::vector<float>& x, const std::v
 }
 
 }  // namespace ref
+
+// ---- the quantizer the network calls, and its registration (registry.h) ---------------
+namespace {
+using nn::ActQuantizer;
+using nn::LayerRole;
+using nn::NamedTensors;
+using nn::Parameter;
+using nn::WeightQuantizer;
+
+class MinMaxWeight : public WeightQuantizer {
+ public:
+  MinMaxWeight(Context& ctx, const std::vector<int>& shape, int bits) {
+    cfg_.bits = bits;
+    cfg_.per_channel = true;
+    stat_ = Tensor(ctx, {int(minmax_channel_count(QuantTarget::Weight, cfg_, shape))});
+    scratch_ = make_quant_scratch(ctx, shape, quant_scope(QuantTarget::Weight, true));
+  }
+  void forward(Recording& rec, const Tensor& w, Tensor& wq, bool) override {
+    minmax_weight_forward(rec, w, wq, stat_, scratch_, cfg_);
+  }
+  void backward(Recording& rec, const Tensor&, const Tensor& dwq, Tensor& dw) override {
+    minmax_weight_backward(rec, dwq, dw, false);
+  }
+  Kind kind() const override { return {"minmax", cfg_.bits, false}; }
+
+ private:
+  MinMaxConfig cfg_;
+  Tensor stat_, scratch_;
+};
+
+// ReLU first (the range then starts at 0, as the full-precision net's activation does).
+class MinMaxAct : public ActQuantizer {
+ public:
+  MinMaxAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits)
+      : name_(name), relu_(ctx, shape), d_relu_(ctx, shape), range_(make_minmax_range(ctx, 1)),
+        scratch_(make_quant_scratch(ctx, shape)) {
+    cfg_.bits = bits;
+  }
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool train) override {
+    nn::relu_forward(rec, x, relu_);
+    minmax_act_forward(rec, relu_, y, range_, scratch_, cfg_, train);
+  }
+  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
+    minmax_act_backward(rec, relu_, range_, dy, d_relu_, false, cfg_);
+    nn::relu_backward(rec, x, d_relu_, dx, acc);
+  }
+  NamedTensors state() override { return {{name_ + ".range", &range_}}; }
+  std::string describe() const override { return "minmax-act " + bits_str(cfg_.bits); }
+
+ private:
+  std::string name_;
+  MinMaxConfig cfg_;
+  Tensor relu_, d_relu_, range_, scratch_;
+};
+}  // namespace
+
+void register_minmax(Registry& r) {
+  r.weights.push_back({"minmax", "symmetric min-max, one scale per output channel", 2, false,
+                       [](Context& ctx, const std::string&, const Tensor& w, int bits, bool) {
+                         return std::unique_ptr<WeightQuantizer>(new MinMaxWeight(ctx, w.shape(), bits));
+                       }});
+  r.acts.push_back({"minmax", "ReLU, then min-max over a running range (EMA 0.01)",
+                    [](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, LayerRole) {
+                      return std::unique_ptr<ActQuantizer>(new MinMaxAct(ctx, name, shape, bits));
+                    }});
+}
 }  // namespace vkqat::quant

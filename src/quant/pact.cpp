@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "backend/error.h"
+#include "quant/registry.h"
 #include "quant/plan.h"
 
 // The CPU twins must not fuse a*b+c into an FMA: the shaders forbid it (`precise`).
@@ -123,4 +124,55 @@ PactGrads pact_backward(const std::vector<float>& x, float alpha_in, const std::
 }
 
 }  // namespace ref
+
+// ---- the quantizer the network calls, and its registration (registry.h) ---------------
+namespace {
+using nn::ActQuantizer;
+using nn::LayerRole;
+using nn::NamedTensors;
+using nn::Parameter;
+using nn::WeightQuantizer;
+
+class PactAct : public ActQuantizer {
+ public:
+  PactAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, float alpha0,
+          PactGradient g)
+      : bits_(bits), gradient_(g), alpha_(ctx, name + ".alpha", {1}, false), scratch_(make_quant_scratch(ctx, shape)) {
+    alpha_.value.upload({alpha0});
+  }
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override { pact_forward(rec, x, alpha_.value, y, bits_); }
+  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
+    pact_backward(rec, x, alpha_.value, dy, dx, acc, alpha_.grad, false, scratch_, bits_, gradient_);
+  }
+  std::optional<UniformClip> uniform_clip() const override {
+    const Levels L = levels(bits_);
+    return UniformClip{&alpha_.value, L.n, L.inv_n, gradient_ == PactGradient::Calibrated};
+  }
+  void merge_clip_grad(Recording& rec, const Tensor& partials) override {
+    pact_merge_clip_grad(rec, partials, alpha_.grad, false);
+  }
+  std::vector<Parameter*> parameters() override { return {&alpha_}; }
+  std::string describe() const override {
+    return std::string(gradient_ == PactGradient::Calibrated ? "cg-pact " : "pact ") + bits_str(bits_);
+  }
+
+ private:
+  int bits_;
+  PactGradient gradient_;
+  Parameter alpha_;
+  Tensor scratch_;
+};
+}  // namespace
+
+void register_pact(Registry& r) {
+  for (PactGradient g : {PactGradient::Calibrated, PactGradient::Original}) {
+    const bool cg = g == PactGradient::Calibrated;
+    r.acts.push_back({cg ? "cg-pact" : "pact",
+                      cg ? "learned clip alpha, SAT's calibrated alpha gradient" : "learned clip alpha, PACT's alpha gradient",
+                      [g](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, LayerRole consumer) {
+                        const float alpha0 = consumer == LayerRole::Last ? kPactAlphaFc : kPactAlphaConv;
+                        return std::unique_ptr<ActQuantizer>(new PactAct(ctx, name, shape, bits, alpha0, g));
+                      }});
+  }
+}
 }  // namespace vkqat::quant

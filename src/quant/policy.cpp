@@ -4,12 +4,8 @@
 #include <fstream>
 
 #include "backend/error.h"
-#include "nn/ops/relu.h"
 #include "quant/aux_module.h"
-#include "quant/dorefa.h"
-#include "quant/lsq.h"
-#include "quant/minmax.h"
-#include "quant/pact.h"
+#include "quant/registry.h"
 #include "quant/sat.h"
 
 namespace vkqat::quant {
@@ -20,76 +16,7 @@ using nn::NamedTensors;
 using nn::Parameter;
 using nn::WeightQuantizer;
 
-std::string bits_str(int bits) { return bits == 32 ? "fp32" : std::to_string(bits) + "-bit"; }
-
 // ---- weights -------------------------------------------------------------------------
-class DorefaWeight : public WeightQuantizer {
- public:
-  DorefaWeight(Context& ctx, const std::vector<int>& shape, int bits)
-      : bits_(bits), stat_(ctx, {1}), scratch_(make_quant_scratch(ctx, shape)) {}
-  void forward(Recording& rec, const Tensor& w, Tensor& wq, bool) override {
-    dorefa_weight_forward(rec, w, wq, stat_, scratch_, bits_);
-  }
-  void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) override {
-    dorefa_weight_backward(rec, w, stat_, dwq, dw, false, bits_);
-  }
-  Kind kind() const override { return {"dorefa", bits_, false}; }
-  // k >= 2: wq = (2 level - n) / n; k = 1: wq = +-mean|w| (the stat).
-  std::optional<nn::Grid> grid() const override {
-    if (bits_ == 1) return nn::Grid{&stat_, 1.f};
-    return nn::Grid{nullptr, levels(bits_).inv_n};
-  }
-
- private:
-  int bits_;
-  Tensor stat_, scratch_;
-};
-
-class LsqWeight : public WeightQuantizer {
- public:
-  LsqWeight(Context& ctx, const std::string& layer, const Tensor& w, int bits) {
-    cfg_.bits = bits;
-    cfg_.target = QuantTarget::Weight;
-    step_ = Parameter(ctx, layer + ".weight_step", {int(lsq_step_count(cfg_, w.shape()))}, false);
-    scratch_ = make_quant_scratch(ctx, w.shape(), quant_scope(cfg_.target, cfg_.per_channel));
-    Recording init(ctx);  // s = 2 mean|w| / sqrt(Qp) from the initial weights
-    lsq_init_step(init, w, step_.value, scratch_, cfg_);
-    init.run();
-  }
-  void forward(Recording& rec, const Tensor& w, Tensor& wq, bool) override { lsq_forward(rec, w, step_.value, wq, cfg_); }
-  void backward(Recording& rec, const Tensor& w, const Tensor& dwq, Tensor& dw) override {
-    lsq_backward(rec, w, step_.value, dwq, dw, false, step_.grad, false, scratch_, cfg_);
-  }
-  std::vector<Parameter*> parameters() override { return {&step_}; }
-  Kind kind() const override { return {"lsq", cfg_.bits, false}; }
-
- private:
-  LsqConfig cfg_;
-  Parameter step_;
-  Tensor scratch_;
-};
-
-class MinMaxWeight : public WeightQuantizer {
- public:
-  MinMaxWeight(Context& ctx, const std::vector<int>& shape, int bits) {
-    cfg_.bits = bits;
-    cfg_.per_channel = true;
-    stat_ = Tensor(ctx, {int(minmax_channel_count(QuantTarget::Weight, cfg_, shape))});
-    scratch_ = make_quant_scratch(ctx, shape, quant_scope(QuantTarget::Weight, true));
-  }
-  void forward(Recording& rec, const Tensor& w, Tensor& wq, bool) override {
-    minmax_weight_forward(rec, w, wq, stat_, scratch_, cfg_);
-  }
-  void backward(Recording& rec, const Tensor&, const Tensor& dwq, Tensor& dw) override {
-    minmax_weight_backward(rec, dwq, dw, false);
-  }
-  Kind kind() const override { return {"minmax", cfg_.bits, false}; }
-
- private:
-  MinMaxConfig cfg_;
-  Tensor stat_, scratch_;
-};
-
 // SAT's rescale W* = Q(W) / sqrt(n Var[Q(W)]), around an optional quantizer.
 class SatWeight : public WeightQuantizer {
  public:
@@ -126,104 +53,6 @@ class SatWeight : public WeightQuantizer {
   Tensor stats_, scratch_, q_, dq_;
 };
 
-// ---- activations ---------------------------------------------------------------------
-class PactAct : public ActQuantizer {
- public:
-  PactAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, float alpha0,
-          PactGradient g)
-      : bits_(bits), gradient_(g), alpha_(ctx, name + ".alpha", {1}, false), scratch_(make_quant_scratch(ctx, shape)) {
-    alpha_.value.upload({alpha0});
-  }
-  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override { pact_forward(rec, x, alpha_.value, y, bits_); }
-  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
-    pact_backward(rec, x, alpha_.value, dy, dx, acc, alpha_.grad, false, scratch_, bits_, gradient_);
-  }
-  std::optional<UniformClip> uniform_clip() const override {
-    const Levels L = levels(bits_);
-    return UniformClip{&alpha_.value, L.n, L.inv_n, gradient_ == PactGradient::Calibrated};
-  }
-  void merge_clip_grad(Recording& rec, const Tensor& partials) override {
-    pact_merge_clip_grad(rec, partials, alpha_.grad, false);
-  }
-  std::vector<Parameter*> parameters() override { return {&alpha_}; }
-  std::string describe() const override {
-    return std::string(gradient_ == PactGradient::Calibrated ? "cg-pact " : "pact ") + bits_str(bits_);
-  }
-
- private:
-  int bits_;
-  PactGradient gradient_;
-  Parameter alpha_;
-  Tensor scratch_;
-};
-
-class DorefaAct : public ActQuantizer {
- public:
-  explicit DorefaAct(int bits) : bits_(bits) {}
-  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override { dorefa_act_forward(rec, x, y, bits_); }
-  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
-    dorefa_act_backward(rec, x, dy, dx, acc);
-  }
-  std::string describe() const override { return "dorefa-act " + bits_str(bits_); }
-  std::optional<nn::Grid> grid() const override { return nn::Grid{nullptr, levels(bits_).inv_n}; }
-
- private:
-  int bits_;
-};
-
-class LsqAct : public ActQuantizer {
- public:
-  LsqAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits) {
-    cfg_.bits = bits;
-    cfg_.target = QuantTarget::Activation;
-    step_ = Parameter(ctx, name + ".step", {int(lsq_step_count(cfg_, shape))}, false);
-    step_.value.upload(std::vector<float>(size_t(step_.value.numel()), 1.f));  // replaced by the data init
-    scratch_ = make_quant_scratch(ctx, shape, quant_scope(cfg_.target, cfg_.per_channel));
-  }
-  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override {
-    if (data_init_) lsq_init_step(rec, x, step_.value, scratch_, cfg_);
-    lsq_forward(rec, x, step_.value, y, cfg_);
-  }
-  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
-    lsq_backward(rec, x, step_.value, dy, dx, acc, step_.grad, false, scratch_, cfg_);
-  }
-  std::vector<Parameter*> parameters() override { return {&step_}; }
-  std::string describe() const override { return "lsq-act " + bits_str(cfg_.bits); }
-  bool wants_data_init() const override { return true; }
-  void set_data_init(bool on) override { data_init_ = on; }
-
- private:
-  LsqConfig cfg_;
-  Parameter step_;
-  Tensor scratch_;
-  bool data_init_ = false;
-};
-
-// ReLU first (the range then starts at 0, as the full-precision net's activation does).
-class MinMaxAct : public ActQuantizer {
- public:
-  MinMaxAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits)
-      : name_(name), relu_(ctx, shape), d_relu_(ctx, shape), range_(make_minmax_range(ctx, 1)),
-        scratch_(make_quant_scratch(ctx, shape)) {
-    cfg_.bits = bits;
-  }
-  void forward(Recording& rec, const Tensor& x, Tensor& y, bool train) override {
-    nn::relu_forward(rec, x, relu_);
-    minmax_act_forward(rec, relu_, y, range_, scratch_, cfg_, train);
-  }
-  void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
-    minmax_act_backward(rec, relu_, range_, dy, d_relu_, false, cfg_);
-    nn::relu_backward(rec, x, d_relu_, dx, acc);
-  }
-  NamedTensors state() override { return {{name_ + ".range", &range_}}; }
-  std::string describe() const override { return "minmax-act " + bits_str(cfg_.bits); }
-
- private:
-  std::string name_;
-  MinMaxConfig cfg_;
-  Tensor relu_, d_relu_, range_, scratch_;
-};
-
 // ---- the policy ----------------------------------------------------------------------
 class Policy : public nn::QuantPolicy {
  public:
@@ -252,13 +81,7 @@ class Policy : public nn::QuantPolicy {
     int bits = override_bits(name, "abits", cfg_.abits);
     if (bits == 32) return nullptr;
     check_bits(("bits of " + name).c_str(), bits);
-    const std::string& q = cfg_.quantizer;
-    if (q == "cgpact" || q == "dorefa-pact")
-      return std::make_unique<PactAct>(ctx, name, shape, bits, consumer == LayerRole::Last ? kPactAlphaFc : kPactAlphaConv,
-                                       q == "cgpact" ? PactGradient::Calibrated : PactGradient::Original);
-    if (q == "dorefa") return std::make_unique<DorefaAct>(bits);
-    if (q == "lsq") return std::make_unique<LsqAct>(ctx, name, shape, bits);
-    return std::make_unique<MinMaxAct>(ctx, name, shape, bits);
+    return act_quantizer(cfg_.aquant).make(ctx, name, shape, bits, consumer);
   }
 
   void finish() override {
@@ -280,9 +103,11 @@ class Policy : public nn::QuantPolicy {
   }
 
   std::unique_ptr<WeightQuantizer> make_weight(Context& ctx, const std::string& layer, const Tensor& w, int bits) {
-    if (cfg_.quantizer == "minmax") return std::make_unique<MinMaxWeight>(ctx, w.shape(), bits);
-    if (cfg_.quantizer == "lsq") return std::make_unique<LsqWeight>(ctx, layer, w, bits);
-    return std::make_unique<DorefaWeight>(ctx, w.shape(), bits);
+    const WeightQuantizerSpec& spec = weight_quantizer(cfg_.wquant);
+    if (bits < spec.min_bits)
+      throw Error("--wquant " + spec.name + " needs >= " + std::to_string(spec.min_bits) + " bits; " + layer + " gets " +
+                  std::to_string(bits));
+    return spec.make(ctx, layer, w, bits, cfg_.per_channel);
   }
 
   QuantConfig cfg_;
@@ -291,26 +116,58 @@ class Policy : public nn::QuantPolicy {
 
 }  // namespace
 
-std::vector<std::string> quantizer_names() { return {"cgpact", "dorefa-pact", "dorefa", "lsq", "minmax"}; }
+std::vector<std::string> quantizer_names() {
+  std::vector<std::string> names;
+  for (const QuantizerPreset& p : quantizer_presets()) names.push_back(p.name);
+  return names;
+}
+
+void QuantConfig::apply_preset(const std::string& preset, const std::string& wquant_flag, const std::string& aquant_flag) {
+  const QuantizerPreset* p = find_preset(preset);
+  if (!p) {
+    std::string known;
+    for (auto& n : quantizer_names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error("--quantizer " + preset + ": unknown (known: " + known + "; or pick each half with --wquant / --aquant)");
+  }
+  wquant = wquant_flag.empty() ? p->wquant : wquant_flag;
+  aquant = aquant_flag.empty() ? p->aquant : aquant_flag;
+  weight_quantizer(wquant);  // unknown names: an error naming the flag now
+  act_quantizer(aquant);
+  quantizer = "custom";
+  for (const QuantizerPreset& q : quantizer_presets())
+    if (q.wquant == wquant && q.aquant == aquant) quantizer = q.name;
+}
 
 void QuantConfig::validate() const {
   auto ok = [](int b) { return b == 32 || (b >= 1 && b <= 8); };
   if (!ok(wbits)) throw Error("--wbits " + std::to_string(wbits) + ": must be 1..8, or 32 for full precision");
   if (!ok(abits)) throw Error("--abits " + std::to_string(abits) + ": must be 1..8, or 32 for full precision");
   if (!ok(edge_bits)) throw Error("--edge-bits " + std::to_string(edge_bits) + ": must be 1..8, or 32");
-  auto names = quantizer_names();
-  if (std::find(names.begin(), names.end(), quantizer) == names.end()) {
+  if (quantizer != "custom" && !find_preset(quantizer)) {
     std::string known;
-    for (auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    for (auto& n : quantizer_names()) known += (known.empty() ? "" : ", ") + n;
     throw Error("--quantizer " + quantizer + ": unknown (known: " + known + ")");
   }
-  if ((quantizer == "lsq" || quantizer == "minmax") && (wbits == 1 || edge_bits == 1))
-    throw Error("--quantizer " + quantizer + " needs weight bits >= 2 (symmetric 1-bit has no levels)");
+  const WeightQuantizerSpec& w = weight_quantizer(wquant);
+  act_quantizer(aquant);
+  if (const QuantizerPreset* p = find_preset(quantizer); p && (p->wquant != wquant || p->aquant != aquant))
+    throw Error("quantization config: --quantizer " + quantizer + " means --wquant " + p->wquant + " --aquant " +
+                p->aquant + ", but it names " + wquant + " / " + aquant + " (set both through apply_preset)");
+  if (wbits != 32 && (wbits < w.min_bits || edge_bits < w.min_bits))
+    throw Error("--wquant " + wquant + " needs weight bits >= " + std::to_string(w.min_bits) +
+                " (symmetric 1-bit has no levels)");
+  if (per_channel && !w.per_channel) {
+    std::string supported;
+    for (const WeightQuantizerSpec& s : registry().weights)
+      if (s.per_channel) supported += (supported.empty() ? "" : ", ") + s.name;
+    throw Error("--per-channel: --wquant " + wquant + " has one scale per tensor (per channel: " + supported + ")");
+  }
 }
 
 nlohmann::json QuantConfig::to_json() const {
-  return {{"quantizer", quantizer}, {"wbits", wbits},       {"abits", abits},           {"edge_bits", edge_bits},
-          {"sat", sat},             {"sat_conv", sat_conv}, {"bits_config", bits_config}};
+  return {{"quantizer", quantizer}, {"wquant", wquant}, {"aquant", aquant},           {"per_channel", per_channel},
+          {"wbits", wbits},         {"abits", abits},   {"edge_bits", edge_bits},     {"sat", sat},
+          {"sat_conv", sat_conv},   {"bits_config", bits_config}};
 }
 
 nlohmann::json load_bits_config(const std::string& path) {
@@ -337,6 +194,12 @@ QuantConfig quant_config_from_json(const nlohmann::json& j) {
   QuantConfig c;
   try {
     c.quantizer = j.at("quantizer");
+    // Checkpoints from before --wquant / --aquant name only the preset.
+    const QuantizerPreset* p = find_preset(c.quantizer);
+    if (!j.contains("wquant") && !p) throw Error("quantization config: unknown quantizer '" + c.quantizer + "'");
+    c.wquant = j.contains("wquant") ? j.at("wquant").get<std::string>() : p->wquant;
+    c.aquant = j.contains("aquant") ? j.at("aquant").get<std::string>() : p->aquant;
+    c.per_channel = j.value("per_channel", false);
     c.wbits = j.at("wbits");
     c.abits = j.at("abits");
     c.edge_bits = j.at("edge_bits");
