@@ -171,8 +171,6 @@ std::vector<float> dorefa_act_backward(const std::vector<float>& x, const std::v
 namespace {
 using nn::ActQuantizer;
 using nn::LayerRole;
-using nn::NamedTensors;
-using nn::Parameter;
 using nn::WeightQuantizer;
 
 class DorefaWeight : public WeightQuantizer {

@@ -168,7 +168,6 @@ std::vector<double> lsq_init_step(const std::vector<float>& v, const std::vector
 namespace {
 using nn::ActQuantizer;
 using nn::LayerRole;
-using nn::NamedTensors;
 using nn::Parameter;
 using nn::WeightQuantizer;
 

@@ -232,7 +232,6 @@ namespace {
 using nn::ActQuantizer;
 using nn::LayerRole;
 using nn::NamedTensors;
-using nn::Parameter;
 using nn::WeightQuantizer;
 
 class MinMaxWeight : public WeightQuantizer {

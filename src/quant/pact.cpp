@@ -129,9 +129,7 @@ PactGrads pact_backward(const std::vector<float>& x, float alpha_in, const std::
 namespace {
 using nn::ActQuantizer;
 using nn::LayerRole;
-using nn::NamedTensors;
 using nn::Parameter;
-using nn::WeightQuantizer;
 
 class PactAct : public ActQuantizer {
  public:
