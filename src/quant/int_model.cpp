@@ -168,8 +168,13 @@ IntModel read_int_model(const std::string& path) {
   if (it == st.metadata.end())
     throw Error(path + " is not a vkqat integer model (no vkqat_int metadata; a training checkpoint? run `vkqat export` on it)");
   nlohmann::json meta = nlohmann::json::parse(it->second, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object() || meta.value("format", "") != kIntModelFormat)
+  if (meta.is_discarded() || !meta.is_object())
     throw Error(path + ": vkqat_int metadata is not valid " + std::string(kIntModelFormat) + " JSON");
+  // value("format", "") would throw a type error for a non-string format: checked by hand.
+  const nlohmann::json format = meta.contains("format") ? meta["format"] : nlohmann::json();
+  if (!format.is_string() || format.get<std::string>() != kIntModelFormat)
+    throw Error(path + ": vkqat_int metadata has format " + format.dump() + ", this vkqat reads " +
+                std::string(kIntModelFormat));
   IntModel m;
   try {
     m.model = nn::ModelConfig::from_json(meta.at("model"));
@@ -186,7 +191,8 @@ IntModel read_int_model(const std::string& path) {
   }
   const nlohmann::json& layers = meta["layers"];
   const nn::ModelConfig& mc = m.model;
-  if (mc.in_channels < 1 || mc.in_channels > 3 || mc.classes < 2 || mc.width < 1 || mc.height < 4 || mc.width_px < 4)
+  if (mc.in_channels < 1 || mc.in_channels > 3 || mc.classes < 2 || mc.classes > 100000 || mc.width < 1 ||
+      mc.width > 1024 || mc.height < 4 || mc.height > 1024 || mc.width_px < 4 || mc.width_px > 1024)
     throw Error(path + ": implausible model config " + mc.to_json().dump());
   if (m.fc_levels < 1 || m.fc_levels > 255 || m.fc_wbits < 2 || m.fc_wbits > 8)
     throw Error(path + ": fc levels / wbits out of range");

@@ -1,6 +1,7 @@
 #include "quant/policy.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "backend/error.h"
@@ -314,6 +315,8 @@ nlohmann::json QuantConfig::to_json() const {
 }
 
 nlohmann::json load_bits_config(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error("--bits-config " + path + ": is a directory, not a JSON file");
   std::ifstream in(path);
   if (!in) throw Error("--bits-config " + path + ": cannot open");
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
