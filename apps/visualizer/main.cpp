@@ -8,7 +8,10 @@
 #include <imgui.h>
 #include <backends/imgui_impl_vulkan.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <regex>
 
 #include "train_options.h"
@@ -109,6 +112,13 @@ int run(VizArgs& a) {
     throw Error("--size " + a.size + ": must be between 300x200 and 8192x8192");
   if (a.headless && a.screenshot.empty()) throw Error("--headless needs --screenshot OUT.png");
   if (!a.headless && !a.screenshot.empty()) throw Error("--screenshot needs --headless");
+  if (!a.screenshot.empty()) {  // found now, not after minutes of training
+    const bool existed = std::filesystem::exists(a.screenshot);
+    FILE* f = std::fopen(a.screenshot.c_str(), "ab");
+    if (!f) throw Error("--screenshot " + a.screenshot + ": cannot write: " + std::strerror(errno));
+    std::fclose(f);
+    if (!existed) std::remove(a.screenshot.c_str());
+  }
   std::unique_ptr<Context> ctx = open_device(a);
   std::unique_ptr<Session> session = open_session(*ctx, a);
   const int frames = a.headless ? run_headless(*ctx, *session, a)
@@ -143,7 +153,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2, like vkqat's
   }
   try {
     return vkqat::viz::run(a);
