@@ -318,6 +318,20 @@ TEST_CASE("damaged metadata is reported against the file, never as a JSON intern
     nn::write_safetensors((dir / "int.safetensors").string(), im);
     CHECK_THROWS_WITH_AS(quant::read_int_model((dir / "int.safetensors").string()), doctest::Contains("format"), Error);
   }
+  // Numbers beyond int/float range (a float-to-int conversion was undefined behaviour; fuzz_model_config).
+  CHECK_THROWS_WITH_AS(quant::quant_config_from_json(nlohmann::json::parse(
+                           R"({"quantizer": "cgpact", "wbits": 7.7e73, "abits": 4, "edge_bits": 8, "sat": false,
+                               "sat_conv": false, "bits_config": {}})")),
+                       doctest::Contains("'wbits' must be an integer"), Error);
+  nlohmann::json huge = mc.to_json();
+  huge["width"] = 1e80;
+  CHECK_THROWS_WITH_AS(nn::ModelConfig::from_json(huge), doctest::Contains("'width'"), Error);
+  huge["width"] = 4294967300LL;
+  CHECK_THROWS_WITH_AS(nn::ModelConfig::from_json(huge), doctest::Contains("out of range"), Error);
+  nlohmann::json tc = tiny_config("x").to_json();
+  tc["lr"] = 1e300;
+  CHECK_THROWS_WITH_AS(nn::TrainConfig::from_json(tc), doctest::Contains("'lr' is out of range"), Error);
+
   // --bits-config naming a directory.
   CHECK_THROWS_WITH_AS(quant::load_bits_config(dir.string()), doctest::Contains("is a directory"), Error);
   fs::remove_all(dir);

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "backend/error.h"
+#include "nn/json_number.h"
 #include "nn/safetensors.h"
 
 namespace vkqat::quant {
@@ -54,9 +55,11 @@ void get_conv(const SafeTensors& st, const nlohmann::json& layers, IntConv& c, b
   const std::string& file = st.source;
   if (!layers.contains(c.name)) throw Error(file + ": layer " + c.name + " missing from the vkqat_int metadata");
   try {
-    c.wbits = layers[c.name].at("wbits").get<int>();
-    c.levels = layers[c.name].at("levels").get<int>();
+    c.wbits = nn::json_int<int>(layers[c.name].at("wbits"), "wbits");
+    c.levels = nn::json_int<int>(layers[c.name].at("levels"), "levels");
   } catch (const nlohmann::json::exception& e) {
+    throw Error(file + ": layer " + c.name + ": " + e.what());
+  } catch (const Error& e) {
     throw Error(file + ": layer " + c.name + ": " + e.what());
   }
   if (c.wbits < 2 || c.wbits > 8) throw Error(file + ": layer " + c.name + " has wbits " + std::to_string(c.wbits));
@@ -178,12 +181,16 @@ IntModel read_int_model(const std::string& path) {
   IntModel m;
   try {
     m.model = nn::ModelConfig::from_json(meta.at("model"));
-    m.mean = meta.at("normalization").at("mean").get<std::array<float, 3>>();
-    m.std = meta.at("normalization").at("std").get<std::array<float, 3>>();
+    for (const char* key : {"mean", "std"}) {  // element by element: a double beyond float range is UB in get<float>
+      const nlohmann::json& v = meta.at("normalization").at(key);
+      if (!v.is_array() || v.size() != 3) throw Error(std::string("normalization ") + key + " must be 3 numbers");
+      std::array<float, 3>& out = std::string(key) == "mean" ? m.mean : m.std;
+      for (int i = 0; i < 3; ++i) out[size_t(i)] = nn::json_float(v[size_t(i)], std::string("normalization ") + key);
+    }
     m.quant = meta.value("quant", nlohmann::json());
     m.source = meta.value("source", "");
-    m.fc_levels = meta.at("layers").at("fc.act").at("levels").get<int>();
-    m.fc_wbits = meta.at("layers").at("fc").at("wbits").get<int>();
+    m.fc_levels = nn::json_int<int>(meta.at("layers").at("fc.act").at("levels"), "fc.act levels");
+    m.fc_wbits = nn::json_int<int>(meta.at("layers").at("fc").at("wbits"), "fc wbits");
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": vkqat_int metadata: " + e.what());
   } catch (const Error& e) {

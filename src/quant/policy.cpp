@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "backend/error.h"
+#include "nn/json_number.h"
 #include "nn/ops/relu.h"
 #include "quant/aux_module.h"
 #include "quant/dorefa.h"
@@ -274,7 +275,7 @@ class Policy : public nn::QuantPolicy {
     used_.insert(name);
     const auto& entry = cfg_.bits_config[name];
     if (!entry.contains(key)) return bits;
-    int b = entry[key].get<int>();
+    const int b = nn::json_int<int>(entry[key], cfg_.bits_config_source + ": " + name + "." + key);
     if (b != 32 && (b < 1 || b > 8))
       throw Error(cfg_.bits_config_source + ": " + name + "." + key + " = " + std::to_string(b) + " (must be 1..8 or 32)");
     return b;
@@ -340,9 +341,9 @@ QuantConfig quant_config_from_json(const nlohmann::json& j) {
   QuantConfig c;
   try {
     c.quantizer = j.at("quantizer");
-    c.wbits = j.at("wbits");
-    c.abits = j.at("abits");
-    c.edge_bits = j.at("edge_bits");
+    c.wbits = nn::json_int<int>(j.at("wbits"), "wbits");
+    c.abits = nn::json_int<int>(j.at("abits"), "abits");
+    c.edge_bits = nn::json_int<int>(j.at("edge_bits"), "edge_bits");
     c.sat = j.at("sat");
     c.sat_conv = j.at("sat_conv");
     c.bits_config = j.value("bits_config", nlohmann::json::object());

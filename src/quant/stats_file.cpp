@@ -88,9 +88,12 @@ void truncate_stats_file_after(const std::string& run_dir, int64_t step) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(kMagic, sizeof kMagic);
     for (const auto& s : kept) append_record(out, s);
+    out.close();  // a full disk may only show here
     if (!out) throw Error("cannot write " + tmp);
   }
-  fs::rename(tmp, path);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
 }
 
 StatsRecorder::StatsRecorder(const std::string& run_dir, int every) : every_(every), writer_(run_dir) {

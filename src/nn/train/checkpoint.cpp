@@ -1,6 +1,8 @@
 #include "nn/train/checkpoint.h"
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 
 #include "backend/error.h"
 
@@ -110,8 +112,8 @@ nlohmann::json checkpoint_metadata(const SafeTensors& st) {
     const nlohmann::json& n = j["normalization"];
     auto three = [](const nlohmann::json& v) {
       if (!v.is_array() || v.size() != 3) return false;
-      for (const auto& x : v)
-        if (!x.is_number()) return false;
+      for (const auto& x : v)  // within float range: readers convert with get<float>
+        if (!x.is_number() || !(std::fabs(x.get<double>()) <= double(FLT_MAX))) return false;
       return true;
     };
     if (!n.is_object() || !three(field(n, "mean")) || !three(field(n, "std")))

@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/error.h"
+#include "nn/json_number.h"
 #include "nn/train/trainer.h"
 
 namespace vkqat::nn {
@@ -22,26 +23,28 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
     c.data = j.at("data");
     c.data_dir = j.at("data_dir");
     c.model = ModelConfig::from_json(j.at("model"));
-    c.epochs = j.at("epochs");
-    c.batch = j.at("batch_size");
-    c.lr = j.at("lr");
-    c.momentum = j.at("momentum");
-    c.weight_decay = j.at("weight_decay");
+    c.epochs = json_int<int>(j.at("epochs"), "epochs");
+    c.batch = json_int<int>(j.at("batch_size"), "batch_size");
+    c.lr = json_float(j.at("lr"), "lr");
+    c.momentum = json_float(j.at("momentum"), "momentum");
+    c.weight_decay = json_float(j.at("weight_decay"), "weight_decay");
     c.nesterov = j.at("nesterov");
-    c.warmup_epochs = j.at("warmup_epochs");
-    c.seed = j.at("seed");
-    c.wbits = j.at("wbits");
-    c.abits = j.at("abits");
+    c.warmup_epochs = json_float(j.at("warmup_epochs"), "warmup_epochs");
+    c.seed = json_int<uint64_t>(j.at("seed"), "seed");
+    c.wbits = json_int<int>(j.at("wbits"), "wbits");
+    c.abits = json_int<int>(j.at("abits"), "abits");
     c.quant = j.at("quant");
     c.aux = j.at("aux");
-    c.aux_weight = j.at("aux_weight");
-    c.lp_weight = j.value("lp_weight", 1.f);
+    c.aux_weight = json_float(j.at("aux_weight"), "aux_weight");
+    c.lp_weight = j.contains("lp_weight") ? json_float(j["lp_weight"], "lp_weight") : 1.f;
     c.init = j.at("init");
-    c.train_limit = j.at("train_limit");
-    c.test_limit = j.at("test_limit");
-    c.log_every = j.at("log_every");
-    c.keep_checkpoints = j.value("keep_checkpoints", 1);
+    c.train_limit = json_int<int>(j.at("train_limit"), "train_limit");
+    c.test_limit = json_int<int>(j.at("test_limit"), "test_limit");
+    c.log_every = json_int<int>(j.at("log_every"), "log_every");
+    c.keep_checkpoints = j.contains("keep_checkpoints") ? json_int<int>(j["keep_checkpoints"], "keep_checkpoints") : 1;
   } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("training config: ") + e.what());
+  } catch (const Error& e) {
     throw Error(std::string("training config: ") + e.what());
   }
   return c;
