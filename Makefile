@@ -3,12 +3,12 @@
 PACKAGES := cmake g++ make libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools \
   glslang-tools spirv-tools spirv-cross libspirv-cross-c-shared-dev doctest-dev \
   nlohmann-json3-dev libcli11-dev libstb-dev zlib1g-dev dataset-fashion-mnist \
-  libimgui-dev libglfw3-dev xvfb xauth python3 python3-matplotlib
+  libimgui-dev libglfw3-dev xvfb xauth python3 python3-matplotlib clang libclang-rt-14-dev
 BUILD := build
 JOBS ?= $(shell nproc)
 RUN_DIR ?= runs/quickstart
 
-.PHONY: run test build deps bench clean
+.PHONY: run test build deps bench clean fuzz test-asan
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -41,5 +41,37 @@ run: build
 bench: build
 	./$(BUILD)/vkqat bench
 
+# AddressSanitizer + UndefinedBehaviorSanitizer build of the unit tests (build-asan/), run on
+# ASAN_TESTS (a ctest -R regex; the default leaves out the long training tests). Leaks in
+# the Vulkan driver and layers are suppressed by tests/lsan.supp, nothing of vkqat's.
+ASAN_BUILD := build-asan
+ASAN_TESTS ?= .
+ASAN_EXCLUDE ?= ^(test_train|test_quant_training|test_run_state|test_stats|test_quant_bench|cli_inputs|sweep_script|viz_.*)$$
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVKQAT_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target vkqat_tests vkqat
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 1800 -R '$(ASAN_TESTS)' -E '$(ASAN_EXCLUDE)'
+
+# libFuzzer harnesses of the file readers (fuzz/, clang + ASan/UBSan, build-fuzz/), each run
+# FUZZ_SECONDS from the committed seed corpus fuzz/corpus/NAME; new inputs go to
+# build-fuzz/corpus/NAME, findings to build-fuzz/crash-NAME-*. Fails if any harness crashes.
+FUZZ_BUILD := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZERS ?= idx cifar safetensors bits_config model_config int_model stats
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DVKQAT_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZERS))
+	@fail=""; for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$f; \
+	  ASAN_OPTIONS=detect_leaks=1 ./$(FUZZ_BUILD)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -rss_limit_mb=2048 -artifact_prefix=$(FUZZ_BUILD)/crash-$$f- $(FUZZ_BUILD)/corpus/$$f fuzz/corpus/$$f \
+	    > $(FUZZ_BUILD)/fuzz_$$f.log 2>&1 || fail="$$fail $$f"; \
+	  echo "fuzz_$$f: $$(grep -o 'stat::number_of_executed_units: [0-9]*' $(FUZZ_BUILD)/fuzz_$$f.log | grep -o '[0-9]*$$') executions in $(FUZZ_SECONDS) s, corpus $$(ls $(FUZZ_BUILD)/corpus/$$f | wc -l) new inputs"; \
+	done; \
+	if [ -n "$$fail" ]; then echo "fuzz: findings in:$$fail (see $(FUZZ_BUILD)/fuzz_*.log)"; exit 1; fi
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -138,7 +138,7 @@ def run_one(a, cmd, run_dir):
     summary = os.path.join(run_dir, "summary.json")
     if os.path.exists(summary):
         return "reused"
-    if os.path.exists(os.path.join(run_dir, "trainer_state.safetensors")):
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in ("run_state.json", "trainer_state.safetensors")):
         cmd = [a.vkqat, "train", "--resume", run_dir]
     print("+", " ".join(cmd), flush=True)
     if a.dry_run:

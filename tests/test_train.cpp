@@ -98,7 +98,7 @@ TEST_CASE("resume after an interruption equals the uninterrupted run, bit for bi
   cfg_b.out = b.string();
   cfg_b.stop_after_steps = 21;  // mid-way through epoch 2 (16 steps per epoch)
   CHECK(nn::Trainer(test::ctx(), cfg_b).run().interrupted);
-  nn::TrainSummary resumed = nn::Trainer::resume(test::ctx(), b.string(), 0)->run();
+  nn::TrainSummary resumed = nn::Trainer::resume(test::ctx(), b.string())->run();
   CHECK(resumed.test_acc == whole.test_acc);
   CHECK(resumed.test_loss == whole.test_loss);
   nn::SafeTensors wa = nn::read_safetensors((a / "checkpoint.safetensors").string());
@@ -130,7 +130,7 @@ TEST_CASE("bad training inputs give clear errors" * doctest::test_suite("train")
   cfg = small_config(dir);
   cfg.batch = 5000;
   CHECK_THROWS_WITH_AS(nn::Trainer(test::ctx(), cfg), doctest::Contains("--batch-size"), Error);
-  CHECK_THROWS_WITH_AS(nn::Trainer::resume(test::ctx(), "/nonexistent-run", 0), doctest::Contains("--resume"), Error);
+  CHECK_THROWS_WITH_AS(nn::Trainer::resume(test::ctx(), "/nonexistent-run"), doctest::Contains("--resume"), Error);
 
   // A checkpoint of another width does not load into the model: the error names the tensor.
   nn::ModelConfig mc;

@@ -9,7 +9,10 @@
 #include <imgui.h>
 #include <backends/imgui_impl_vulkan.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 
@@ -136,6 +139,13 @@ int run(VizArgs& a) {
   if (a.headless && a.screenshot.empty()) throw Error("--headless needs --screenshot OUT.png");
   if (!a.gpu_times.empty() && !a.replay.empty()) throw Error("--gpu-times needs a live run: replays have no GPU times");
   if (!a.headless && !a.screenshot.empty()) throw Error("--screenshot needs --headless");
+  if (!a.screenshot.empty()) {  // found now, not after minutes of training
+    const bool existed = std::filesystem::exists(a.screenshot);
+    FILE* f = std::fopen(a.screenshot.c_str(), "ab");
+    if (!f) throw Error("--screenshot " + a.screenshot + ": cannot write: " + std::strerror(errno));
+    std::fclose(f);
+    if (!existed) std::remove(a.screenshot.c_str());
+  }
   std::unique_ptr<Context> ctx = open_device(a);
   std::unique_ptr<Context> train_ctx = a.replay.empty() ? open_training_device(*ctx) : nullptr;
   std::unique_ptr<Session> session = open_session(train_ctx.get(), a);
@@ -173,7 +183,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2, like vkqat's
   }
   try {
     return vkqat::viz::run(a);

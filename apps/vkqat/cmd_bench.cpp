@@ -158,7 +158,7 @@ void add_bench_command(CLI::App& app, Actions& actions) {
   auto o = std::make_shared<BenchOptions>();
   cmd->add_flag("--json", o->json, "machine-readable output: a list of records");
   cmd->add_flag("--quick", o->quick, "only the main shapes");
-  cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)");
+  cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, train")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });
 }

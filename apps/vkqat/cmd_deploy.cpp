@@ -25,6 +25,10 @@ struct InferArgs {
 };
 
 int run_export(const std::string& checkpoint, const std::string& out) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(checkpoint, out, ec) ||
+      std::filesystem::weakly_canonical(checkpoint, ec) == std::filesystem::weakly_canonical(out, ec))
+    throw Error("--out " + out + " is the --checkpoint file itself; write the integer model to another path");
   const quant::IntModel m = quant::export_int_model(checkpoint);
   quant::write_int_model(out, m);
   const auto in_bytes = std::filesystem::file_size(checkpoint), out_bytes = std::filesystem::file_size(out);
@@ -95,11 +99,13 @@ void add_deploy_commands(CLI::App& app, Actions& actions) {
   inf->add_option("--model", a->model, "integer model from `vkqat export`")->required();
   inf->add_option("--data", a->data, "dataset")->capture_default_str();
   inf->add_option("--data-dir", a->data_dir, "dataset directory");
-  inf->add_option("--limit", a->limit, "only the first K test images");
-  inf->add_option("--batch-size", a->batch, "throughput batch size")->capture_default_str();
-  inf->add_option("--latency-images", a->latency_images, "images timed one by one at batch 1")->capture_default_str();
+  inf->add_option("--limit", a->limit, "only the first K test images")->check(CLI::NonNegativeNumber);
+  inf->add_option("--batch-size", a->batch, "throughput batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  inf->add_option("--latency-images", a->latency_images, "images timed one by one at batch 1")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   inf->add_option("--checkpoint", a->checkpoint, "fake-quant checkpoint to compare predictions with");
-  inf->add_option("--device", a->device, "Vulkan device index");
+  inf->add_option("--device", a->device, "Vulkan device index")->check(CLI::NonNegativeNumber);
   inf->add_flag("--json", a->json, "machine-readable output");
   inf->callback([&actions, a] { actions.push_back([a] { return run_infer(*a); }); });
 }

@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "backend/context.h"
@@ -18,7 +19,16 @@
 namespace vkqat::cli {
 namespace {
 
-void on_sigint(int) { nn::Trainer::request_stop(); }
+void on_stop_signal(int) { nn::Trainer::request_stop(); }
+
+// `--out` naming the input file would replace it before the user can compare (and a
+// failed write would lose it): refused.
+void check_not_same_file(const std::string& in, const std::string& out) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(in, out, ec) ||
+      std::filesystem::weakly_canonical(in, ec) == std::filesystem::weakly_canonical(out, ec))
+    throw Error("--out " + out + " is the --checkpoint file itself; write to another path");
+}
 
 int run_train(TrainArgs a) {
   finish_train_args(a);
@@ -33,13 +43,16 @@ int run_train(TrainArgs a) {
     stats = std::make_unique<quant::StatsRecorder>(dir, a.stats_every);
     trainer->set_hooks(stats.get());
   }
-  std::signal(SIGINT, on_sigint);  // first Ctrl-C: checkpoint and stop cleanly
+  // Ctrl-C or SIGTERM (kill, a batch scheduler's time limit): finish the step, checkpoint, stop.
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   std::fprintf(stderr, "training %s (width %d, %llu parameters) on %s, device %s\n",
                trainer->config().model.name.c_str(), trainer->config().model.width,
                (unsigned long long)trainer->network().parameter_count(), trainer->config().data.c_str(),
                ctx.info().name.c_str());
   nn::TrainSummary s = trainer->run();
   std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   if (s.interrupted) return 130;
   std::printf("test_acc %.4f", s.test_acc);
   if (s.eval.has_aux) std::printf("  aux_test_acc %.4f", s.eval.aux_acc);
@@ -94,6 +107,7 @@ int run_inspect(const std::string& path, bool json) {
 
 // The deployable low-precision checkpoint: everything but the auxiliary module.
 int run_export_lp(const std::string& in, const std::string& out) {
+  check_not_same_file(in, out);
   nn::SafeTensors st = nn::read_safetensors(in);
   size_t dropped = 0;
   for (auto it = st.tensors.begin(); it != st.tensors.end();)
@@ -132,10 +146,10 @@ void add_training_commands(CLI::App& app, Actions& actions) {
   ev->add_option("--data", e->data, "dataset")->capture_default_str();
   ev->add_option("--data-dir", e->data_dir, "dataset directory");
   ev->add_option("--model", e->model, "model, for files without vkqat metadata");
-  ev->add_option("--width", e->width, "width, for files without vkqat metadata");
-  ev->add_option("--batch-size", e->batch, "batch size")->capture_default_str();
-  ev->add_option("--limit", e->limit, "only the first K test images");
-  ev->add_option("--device", *edev, "Vulkan device index");
+  ev->add_option("--width", e->width, "width, for files without vkqat metadata")->check(CLI::PositiveNumber);
+  ev->add_option("--batch-size", e->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  ev->add_option("--limit", e->limit, "only the first K test images")->check(CLI::NonNegativeNumber);
+  ev->add_option("--device", *edev, "Vulkan device index")->check(CLI::NonNegativeNumber);
   ev->add_flag("--json", *ejson, "machine-readable output");
   ev->callback([&actions, e, edev, ejson] { actions.push_back([=] { return run_eval(*e, *edev, *ejson); }); });
 

@@ -20,7 +20,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help prints and exits 0; every other parse error is a usage error: exit 2, as
+    // documented (CLI11's own codes, 104-115, are not).
+    return app.exit(e) == 0 ? 0 : 2;
   }
   try {
     for (auto& act : actions)

@@ -1,6 +1,12 @@
 #include "train_options.h"
 
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+
 #include "backend/error.h"
+#include "nn/train/run_state.h"
 
 namespace vkqat::cli {
 
@@ -15,7 +21,9 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--momentum", a.cfg.momentum, "SGD momentum")->capture_default_str();
   t->add_option("--wd", a.cfg.weight_decay, "weight decay (not on BN parameters and biases)")->capture_default_str();
   t->add_option("--warmup-epochs", a.cfg.warmup_epochs, "linear learning-rate warm-up")->capture_default_str();
-  t->add_option("--seed", a.cfg.seed, "random seed (init, data order, augmentation)")->capture_default_str();
+  t->add_option("--seed", a.cfg.seed, "random seed (init, data order, augmentation)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   t->add_option("--wbits", a.cfg.wbits, "weight bits (32 = full precision)")->capture_default_str();
   t->add_option("--abits", a.cfg.abits, "activation bits (32 = full precision)")->capture_default_str();
   t->add_option("--quantizer", a.quant.quantizer, "preset pair: cgpact | dorefa-pact | dorefa | lsq | minmax")->capture_default_str();
@@ -31,16 +39,31 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--init", a.cfg.init, "initialise weights from a checkpoint");
   t->add_option("--resume", a.resume, "continue the run in RUN_DIR from its last checkpoint");
   t->add_option("--out", a.cfg.out, "run directory");
-  t->add_option("--device", a.device, "Vulkan device index (see `vkqat devices`)");
-  t->add_option("--train-limit", a.cfg.train_limit, "use only the first K training images");
-  t->add_option("--test-limit", a.cfg.test_limit, "use only the first K test images");
-  t->add_option("--log-every", a.cfg.log_every, "steps between metrics.jsonl records")->capture_default_str();
-  t->add_option("--stop-after-steps", a.cfg.stop_after_steps, "checkpoint and stop after N steps (as if interrupted)");
+  t->add_option("--device", a.device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
+  t->add_option("--train-limit", a.cfg.train_limit, "use only the first K training images")->check(CLI::NonNegativeNumber);
+  t->add_option("--test-limit", a.cfg.test_limit, "use only the first K test images")->check(CLI::NonNegativeNumber);
+  t->add_option("--log-every", a.cfg.log_every, "steps between metrics.jsonl records")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  t->add_option("--keep-checkpoints", a.cfg.keep_checkpoints, "committed checkpoints kept in RUN_DIR/checkpoints")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  t->add_option("--stop-after-steps", a.cfg.stop_after_steps, "checkpoint and stop after N steps (as if interrupted)")
+      ->check(CLI::NonNegativeNumber);
   t->add_flag("--profile", a.cfg.profile, "print the GPU time of each dispatch of one step");
 }
 
+// Every flag of add_train_options (and --stats-every), for note_given.
+static const char* const kTrainFlags[] = {
+    "--data", "--data-dir", "--model", "--width", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
+    "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
+    "--sat-conv", "--aux", "--aux-weight", "--init", "--resume", "--out", "--device", "--train-limit",
+    "--test-limit", "--log-every", "--keep-checkpoints", "--stop-after-steps", "--profile", "--stats-every"};
+
 void note_given(CLI::App* t, TrainArgs& a) {
-  a.epochs_given = t->count("--epochs") > 0;
+  a.given.clear();
+  for (const char* flag : kTrainFlags)
+    if (t->get_option_no_throw(flag) && t->count(flag) > 0) a.given.insert(flag);
   if (a.cfg.model.width < 1) throw CLI::ValidationError("--width", "must be >= 1");
 }
 
@@ -59,10 +82,81 @@ void finish_train_args(TrainArgs& a) {
   if (!(a.cfg.aux_weight >= 0)) throw Error("--aux-weight must be >= 0");
 }
 
+namespace {
+std::string show(const nlohmann::json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_number_float()) {  // 0.1f as "0.1", not "0.10000000149011612"
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", j.get<double>());
+    return buf;
+  }
+  return j.dump();
+}
+
+// Flags given with --resume that would change what the run is: an error unless equal to
+// the stored value (comparing the parsed values, so "--lr 0.10" equals 0.1).
+void check_resume_flags(const TrainArgs& a) {
+  const nn::TrainConfig stored = nn::Trainer::stored_config(a.resume);
+  const quant::QuantConfig sq = stored.quant.is_null() ? quant::QuantConfig{} : quant::quant_config_from_json(stored.quant);
+  using Field = std::function<nlohmann::json(const nn::TrainConfig&, const quant::QuantConfig&)>;
+  const std::vector<std::pair<const char*, Field>> fixed = {
+      {"--data", [](auto& c, auto&) { return nlohmann::json(c.data); }},
+      {"--model", [](auto& c, auto&) { return nlohmann::json(c.model.name); }},
+      {"--width", [](auto& c, auto&) { return nlohmann::json(c.model.width); }},
+      {"--batch-size", [](auto& c, auto&) { return nlohmann::json(c.batch); }},
+      {"--lr", [](auto& c, auto&) { return nlohmann::json(c.lr); }},
+      {"--momentum", [](auto& c, auto&) { return nlohmann::json(c.momentum); }},
+      {"--wd", [](auto& c, auto&) { return nlohmann::json(c.weight_decay); }},
+      {"--warmup-epochs", [](auto& c, auto&) { return nlohmann::json(c.warmup_epochs); }},
+      {"--seed", [](auto& c, auto&) { return nlohmann::json(c.seed); }},
+      {"--wbits", [](auto& c, auto&) { return nlohmann::json(c.wbits); }},
+      {"--abits", [](auto& c, auto&) { return nlohmann::json(c.abits); }},
+      {"--aux", [](auto& c, auto&) { return nlohmann::json(c.aux); }},
+      {"--aux-weight", [](auto& c, auto&) { return nlohmann::json(c.aux_weight); }},
+      {"--train-limit", [](auto& c, auto&) { return nlohmann::json(c.train_limit); }},
+      {"--test-limit", [](auto& c, auto&) { return nlohmann::json(c.test_limit); }},
+      {"--quantizer", [](auto&, auto& q) { return nlohmann::json(q.quantizer); }},
+      {"--wquant", [](auto&, auto& q) { return nlohmann::json(q.wquant); }},
+      {"--aquant", [](auto&, auto& q) { return nlohmann::json(q.aquant); }},
+      {"--per-channel", [](auto&, auto& q) { return nlohmann::json(q.per_channel); }},
+      {"--edge-bits", [](auto&, auto& q) { return nlohmann::json(q.edge_bits); }},
+      {"--sat", [](auto&, auto& q) { return nlohmann::json(q.sat); }},
+      {"--sat-conv", [](auto&, auto& q) { return nlohmann::json(q.sat_conv); }},
+      {"--bits-config", [](auto&, auto& q) { return q.bits_config; }},
+  };
+  for (const auto& [flag, field] : fixed) {
+    if (!a.given.count(flag)) continue;
+    const nlohmann::json want = field(a.cfg, a.quant), have = field(stored, sq);
+    if (want != have)
+      throw Error(std::string(flag) + " " + show(want) + " differs from the run's " + show(have) + ": " + flag +
+                  " cannot change on --resume (start a new run with --init " + a.resume + "/" + nn::kCheckpointFile +
+                  " instead)");
+  }
+  if (a.given.count("--init")) {
+    throw Error("--init cannot be given with --resume (the run continues from its own checkpoint)");
+  }
+  if (a.given.count("--out")) {
+    std::error_code ec;
+    if (!std::filesystem::equivalent(a.cfg.out, a.resume, ec))
+      throw Error("--out " + a.cfg.out + " is not the --resume directory " + a.resume +
+                  " (a resumed run continues in its own directory)");
+  }
+}
+}  // namespace
+
 std::unique_ptr<nn::Trainer> make_trainer(Context& ctx, const TrainArgs& a) {
   const nn::QuantPlugins plugins = quant::quant_plugins();
-  return a.resume.empty() ? std::make_unique<nn::Trainer>(ctx, a.cfg, plugins)
-                          : nn::Trainer::resume(ctx, a.resume, a.epochs_given ? a.cfg.epochs : 0, plugins);
+  if (a.resume.empty()) return std::make_unique<nn::Trainer>(ctx, a.cfg, plugins);
+  check_resume_flags(a);
+  nn::ResumeOptions change;
+  if (a.given.count("--epochs")) change.epochs = a.cfg.epochs;
+  if (a.given.count("--data-dir")) change.data_dir = a.cfg.data_dir;
+  if (a.given.count("--log-every")) change.log_every = a.cfg.log_every;
+  if (a.given.count("--keep-checkpoints")) change.keep_checkpoints = a.cfg.keep_checkpoints;
+  change.stop_after_steps = a.cfg.stop_after_steps;
+  change.profile = a.cfg.profile;
+  if (a.given.count("--device")) std::fprintf(stderr, "resume: on --device %d\n", a.device);
+  return nn::Trainer::resume(ctx, a.resume, change, plugins);
 }
 
 }  // namespace vkqat::cli

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "backend/error.h"
+#include "nn/json_number.h"
 #include "nn/safetensors.h"
 
 namespace vkqat::quant {
@@ -54,9 +55,11 @@ void get_conv(const SafeTensors& st, const nlohmann::json& layers, IntConv& c, b
   const std::string& file = st.source;
   if (!layers.contains(c.name)) throw Error(file + ": layer " + c.name + " missing from the vkqat_int metadata");
   try {
-    c.wbits = layers[c.name].at("wbits").get<int>();
-    c.levels = layers[c.name].at("levels").get<int>();
+    c.wbits = nn::json_int<int>(layers[c.name].at("wbits"), "wbits");
+    c.levels = nn::json_int<int>(layers[c.name].at("levels"), "levels");
   } catch (const nlohmann::json::exception& e) {
+    throw Error(file + ": layer " + c.name + ": " + e.what());
+  } catch (const Error& e) {
     throw Error(file + ": layer " + c.name + ": " + e.what());
   }
   if (c.wbits < 2 || c.wbits > 8) throw Error(file + ": layer " + c.name + " has wbits " + std::to_string(c.wbits));
@@ -168,17 +171,26 @@ IntModel read_int_model(const std::string& path) {
   if (it == st.metadata.end())
     throw Error(path + " is not a vkqat integer model (no vkqat_int metadata; a training checkpoint? run `vkqat export` on it)");
   nlohmann::json meta = nlohmann::json::parse(it->second, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object() || meta.value("format", "") != kIntModelFormat)
+  if (meta.is_discarded() || !meta.is_object())
     throw Error(path + ": vkqat_int metadata is not valid " + std::string(kIntModelFormat) + " JSON");
+  // value("format", "") would throw a type error for a non-string format: checked by hand.
+  const nlohmann::json format = meta.contains("format") ? meta["format"] : nlohmann::json();
+  if (!format.is_string() || format.get<std::string>() != kIntModelFormat)
+    throw Error(path + ": vkqat_int metadata has format " + format.dump() + ", this vkqat reads " +
+                std::string(kIntModelFormat));
   IntModel m;
   try {
     m.model = nn::ModelConfig::from_json(meta.at("model"));
-    m.mean = meta.at("normalization").at("mean").get<std::array<float, 3>>();
-    m.std = meta.at("normalization").at("std").get<std::array<float, 3>>();
+    for (const char* key : {"mean", "std"}) {  // element by element: a double beyond float range is UB in get<float>
+      const nlohmann::json& v = meta.at("normalization").at(key);
+      if (!v.is_array() || v.size() != 3) throw Error(std::string("normalization ") + key + " must be 3 numbers");
+      std::array<float, 3>& out = std::string(key) == "mean" ? m.mean : m.std;
+      for (int i = 0; i < 3; ++i) out[size_t(i)] = nn::json_float(v[size_t(i)], std::string("normalization ") + key);
+    }
     m.quant = meta.value("quant", nlohmann::json());
     m.source = meta.value("source", "");
-    m.fc_levels = meta.at("layers").at("fc.act").at("levels").get<int>();
-    m.fc_wbits = meta.at("layers").at("fc").at("wbits").get<int>();
+    m.fc_levels = nn::json_int<int>(meta.at("layers").at("fc.act").at("levels"), "fc.act levels");
+    m.fc_wbits = nn::json_int<int>(meta.at("layers").at("fc").at("wbits"), "fc wbits");
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": vkqat_int metadata: " + e.what());
   } catch (const Error& e) {
@@ -186,7 +198,8 @@ IntModel read_int_model(const std::string& path) {
   }
   const nlohmann::json& layers = meta["layers"];
   const nn::ModelConfig& mc = m.model;
-  if (mc.in_channels < 1 || mc.in_channels > 3 || mc.classes < 2 || mc.width < 1 || mc.height < 4 || mc.width_px < 4)
+  if (mc.in_channels < 1 || mc.in_channels > 3 || mc.classes < 2 || mc.classes > 100000 || mc.width < 1 ||
+      mc.width > 1024 || mc.height < 4 || mc.height > 1024 || mc.width_px < 4 || mc.width_px > 1024)
     throw Error(path + ": implausible model config " + mc.to_json().dump());
   if (m.fc_levels < 1 || m.fc_levels > 255 || m.fc_wbits < 2 || m.fc_wbits > 8)
     throw Error(path + ": fc levels / wbits out of range");

@@ -1,9 +1,11 @@
 #include "quant/policy.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "backend/error.h"
+#include "nn/json_number.h"
 #include "quant/aux_module.h"
 #include "quant/registry.h"
 #include "quant/sat.h"
@@ -96,7 +98,7 @@ class Policy : public nn::QuantPolicy {
     used_.insert(name);
     const auto& entry = cfg_.bits_config[name];
     if (!entry.contains(key)) return bits;
-    int b = entry[key].get<int>();
+    const int b = nn::json_int<int>(entry[key], cfg_.bits_config_source + ": " + name + "." + key);
     if (b != 32 && (b < 1 || b > 8))
       throw Error(cfg_.bits_config_source + ": " + name + "." + key + " = " + std::to_string(b) + " (must be 1..8 or 32)");
     return b;
@@ -171,6 +173,8 @@ nlohmann::json QuantConfig::to_json() const {
 }
 
 nlohmann::json load_bits_config(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error("--bits-config " + path + ": is a directory, not a JSON file");
   std::ifstream in(path);
   if (!in) throw Error("--bits-config " + path + ": cannot open");
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
@@ -200,9 +204,9 @@ QuantConfig quant_config_from_json(const nlohmann::json& j) {
     c.wquant = j.contains("wquant") ? j.at("wquant").get<std::string>() : p->wquant;
     c.aquant = j.contains("aquant") ? j.at("aquant").get<std::string>() : p->aquant;
     c.per_channel = j.value("per_channel", false);
-    c.wbits = j.at("wbits");
-    c.abits = j.at("abits");
-    c.edge_bits = j.at("edge_bits");
+    c.wbits = nn::json_int<int>(j.at("wbits"), "wbits");
+    c.abits = nn::json_int<int>(j.at("abits"), "abits");
+    c.edge_bits = nn::json_int<int>(j.at("edge_bits"), "edge_bits");
     c.sat = j.at("sat");
     c.sat_conv = j.at("sat_conv");
     c.bits_config = j.value("bits_config", nlohmann::json::object());

@@ -60,7 +60,12 @@ std::vector<StatsSnapshot> read_stats_file(const std::string& given) {
     if (n == 0 || n > kMaxRecord || n > data.size() - pos - 4)
       throw Error(path + ": corrupt record at byte " + std::to_string(pos) + " (length " + std::to_string(n) + " runs past the end)");
     const auto first = data.begin() + std::ptrdiff_t(pos + 4);
-    nlohmann::json j = nlohmann::json::from_cbor(first, first + n, true, false);
+    nlohmann::json j;
+    try {  // allow_exceptions=false still throws for some inputs (an object size of 2^62: found by fuzz_stats)
+      j = nlohmann::json::from_cbor(first, first + n, true, false);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(path + ": corrupt record at byte " + std::to_string(pos) + " (" + e.what() + ")");
+    }
     if (j.is_discarded() || !j.is_object())
       throw Error(path + ": corrupt record at byte " + std::to_string(pos) + " (not valid CBOR)");
     try {
@@ -83,9 +88,12 @@ void truncate_stats_file_after(const std::string& run_dir, int64_t step) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(kMagic, sizeof kMagic);
     for (const auto& s : kept) append_record(out, s);
+    out.close();  // a full disk may only show here
     if (!out) throw Error("cannot write " + tmp);
   }
-  fs::rename(tmp, path);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
 }
 
 StatsRecorder::StatsRecorder(const std::string& run_dir, int every) : every_(every), writer_(run_dir) {

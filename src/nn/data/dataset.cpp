@@ -1,6 +1,7 @@
 // IDX (MNIST / Fashion-MNIST) and CIFAR-10 binary readers. See dataset.h.
 #include "nn/data/dataset.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -234,6 +235,9 @@ Dataset load_dataset(const std::string& name, const std::string& dir_arg, bool t
     throw Error(name + ": data directory " + dir + " does not exist");
   }
   if (!is_dir(dir)) throw Error(name + ": data path " + dir + " is not a directory");
+  // Without read+search permission every file would look "not found".
+  if (::access(dir.c_str(), R_OK | X_OK) != 0)
+    throw Error(name + ": data directory " + dir + " is not readable: " + std::strerror(errno));
 
   Dataset d;
   if (name == "cifar10") {

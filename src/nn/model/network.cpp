@@ -1,5 +1,6 @@
 #include "nn/model/network.h"
 
+#include "nn/json_number.h"
 #include "backend/error.h"
 #include "nn/model/resnet.h"
 
@@ -14,12 +15,14 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   ModelConfig c;
   try {
     c.name = j.at("model").get<std::string>();
-    c.width = j.at("width").get<int>();
-    c.in_channels = j.at("in_channels").get<int>();
-    c.height = j.at("height").get<int>();
-    c.width_px = j.at("image_width").get<int>();
-    c.classes = j.at("classes").get<int>();
+    c.width = json_int<int>(j.at("width"), "width");
+    c.in_channels = json_int<int>(j.at("in_channels"), "in_channels");
+    c.height = json_int<int>(j.at("height"), "height");
+    c.width_px = json_int<int>(j.at("image_width"), "image_width");
+    c.classes = json_int<int>(j.at("classes"), "classes");
   } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("model config: ") + e.what());
+  } catch (const Error& e) {
     throw Error(std::string("model config: ") + e.what());
   }
   return c;

@@ -18,6 +18,7 @@
 #include "nn/ops/cross_entropy.h"
 #include "nn/ops/sgd.h"
 #include "nn/train/checkpoint.h"
+#include "nn/train/run_state.h"
 
 namespace vkqat::nn {
 namespace fs = std::filesystem;
@@ -35,60 +36,22 @@ std::string format_eta(double s) {
   return buf;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) throw Error("cannot write " + tmp);
-    out << text;
-    if (!out) throw Error("cannot write " + tmp);
-  }
+// "nan" / "inf" / "1e+06" for messages.
+std::string num(double v) {
+  if (std::isnan(v)) return "nan";  // not "-nan"
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+std::string absolute_path(const std::string& p) {
+  if (p.empty()) return p;
   std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
+  fs::path a = fs::absolute(p, ec).lexically_normal();
+  if (!a.has_filename() && a.has_parent_path() && a != a.root_path()) a = a.parent_path();  // "dir/" -> "dir"
+  return ec ? p : a.string();
 }
 }  // namespace
-
-// ---- config --------------------------------------------------------------------------
-nlohmann::json TrainConfig::to_json() const {
-  return {{"data", data},        {"data_dir", data_dir},       {"model", model.to_json()},
-          {"epochs", epochs},    {"batch_size", batch},        {"lr", lr},
-          {"momentum", momentum}, {"weight_decay", weight_decay}, {"nesterov", nesterov},
-          {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
-          {"abits", abits},      {"quant", quant},             {"aux", aux},
-          {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"train_limit", train_limit},
-          {"test_limit", test_limit}, {"log_every", log_every}};
-}
-
-TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
-  TrainConfig c;
-  try {
-    c.data = j.at("data");
-    c.data_dir = j.at("data_dir");
-    c.model = ModelConfig::from_json(j.at("model"));
-    c.epochs = j.at("epochs");
-    c.batch = j.at("batch_size");
-    c.lr = j.at("lr");
-    c.momentum = j.at("momentum");
-    c.weight_decay = j.at("weight_decay");
-    c.nesterov = j.at("nesterov");
-    c.warmup_epochs = j.at("warmup_epochs");
-    c.seed = j.at("seed");
-    c.wbits = j.at("wbits");
-    c.abits = j.at("abits");
-    c.quant = j.at("quant");
-    c.aux = j.at("aux");
-    c.aux_weight = j.at("aux_weight");
-    c.lp_weight = j.value("lp_weight", 1.f);
-    c.init = j.at("init");
-    c.train_limit = j.at("train_limit");
-    c.test_limit = j.at("test_limit");
-    c.log_every = j.at("log_every");
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("training config: ") + e.what());
-  }
-  return c;
-}
 
 // ---- evaluation ----------------------------------------------------------------------
 static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b);
@@ -108,6 +71,11 @@ class Evaluator {
         loader_(data, net.batch(), false, seed),
         rec_(ctx),
         has_aux_(aux != nullptr) {
+    const auto& in = net.input().shape();  // [batch, channels, height, width]
+    if (data.channels != in[1] || data.height != in[2] || data.width != in[3])
+      throw Error("the " + data.name + " test images are " + std::to_string(data.channels) + "x" +
+                  std::to_string(data.height) + "x" + std::to_string(data.width) + ", the network takes " +
+                  std::to_string(in[1]) + "x" + std::to_string(in[2]) + "x" + std::to_string(in[3]));
     rec_.copy(host_x_.view(), net.input().view(), "upload batch");
     rec_.copy(host_y_.view(), labels_.view(), "upload labels");
     net.forward(rec_, /*train=*/false);
@@ -173,14 +141,41 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
     : impl_(std::make_unique<Impl>(ctx)), cfg_(std::move(cfg)) {
   Impl& s = *impl_;
   if (cfg_.epochs < 1) throw Error("--epochs must be at least 1, got " + std::to_string(cfg_.epochs));
-  if (!(cfg_.lr > 0)) throw Error("--lr must be positive");
+  // Non-finite hyper-parameters train on NaN from the first step: refused up front.
+  if (!(cfg_.lr > 0) || !std::isfinite(cfg_.lr)) throw Error("--lr must be a positive finite number, got " + num(cfg_.lr));
+  if (!(cfg_.warmup_epochs >= 0) || !std::isfinite(cfg_.warmup_epochs))
+    throw Error("--warmup-epochs must be a finite number >= 0, got " + num(cfg_.warmup_epochs));
+  if (!(cfg_.momentum >= 0 && cfg_.momentum < 1)) throw Error("--momentum must be in [0, 1), got " + num(cfg_.momentum));
+  if (!(cfg_.weight_decay >= 0) || !std::isfinite(cfg_.weight_decay))
+    throw Error("--wd must be a finite number >= 0, got " + num(cfg_.weight_decay));
+  if (!(cfg_.aux_weight >= 0) || !std::isfinite(cfg_.aux_weight))
+    throw Error("--aux-weight must be a finite number >= 0, got " + num(cfg_.aux_weight));
   if (cfg_.batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(cfg_.batch));
+  if (cfg_.log_every < 1) throw Error("--log-every must be at least 1, got " + std::to_string(cfg_.log_every));
+  if (cfg_.keep_checkpoints < 1)
+    throw Error("--keep-checkpoints must be at least 1, got " + std::to_string(cfg_.keep_checkpoints));
+  if (cfg_.train_limit < 0) throw Error("--train-limit must be >= 0, got " + std::to_string(cfg_.train_limit));
+  if (cfg_.test_limit < 0) throw Error("--test-limit must be >= 0, got " + std::to_string(cfg_.test_limit));
+  if (cfg_.stop_after_steps < 0)
+    throw Error("--stop-after-steps must be >= 0, got " + std::to_string(cfg_.stop_after_steps));
+  // Stored absolute, so that the run resumes from any working directory.
+  cfg_.data_dir = absolute_path(cfg_.data_dir);
+  cfg_.init = absolute_path(cfg_.init);
+  cfg_.out = absolute_path(cfg_.out);
   if (!cfg_.quant.is_null() && !plugins.policy) throw Error("quantized training needs the quantization module");
   if (cfg_.aux && !plugins.aux) throw Error("--aux needs the quantization module");
   s.train_set = load_dataset(cfg_.data, cfg_.data_dir, true);
   s.test_set = load_dataset(cfg_.data, cfg_.data_dir, false);
   if (cfg_.train_limit > 0) s.train_set = first_n(s.train_set, cfg_.train_limit);
   if (cfg_.test_limit > 0) s.test_set = first_n(s.test_set, cfg_.test_limit);
+  if (s.test_set.channels != s.train_set.channels || s.test_set.height != s.train_set.height ||
+      s.test_set.width != s.train_set.width || s.test_set.classes != s.train_set.classes)
+    throw Error("--data-dir " + (cfg_.data_dir.empty() ? default_data_dir(cfg_.data) : cfg_.data_dir) +
+                ": the test images are " + std::to_string(s.test_set.channels) + "x" + std::to_string(s.test_set.height) +
+                "x" + std::to_string(s.test_set.width) + " (" + std::to_string(s.test_set.classes) +
+                " classes) but the training images are " + std::to_string(s.train_set.channels) + "x" +
+                std::to_string(s.train_set.height) + "x" + std::to_string(s.train_set.width) + " (" +
+                std::to_string(s.train_set.classes) + " classes)");
   if (s.train_set.n < cfg_.batch)
     throw Error("--batch-size " + std::to_string(cfg_.batch) + " is larger than the " + std::to_string(s.train_set.n) +
                 " training images");
@@ -316,6 +311,10 @@ static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b) {
   float* x = static_cast<float*>(host_x.view().mapped);
   uint32_t* y = static_cast<uint32_t*>(host_y.view().mapped);
   const size_t per_image = size_t(host_x.numel()) / host_x.dim(0);
+  // A batch of other-sized images would write past the staging buffer.
+  if (b.x.size() != size_t(b.size) * per_image || b.y.size() != size_t(b.size) || b.size > host_x.dim(0))
+    throw Error("batch of " + std::to_string(b.size) + " images does not fit the network's input " +
+                host_x.shape_str());
   std::memcpy(x, b.x.data(), b.x.size() * sizeof(float));
   std::memcpy(y, b.y.data(), b.y.size() * sizeof(uint32_t));
   for (int i = b.size; i < host_x.dim(0); ++i) {  // pad a partial batch; its rows are ignored
@@ -327,10 +326,6 @@ static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b) {
 EvalResult Trainer::evaluate() { return impl_->evaluator->run(); }
 
 // ---- checkpoints ---------------------------------------------------------------------
-namespace {
-const char* kCheckpoint = "checkpoint.safetensors";
-const char* kTrainerState = "trainer_state.safetensors";
-}  // namespace
 
 static nlohmann::json model_metadata(const TrainConfig& c, const Dataset& d) {
   return {{"format", "vkqat-checkpoint-1"},
@@ -374,8 +369,19 @@ static void save_run_state(const std::string& dir, const TrainConfig& cfg, Netwo
                       {"log_correct_base", s.log_correct_base},
                       {"log_position_base", s.log_position_base}};
   state.metadata["trainer"] = t.dump();
-  write_safetensors(dir + "/" + kTrainerState, state);
-  write_safetensors(dir + "/" + kCheckpoint, model);
+  // Non-finite weights never replace a good checkpoint (the divergence guard's last line).
+  std::string bad = first_non_finite_tensor(model);
+  if (bad.empty()) bad = first_non_finite_tensor(state);
+  if (!bad.empty()) {
+    const int64_t last = committed_step(dir);
+    throw Error("training diverged: '" + bad + "' holds non-finite values at step " + std::to_string(s.step) +
+                "; not saved. " +
+                (last >= 0 ? "The last good checkpoint (step " + std::to_string(last) + ") is " + dir + "/" +
+                                 kCheckpointFile + "; continue from it with: vkqat train --resume " + dir
+                           : std::string("No checkpoint was saved before.")) +
+                " (a lower --lr or more --warmup-epochs avoids this)");
+  }
+  commit_run_state(dir, s.step, model, state, cfg.keep_checkpoints);
 }
 
 void Trainer::save_checkpoint() {
@@ -442,26 +448,71 @@ int64_t Trainer::steps_per_epoch() const { return impl_->train_loader->batches_p
 
 int64_t Trainer::step() const { return impl_->step; }
 
-std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, int epochs_override,
-                                         const QuantPlugins& plugins) {
-  const std::string state_path = dir + "/" + kTrainerState, ckpt_path = dir + "/" + kCheckpoint;
-  if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
-  if (!fs::exists(state_path)) throw Error("--resume " + dir + ": no " + kTrainerState + " (not a vkqat run directory?)");
-  SafeTensors state = read_safetensors(state_path);
-  nlohmann::json t;
+namespace {
+struct StoredTrainer {
+  nlohmann::json t;  // the "trainer" metadata
+  TrainConfig cfg;
+};
+StoredTrainer read_trainer_metadata(const SafeTensors& state, const std::string& path) {
+  StoredTrainer r;
+  auto it = state.metadata.find("trainer");
+  if (it == state.metadata.end()) throw Error(path + ": no trainer metadata (not a vkqat trainer state)");
+  r.t = nlohmann::json::parse(it->second, nullptr, false);
+  if (r.t.is_discarded() || !r.t.is_object()) throw Error(path + ": the trainer metadata is not a JSON object");
   try {
-    t = nlohmann::json::parse(state.metadata.at("trainer"));
-  } catch (const std::exception& e) {
-    throw Error(state_path + ": missing or invalid trainer metadata");
+    r.cfg = TrainConfig::from_json(r.t.at("config"));
+    for (const char* key : {"epoch", "position", "step", "train_images", "log_correct_base", "log_position_base"})
+      if (!r.t.at(key).is_number_integer() || r.t.at(key).get<int64_t>() < 0)
+        throw Error(std::string("'") + key + "' must be a non-negative integer");
+    for (const char* key : {"train_seconds", "log_loss_base"})
+      if (!r.t.at(key).is_number()) throw Error(std::string("'") + key + "' must be a number");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": trainer metadata: " + e.what());
+  } catch (const Error& e) {
+    throw Error(path + ": trainer metadata: " + e.what());
   }
-  TrainConfig cfg = TrainConfig::from_json(t.at("config"));
+  return r;
+}
+}  // namespace
+
+TrainConfig Trainer::stored_config(const std::string& dir) {
+  if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
+  const CommittedRunState on_disk = load_run_state(dir);
+  return read_trainer_metadata(on_disk.trainer_state, on_disk.trainer_state_path).cfg;
+}
+
+std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, const ResumeOptions& change,
+                                         const QuantPlugins& plugins) {
+  if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
+  const CommittedRunState on_disk = load_run_state(dir);
+  const std::string& state_path = on_disk.trainer_state_path;
+  const std::string& ckpt_path = on_disk.checkpoint_path;
+  const SafeTensors& state = on_disk.trainer_state;
+  const StoredTrainer stored = read_trainer_metadata(state, state_path);
+  const nlohmann::json& t = stored.t;
+  TrainConfig cfg = stored.cfg;
   cfg.out = dir;
-  if (epochs_override > 0) cfg.epochs = epochs_override;
+  auto note = [&](const char* flag, const std::string& from, const std::string& to) {
+    if (from != to) std::fprintf(stderr, "resume: %s changed from %s to %s\n", flag, from.c_str(), to.c_str());
+  };
+  if (change.epochs > 0) note("--epochs", std::to_string(cfg.epochs), std::to_string(change.epochs)), cfg.epochs = change.epochs;
+  if (!change.data_dir.empty()) {
+    const std::string abs = absolute_path(change.data_dir);
+    note("--data-dir", cfg.data_dir.empty() ? "(default)" : cfg.data_dir, abs);
+    cfg.data_dir = abs;
+  }
+  if (change.log_every != 0) note("--log-every", std::to_string(cfg.log_every), std::to_string(change.log_every)), cfg.log_every = change.log_every;
+  if (change.keep_checkpoints != 0)
+    note("--keep-checkpoints", std::to_string(cfg.keep_checkpoints), std::to_string(change.keep_checkpoints)),
+        cfg.keep_checkpoints = change.keep_checkpoints;
+  cfg.stop_after_steps = change.stop_after_steps;
+  cfg.profile = change.profile;
   cfg.init.clear();  // the checkpoint below replaces whatever the run started from
   auto tr = std::make_unique<Trainer>(ctx, cfg, plugins);
-  SafeTensors model = read_safetensors(ckpt_path);
+  const SafeTensors& model = on_disk.checkpoint;
   nlohmann::json meta = checkpoint_metadata(model);
-  if (meta.is_null() || meta.value("step", int64_t(-1)) != t.at("step").get<int64_t>())
+  if (meta.is_null() || !meta.contains("step") || !meta["step"].is_number_integer() ||
+      meta["step"].get<int64_t>() != t.at("step").get<int64_t>())
     throw Error(ckpt_path + " and " + state_path + " are from different steps (interrupted while saving?)");
   load_network_state(*tr->net_, model, {"aux."});
   std::vector<Parameter*> params = tr->net_->parameters();
@@ -472,9 +523,9 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, i
   }
   for (Parameter* p : params) p->momentum.upload(state.get_f32(p->name + ".momentum", {p->value.numel()}));
   Impl& s = *tr->impl_;
-  s.loss_sum.upload(state.get_f32("train.loss_sum"));
+  s.loss_sum.upload(state.get_f32("train.loss_sum", {1}));
   s.correct.upload_u32({uint32_t(state.get_i64("train.correct").at(0))});
-  s.aux_loss_sum.upload(state.get_f32("train.aux_loss_sum"));
+  s.aux_loss_sum.upload(state.get_f32("train.aux_loss_sum", {1}));
   s.aux_correct.upload_u32({uint32_t(state.get_i64("train.aux_correct").at(0))});
   s.epoch = t.at("epoch");
   s.position = t.at("position");
@@ -484,14 +535,19 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, i
   s.log_loss_base = t.at("log_loss_base");
   s.log_correct_base = t.at("log_correct_base");
   s.log_position_base = t.at("log_position_base");
+  if (s.position > tr->steps_per_epoch())
+    throw Error(state_path + ": position " + std::to_string(s.position) + " is past the epoch's " +
+                std::to_string(tr->steps_per_epoch()) + " steps (another --data-dir or --train-limit?)");
   // Drop metrics recorded after the checkpoint: the resumed run writes them again.
   std::ifstream in(dir + "/metrics.jsonl");
   std::string line, kept;
   while (std::getline(in, line)) {
     auto r = nlohmann::json::parse(line, nullptr, false);
-    if (!r.is_discarded() && r.value("step", int64_t(0)) <= s.step) kept += line + "\n";
+    const bool before = !r.is_discarded() && r.is_object() &&
+                        (!r.contains("step") || (r["step"].is_number() && r["step"].get<double>() <= double(s.step)));
+    if (before) kept += line + "\n";
   }
-  write_text_atomic(dir + "/metrics.jsonl", kept);
+  write_file_durably(dir + "/metrics.jsonl", kept);
   return tr;
 }
 
@@ -546,6 +602,20 @@ TrainSummary Trainer::run() {
       const float loss_before = *loss_sum, aux_loss_before = *aux_loss_sum;
       const uint32_t correct_before = *correct, aux_correct_before = *aux_correct;
       s.train_step->run();
+      // The divergence guard: the loss accumulators are host-visible and this replay has
+      // completed, so the check costs no extra synchronization.
+      if (!std::isfinite(*loss_sum) || (aux_ && !std::isfinite(*aux_loss_sum))) {
+        const bool lp = !std::isfinite(*loss_sum);
+        const double step_loss = lp ? (*loss_sum - loss_before) / batch.size : (*aux_loss_sum - aux_loss_before) / batch.size;
+        const int64_t last = committed_step(cfg_.out);
+        if (tty) std::fprintf(stderr, "\n");
+        throw Error("training diverged at step " + std::to_string(s.step + 1) + " (epoch " + std::to_string(s.epoch + 1) +
+                    ", lr " + num(lr) + "): " + (lp ? "loss " : "aux head loss ") + num(step_loss) + "; " +
+                    (last >= 0 ? "the last good checkpoint, step " + std::to_string(last) + ", is " + cfg_.out + "/" +
+                                     kCheckpointFile + " (continue with: vkqat train --resume " + cfg_.out + ")"
+                               : std::string("no checkpoint was saved yet")) +
+                    "; a lower --lr or more --warmup-epochs avoids this");
+      }
       s.train_seconds += seconds_since(t0);
       s.train_images += batch.size;
       ++s.step, ++s.position, ++steps_this_process;
@@ -589,6 +659,7 @@ TrainSummary Trainer::run() {
           }
           metrics << rec.dump() << "\n";
           metrics.flush();
+          if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl (disk full?)");
           s.log_loss_base = *loss_sum, s.log_correct_base = *correct, s.log_position_base = s.position;
           log_start = Clock::now();
         }
@@ -615,6 +686,7 @@ TrainSummary Trainer::run() {
                    .dump()
             << "\n";
     metrics.flush();
+    if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl (disk full?)");
     if (tty) std::fprintf(stderr, "\n");
     std::fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%", s.epoch + 1, cfg_.epochs,
                  train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc);
@@ -642,7 +714,7 @@ TrainSummary Trainer::run() {
                   {"device", s.ctx.info().name + " (" + s.ctx.info().driver_name + ")"},
                   {"parameters", net_->parameter_count()},
                   {"config", cfg_.to_json()}};
-  write_text_atomic(cfg_.out + "/summary.json", summary.json.dump(2) + "\n");
+  write_file_durably(cfg_.out + "/summary.json", summary.json.dump(2) + "\n");
   return summary;
 }
 

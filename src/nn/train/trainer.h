@@ -33,10 +33,21 @@ struct TrainConfig {
   std::string init;              // checkpoint to initialise weights from
   int train_limit = 0, test_limit = 0;  // use only the first K images (quick runs, tests)
   int log_every = 50;            // steps between metrics.jsonl step records
+  int keep_checkpoints = 1;      // committed checkpoint units kept in RUN_DIR/checkpoints
   int stop_after_steps = 0;      // stop (as if interrupted) after this many steps of this process
   bool profile = false;          // print per-dispatch GPU times of one step
   nlohmann::json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j);
+};
+
+// What `--resume` may change (0 / empty: keep the run's).
+struct ResumeOptions {
+  int epochs = 0;
+  std::string data_dir;
+  int log_every = 0;
+  int keep_checkpoints = 0;
+  int stop_after_steps = 0;  // this process only (not stored)
+  bool profile = false;      // this process only (not stored)
 };
 
 struct EvalResult {
@@ -67,9 +78,12 @@ class Trainer {
   // for quantization or --aux).
   Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins = {});
   ~Trainer();
-  // Continues the run in `run_dir` from its last checkpoint (weights, momentum, step, RNG).
-  static std::unique_ptr<Trainer> resume(Context& ctx, const std::string& run_dir, int epochs_override,
+  // Continues the run in `run_dir` from its last committed checkpoint (weights, momentum,
+  // step, RNG); `change` applies what may change on resume (and logs it).
+  static std::unique_ptr<Trainer> resume(Context& ctx, const std::string& run_dir, const ResumeOptions& change = {},
                                          const QuantPlugins& plugins = {});
+  // The configuration of the run in `run_dir` as last committed (Error naming the file).
+  static TrainConfig stored_config(const std::string& run_dir);
 
   TrainSummary run();
   EvalResult evaluate();
