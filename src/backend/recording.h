@@ -2,7 +2,9 @@
 // A sequence of dispatches and copies recorded once into a command buffer and replayed
 // with run() as often as needed (a training step is one Recording). The recorder tracks
 // which byte ranges each command reads and writes (from kernel reflection) and inserts a
-// pipeline barrier only where a hazard exists (RAW, WAR, WAW), ncnn-style.
+// pipeline barrier only where a hazard exists (RAW, WAR, WAW), ncnn-style. Copies and fills
+// (transfer stage) may interleave with dispatches (compute stage) in any order: each stage
+// keeps its own list of accesses not yet ordered before it (see track()).
 // VKQAT_FULL_BARRIERS=1 puts a full barrier after every command instead (debugging).
 #include <vulkan/vulkan.h>
 
@@ -93,8 +95,14 @@ class Recording {
   VkQueryPool queries_ = VK_NULL_HANDLE;
   uint32_t query_capacity_ = 0;
   bool profile_ = false, full_barriers_ = false, finished_ = false;
-  std::vector<Access> pending_reads_, pending_writes_;
-  uint32_t pending_read_stages_ = 0, pending_write_stages_ = 0;
+  // Accesses that no barrier has yet ordered before later commands of a stage:
+  // pending_[s] for the destination stage s (0 compute, 1 transfer). A barrier whose
+  // destination is stage s empties pending_[s] only; the other stage keeps its list.
+  struct PendingSet {
+    std::vector<Access> reads, writes;
+    uint32_t read_stages = 0, write_stages = 0;  // Stage bits of the accesses in the lists
+  };
+  PendingSet pending_[2];
   size_t barriers_ = 0;
   std::vector<std::string> labels_;
   std::vector<uint64_t> last_timestamps_;
