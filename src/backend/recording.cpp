@@ -184,6 +184,13 @@ void Recording::dispatch(const Kernel& k, const std::vector<BufferView>& buffers
   }
   vkUpdateDescriptorSets(ctx_.device(), uint32_t(writes.size()), writes.data(), 0, nullptr);
   track(reads, wr, kCompute);
+  DispatchShape shape{k.name(), label ? label : k.name(), groups, k.local_size(), 0, 0};
+  for (size_t j = 0; j < buffers.size(); ++j) {  // a tensor bound twice (float and vec4 views) counts once
+    bool seen = false;
+    for (size_t m = 0; m < j; ++m) seen = seen || (buffers[m].buffer == buffers[j].buffer && buffers[m].offset == buffers[j].offset);
+    if (!seen) shape.bytes_bound += buffers[j].size;
+  }
+  dispatch_shapes_.push_back(std::move(shape));
 
   vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, k.pipeline());
   vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, k.layout(), 0, 1, &set, 0, nullptr);

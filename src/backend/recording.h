@@ -8,6 +8,7 @@
 // VKQAT_FULL_BARRIERS=1 puts a full barrier after every command instead (debugging).
 #include <vulkan/vulkan.h>
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -23,6 +24,17 @@ class Kernel;
 
 struct Groups {
   uint32_t x = 1, y = 1, z = 1;
+};
+
+// What one dispatch launched (for occupancy reports): kept for every dispatch, in order.
+struct DispatchShape {
+  std::string kernel, label;
+  Groups groups;
+  std::array<uint32_t, 3> local{1, 1, 1};
+  uint64_t bytes_bound = 0;  // sum of the bound views' sizes: an upper bound on bytes moved
+  double flops = 0;          // set by the op (annotate_flops), 0 when it did not say
+  uint64_t workgroups() const { return uint64_t(groups.x) * groups.y * groups.z; }
+  uint32_t invocations_per_workgroup() const { return local[0] * local[1] * local[2]; }
 };
 
 struct DispatchTiming {
@@ -76,6 +88,13 @@ class Recording {
   size_t barrier_count() const { return barriers_; }
   // Per-command GPU times of the last run() (profile mode only).
   std::vector<DispatchTiming> timings() const;
+  // Every dispatch recorded so far, in order (copies and fills are not in it).
+  const std::vector<DispatchShape>& dispatch_shapes() const { return dispatch_shapes_; }
+  // The floating-point operations of dispatch `index` (of dispatch_shapes()), for the
+  // occupancy report; ops that know their FLOPs (convolutions) set it.
+  void annotate_flops(size_t index, double flops) {
+    if (index < dispatch_shapes_.size()) dispatch_shapes_[index].flops = flops;
+  }
 
  private:
   struct Access {
@@ -107,6 +126,7 @@ class Recording {
   std::vector<std::string> labels_;
   std::vector<uint64_t> last_timestamps_;
   std::vector<Buffer> transients_;
+  std::vector<DispatchShape> dispatch_shapes_;  // per dispatch, apart from labels_/timestamps
 };
 
 }  // namespace vkqat
