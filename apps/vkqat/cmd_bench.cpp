@@ -166,6 +166,7 @@ int run_bench(const BenchOptions& o) {
       throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, int, train)");
   for (auto& [name, fn] : benches) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
+    if (name == "train" && o.profile) continue;  // --profile records the steps without timing them
     auto r = fn(ctx, o.quick);
     records.insert(records.end(), r.begin(), r.end());
     if (!o.json)
@@ -215,7 +216,8 @@ void add_bench_command(CLI::App& app, Actions& actions) {
   cmd->add_flag("--json", o->json, "machine-readable output: a list of records");
   cmd->add_flag("--quick", o->quick, "only the main shapes");
   cmd->add_flag("--profile", o->profile,
-                "with the train section: every dispatch of the step (kernel, workgroups, invocations, FLOPs, bytes)");
+                "with the train section: record the training steps (not timed) and list every dispatch "
+                "(kernel, workgroups, invocations, FLOPs, bytes)");
   cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)");
   cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, train")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });
