@@ -109,10 +109,13 @@ TEST_CASE("batchnorm2d training forward matches the reference and PyTorch's runn
 TEST_CASE("batchnorm2d training forward + residual (+ ReLU) == reference, and == BN then add" *
           doctest::test_suite("batchnorm2d")) {
   Context& ctx = test::ctx();
+  for (const char* walk : kWalks)
   for (const auto& shape : kShapes)
     for (bool relu : {false, true}) {
       CAPTURE(shape_str(shape));
       CAPTURE(relu);
+      CAPTURE(walk);
+      test::ScopedEnv env("VKQAT_BN_WALK", walk);
       const int c = shape[1];
       auto xv = activations(shape, 30, 1.f, 2.f), rv_in = activations(shape, 31, 0.f, 1.5f);
       auto gv = test::random_vector(c, 32, 0.5f, 1.5f), bv = test::random_vector(c, 33);
@@ -236,8 +239,11 @@ TEST_CASE("batchnorm2d backward matches the reference" * doctest::test_suite("ba
 TEST_CASE("batchnorm2d backward with grad_out == relu_backward then backward, bit for bit" *
           doctest::test_suite("batchnorm2d")) {
   Context& ctx = test::ctx();
+  for (const char* walk : kWalks)
   for (const auto& shape : kShapes) {
     CAPTURE(shape_str(shape));
+    CAPTURE(walk);
+    test::ScopedEnv env("VKQAT_BN_WALK", walk);
     const int c = shape[1];
     const size_t n = numel(shape);
     Tensor x(ctx, shape), y(ctx, shape), dy(ctx, shape), g(ctx, shape), g_ref(ctx, shape), dx(ctx, shape),

@@ -85,8 +85,8 @@ std::vector<float> random_for(const std::vector<int>& shape, uint32_t seed) {
   return vkqat::test::random_vector(n, seed);
 }
 
-Tensor upload(const std::vector<int>& shape, const std::vector<float>& data) {
-  Tensor t(vkqat::test::ctx(), shape);
+Tensor upload(vkqat::Context& ctx, const std::vector<int>& shape, const std::vector<float>& data) {
+  Tensor t(ctx, shape);
   t.upload(data);
   return t;
 }
@@ -98,15 +98,14 @@ std::vector<float> plus(std::vector<float> a, const std::vector<float>& b) {
 
 // Runs forward, backward-data and backward-weight on the device (each once overwriting and
 // once accumulating into a random gradient) and compares with the reference.
-void check_against_reference(const Case& c, uint32_t seed) {
+void check_against_reference(const Case& c, uint32_t seed, vkqat::Context& ctx = vkqat::test::ctx()) {
   const Conv2dShape& s = c.s;
-  auto& ctx = vkqat::test::ctx();
   const auto xv = random_for(s.x_shape(), seed), wv = random_for(s.w_shape(), seed + 1),
              gv = random_for(s.y_shape(), seed + 2), dx0 = random_for(s.x_shape(), seed + 3),
              dw0 = random_for(s.w_shape(), seed + 4);
-  Tensor x = upload(s.x_shape(), xv), w = upload(s.w_shape(), wv), dy = upload(s.y_shape(), gv);
+  Tensor x = upload(ctx, s.x_shape(), xv), w = upload(ctx, s.w_shape(), wv), dy = upload(ctx, s.y_shape(), gv);
   Tensor y(ctx, s.y_shape()), dx(ctx, s.x_shape()), dw(ctx, s.w_shape());
-  Tensor dx_acc = upload(s.x_shape(), dx0), dw_acc = upload(s.w_shape(), dw0);
+  Tensor dx_acc = upload(ctx, s.x_shape(), dx0), dw_acc = upload(ctx, s.w_shape(), dw0);
   {
     Recording rec(ctx);
     nn::conv2d_forward(rec, s, x, w, y);
@@ -201,6 +200,48 @@ TEST_CASE("conv2d generic register-blocked kernels on 1x1 shapes match the refer
 
 TEST_CASE("conv2d tiled variant matches the reference" * doctest::test_suite("conv2d")) {
   check_variant(ConvVariant::Tiled, cases());
+}
+
+// GEMMs bigger than one tile in every direction (M = c_out >= 80 forward and backward-weight,
+// M = c_in > 64 backward-data), so that the tiled kernels' edge tiles and inner tiles both
+// run, with 64x64 tiles (256 invocations) and 32x32 tiles (a device allowing only 128, the
+// mobile profile).
+const std::vector<Case>& cases_large_gemm() {
+  static const std::vector<Case> all = {
+      {"3x3 72->96 on 8x8, batch 4", {4, 72, 8, 8, 96, 3, 3, 1, 1}},
+      {"3x3 stride 2 40->84 on 9x9, batch 3", {3, 40, 9, 9, 84, 3, 3, 2, 1}},
+      {"1x1 80->100 on 6x6, batch 2", {2, 80, 6, 6, 100, 1, 1, 1, 0}},
+  };
+  return all;
+}
+
+TEST_CASE("conv2d tiled variant on multi-tile GEMMs, both tile widths, matches the reference" *
+          doctest::test_suite("conv2d")) {
+  nn::set_conv_variant(ConvVariant::Tiled);
+  uint32_t seed = 500;
+  for (const Case& c : cases_large_gemm()) {
+    INFO("tiled (device limits): " << c.what);
+    check_against_reference(c, seed += 10);
+  }
+  if (vkqat::test::ctx().info().max_workgroup_invocations >= 256) {
+    // 32x32 tiles: a context that acts as a 128-invocation device.
+    vkqat::test::ScopedEnv env("VKQAT_DEVICE_PROFILE", "mobile");
+    vkqat::ContextOptions opt;
+    opt.validation = true;
+    opt.on_validation_message = [](const std::string& msg) { FAIL_CHECK("Vulkan validation message: " << msg); };
+    vkqat::Context mobile(opt);
+    REQUIRE(mobile.info().max_workgroup_invocations == 128);
+    for (const Case& c : cases_large_gemm()) {
+      INFO("tiled 32x32: " << c.what);
+      check_against_reference(c, seed += 10, mobile);
+    }
+  }
+  nn::set_conv_variant(ConvVariant::Auto);
+}
+
+TEST_CASE("conv2d register-blocked variant on multi-block GEMMs matches the reference" *
+          doctest::test_suite("conv2d")) {
+  check_variant(ConvVariant::RegisterBlocked, cases_large_gemm());
 }
 
 TEST_CASE("conv2d rejects bad shapes" * doctest::test_suite("conv2d")) {

@@ -127,6 +127,8 @@ TEST_CASE("int_conv matches the CPU integer reference bit for bit" * doctest::te
     check_conv(2, 3, 8, 8, 6, 3, 1, wbits, IntConvMode::Stem, seed++);
     check_conv(2, 12, 9, 9, 20, 1, 2, wbits, IntConvMode::Raw, seed++);      // 1x1 stride 2 downsample
     check_conv(1, 17, 1, 1, 9, 3, 1, wbits, IntConvMode::Requant, seed++);   // 1x1 image
+    check_conv(2, 24, 6, 6, 96, 3, 1, wbits, IntConvMode::Requant, seed++);  // c_out >= 80: many channel blocks
+    check_conv(2, 40, 5, 5, 80, 1, 1, wbits, IntConvMode::Raw, seed++);      // 1x1, 80 out channels
   }
 }
 
@@ -144,6 +146,8 @@ TEST_CASE("int_conv_dot (integer dot product) matches the CPU integer reference 
     check_conv(2, 12, 9, 9, 20, 1, 2, wbits, IntConvMode::Raw, seed++, dot);       // 1x1 stride 2 downsample
     check_conv(2, 7, 9, 9, 5, 1, 2, wbits, IntConvMode::Raw, seed++, dot);         // ... with a partial word
     check_conv(1, 17, 1, 1, 9, 3, 1, wbits, IntConvMode::Requant, seed++, dot);    // 1x1 image
+    check_conv(2, 24, 6, 6, 96, 3, 1, wbits, IntConvMode::Requant, seed++, dot);   // c_out >= 80
+    check_conv(2, 40, 5, 5, 80, 1, 1, wbits, IntConvMode::Raw, seed++, dot);       // 1x1, 80 out channels
     // 8-bit activations (codes up to 255: full uint8 lanes), both paths.
     for (auto path : {quant::IntConvPath::Portable, dot}) {
       check_conv(2, 13, 7, 6, 11, 3, 1, wbits, IntConvMode::Requant, seed++, path, 255);

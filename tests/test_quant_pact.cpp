@@ -227,8 +227,12 @@ TEST_CASE("BN training forward with the PACT epilogue (+ residual) equals BN (+ 
           doctest::test_suite("quant-pact")) {
   Context& ctx = test::ctx();
   // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
+  // Both channel walks of the BN kernels (VKQAT_BN_WALK): each device takes one.
+  for (const char* walk : {"contiguous", "interleaved"})
   for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {3, 4, 2, 2}}) {
     for (int bits : {2, 4, 8}) {
+      CAPTURE(walk);
+      test::ScopedEnv env("VKQAT_BN_WALK", walk);
       CAPTURE(nn::shape_str(shape));
       CAPTURE(bits);
       const int c = shape[1];
@@ -283,10 +287,14 @@ TEST_CASE("BN backward with PACT's backward fused equals pact_backward then BN b
           doctest::test_suite("quant-pact")) {
   Context& ctx = test::ctx();
   // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
+  // Both channel walks of the BN kernels (VKQAT_BN_WALK): each device takes one.
+  for (const char* walk : {"contiguous", "interleaved"})
   for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {16, 8, 6, 6}}) {
     for (int bits : {2, 4, 8}) {
       for (PactGradient gradient : {PactGradient::Original, PactGradient::Calibrated}) {
         for (bool with_extra : {false, true}) {
+          CAPTURE(walk);
+          test::ScopedEnv env("VKQAT_BN_WALK", walk);
           CAPTURE(nn::shape_str(shape));
           CAPTURE(bits);
           CAPTURE(int(gradient));

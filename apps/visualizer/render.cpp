@@ -63,7 +63,13 @@ ImGuiVulkan::ImGuiVulkan(Context& ctx, VkRenderPass render_pass, uint32_t image_
   info.ImageCount = std::max<uint32_t>(2, image_count);
   info.MSAASamples = VK_SAMPLE_COUNT_1_BIT;
   info.CheckVkResultFn = check_imgui_vk;
+  // Dear ImGui 1.90.4 moved the render pass into the init info (Debian 12 has 1.86).
+#if IMGUI_VERSION_NUM >= 19040
+  info.RenderPass = render_pass;
+  if (!ImGui_ImplVulkan_Init(&info)) throw Error("ImGui's Vulkan backend failed to initialise");
+#else
   if (!ImGui_ImplVulkan_Init(&info, render_pass)) throw Error("ImGui's Vulkan backend failed to initialise");
+#endif
 }
 
 ImGuiVulkan::~ImGuiVulkan() {
@@ -72,6 +78,14 @@ ImGuiVulkan::~ImGuiVulkan() {
 }
 
 void ImGuiVulkan::upload_fonts() {
+#if IMGUI_VERSION_NUM >= 19200
+  // 1.92: the backend uploads font textures itself from NewFrame (RendererHasTextures).
+#elif IMGUI_VERSION_NUM >= 19000
+  // 1.90: the backend records and submits the upload on its own queue (info.Queue) and
+  // frees the staging objects itself (DestroyFontUploadObjects is gone).
+  std::lock_guard<std::mutex> lock(ctx_.queue_mutex());  // it submits to the shared queue
+  if (!ImGui_ImplVulkan_CreateFontsTexture()) throw Error("ImGui's Vulkan backend failed to upload the fonts");
+#else
   VkCommandPoolCreateInfo ci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   ci.queueFamilyIndex = ctx_.queue_family();
   VkCommandPool pool;
@@ -94,6 +108,7 @@ void ImGuiVulkan::upload_fonts() {
   ImGui_ImplVulkan_DestroyFontUploadObjects();
   vkDestroyFence(ctx_.device(), fence, nullptr);
   vkDestroyCommandPool(ctx_.device(), pool, nullptr);
+#endif
 }
 
 OffscreenTarget::OffscreenTarget(Context& ctx, uint32_t width, uint32_t height)

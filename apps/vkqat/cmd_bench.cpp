@@ -1,8 +1,10 @@
-// `vkqat bench [--json] [--quick] [--only SECTIONS] [--device N]`: throughput of the kernels on one device.
+// `vkqat bench [--json] [--quick] [--only SECTIONS] [--device N] [--profile]`: throughput of the
+// kernels on one device; --profile adds the occupancy of every dispatch of the training steps.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 
@@ -11,6 +13,7 @@
 #include "commands.h"
 #include "nn/bench.h"
 #include "nn/model/network.h"
+#include "nn/ops/conv2d.h"
 #include "nn/train/trainer.h"
 #include "quant/bench.h"
 #include "quant/int_bench.h"
@@ -20,7 +23,7 @@ namespace vkqat::cli {
 namespace {
 
 struct BenchOptions {
-  bool json = false, quick = false;
+  bool json = false, quick = false, profile = false;
   int device = -1;
   std::vector<std::string> only;  // section names; empty = all
 };
@@ -106,6 +109,45 @@ std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick) {
   return out;
 }
 
+// Every dispatch of one training step (FP32 and W4A4 CG-PACT + SAT + aux): kernel, the
+// variant set, workgroups, invocations per workgroup, FLOPs (convolutions; other kernels
+// report 0) and the bytes of the bound views (an upper bound on bytes moved). A dispatch
+// that carries >= 1% of the step's FLOPs with fewer than 264 workgroups (two per SM of a
+// 132-SM GPU) cannot fill a large GPU: counted in "starved".
+nlohmann::json profile_training_steps(Context& ctx) {
+  const char* walk_env = std::getenv("VKQAT_BN_WALK");
+  const std::string walk = walk_env && *walk_env ? walk_env : ctx.info().is_cpu() ? "contiguous" : "interleaved";
+  const std::string variant = std::string("conv ") + nn::conv_variant_name(nn::conv_variant(ctx)) + ", bn " + walk;
+  nlohmann::json out = nlohmann::json::array();
+  for (bool quant : {false, true}) {
+    TrainStepCase step(ctx, quant, quant);
+    const auto& shapes = step.rec->dispatch_shapes();
+    double total = 0;
+    for (const DispatchShape& d : shapes) total += d.flops;
+    nlohmann::json list = nlohmann::json::array();
+    int starved = 0;
+    for (const DispatchShape& d : shapes) {
+      const bool heavy = total > 0 && d.flops >= 0.01 * total;
+      if (heavy && d.workgroups() < 264) ++starved;
+      list.push_back({{"label", d.label},
+                      {"kernel", d.kernel},
+                      {"workgroups", d.workgroups()},
+                      {"groups", {d.groups.x, d.groups.y, d.groups.z}},
+                      {"invocations_per_workgroup", d.invocations_per_workgroup()},
+                      {"flops", d.flops},
+                      {"bytes_bound", d.bytes_bound}});
+    }
+    out.push_back({{"step", quant ? "resnet20 w16 b128 w4a4 cgpact+sat+aux" : "resnet20 w16 b128 fp32"},
+                   {"device", ctx.info().name},
+                   {"variant", variant},
+                   {"dispatches", shapes.size()},
+                   {"flops", total},
+                   {"starved_heavy_dispatches", starved},
+                   {"dispatch", list}});
+  }
+  return out;
+}
+
 int run_bench(const BenchOptions& o) {
   ContextOptions co;
   co.device = o.device;
@@ -124,6 +166,7 @@ int run_bench(const BenchOptions& o) {
       throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, int, train)");
   for (auto& [name, fn] : benches) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
+    if (name == "train" && o.profile) continue;  // --profile records the steps without timing them
     auto r = fn(ctx, o.quick);
     records.insert(records.end(), r.begin(), r.end());
     if (!o.json)
@@ -137,6 +180,8 @@ int run_bench(const BenchOptions& o) {
         std::fflush(stdout);
       }
   }
+  const bool profile = o.profile && (o.only.empty() || std::find(o.only.begin(), o.only.end(), "train") != o.only.end());
+  const nlohmann::json steps = profile ? profile_training_steps(ctx) : nlohmann::json();
   if (o.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& b : records) {
@@ -146,7 +191,19 @@ int run_bench(const BenchOptions& o) {
       if (b.images_per_s > 0) r["images_per_s"] = b.images_per_s;
       out.push_back(r);
     }
+    // With --profile: {"records": [...], "train_step_dispatches": [...]}; without, the list.
+    if (profile) out = {{"records", out}, {"train_step_dispatches", steps}};
     std::cout << out.dump(2) << "\n";
+  } else if (profile) {
+    for (const auto& s : steps) {
+      std::printf("\n%s (%s): %zu dispatches, %.2f GFLOP; %d dispatches with >= 1%% of the FLOPs launch < 264 "
+                  "workgroups\n", s["step"].get<std::string>().c_str(), s["variant"].get<std::string>().c_str(),
+                  size_t(s["dispatches"]), double(s["flops"]) * 1e-9, int(s["starved_heavy_dispatches"]));
+      for (const auto& d : s["dispatch"])
+        std::printf("  %-44s %8llu wg x %4u inv  %9.3f GFLOP  %9.2f MB\n", d["label"].get<std::string>().c_str(),
+                    (unsigned long long)d["workgroups"], unsigned(d["invocations_per_workgroup"]),
+                    double(d["flops"]) * 1e-9, double(d["bytes_bound"]) * 1e-6);
+    }
   }
   return 0;
 }
@@ -158,6 +215,9 @@ void add_bench_command(CLI::App& app, Actions& actions) {
   auto o = std::make_shared<BenchOptions>();
   cmd->add_flag("--json", o->json, "machine-readable output: a list of records");
   cmd->add_flag("--quick", o->quick, "only the main shapes");
+  cmd->add_flag("--profile", o->profile,
+                "with the train section: record the training steps (not timed) and list every dispatch "
+                "(kernel, workgroups, invocations, FLOPs, bytes)");
   cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, train")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });

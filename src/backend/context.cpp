@@ -102,6 +102,7 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   VkPhysicalDevice16BitStorageFeatures s16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
   VkPhysicalDevice8BitStorageFeatures s8{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES};
   VkPhysicalDeviceShaderIntegerDotProductFeatures dotf{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  VkPhysicalDeviceSubgroupSizeControlFeatures sgctlf{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES};
   feats.pNext = &s16;
   tail = &s16.pNext;
   bool has_f16i8 = v12 || exts.count("VK_KHR_shader_float16_int8");
@@ -109,6 +110,7 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   if (has_f16i8) *tail = &f16i8, tail = &f16i8.pNext;
   if (has_s8) *tail = &s8, tail = &s8.pNext;
   if (has_dot) *tail = &dotf, tail = &dotf.pNext;
+  if (has_sgctl) *tail = &sgctlf, tail = &sgctlf.pNext;
   vkGetPhysicalDeviceFeatures2(pd, &feats);
 
   const VkPhysicalDeviceLimits& lim = props.properties.limits;
@@ -125,7 +127,8 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   d.subgroup_size = subgroup.subgroupSize;
   d.min_subgroup_size = has_sgctl ? sgctl.minSubgroupSize : subgroup.subgroupSize;
   d.max_subgroup_size = has_sgctl ? sgctl.maxSubgroupSize : subgroup.subgroupSize;
-  d.subgroup_size_control = has_sgctl;
+  d.subgroup_size_control = has_sgctl && sgctlf.subgroupSizeControl && sgctlf.computeFullSubgroups &&
+                            (sgctl.requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT);
   const bool compute_subgroups = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) != 0;
   d.subgroup_shuffle = compute_subgroups && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
   d.subgroup_arithmetic = compute_subgroups && (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
@@ -141,6 +144,7 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
       d.integer_dot_product && dotp.integerDotProduct4x8BitPackedUnsignedAccelerated;
   d.cooperative_matrix = exts.count("VK_KHR_cooperative_matrix") > 0;
   d.push_descriptor = exts.count("VK_KHR_push_descriptor") > 0;
+  d.portability_subset = exts.count("VK_KHR_portability_subset") > 0;
   for (int i = 0; i < 3; ++i) {
     d.max_workgroup_size[i] = lim.maxComputeWorkGroupSize[i];
     d.max_workgroup_count[i] = lim.maxComputeWorkGroupCount[i];
@@ -148,6 +152,7 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   d.max_workgroup_invocations = lim.maxComputeWorkGroupInvocations;
   d.max_shared_memory = lim.maxComputeSharedMemorySize;
   d.max_push_constants = lim.maxPushConstantsSize;
+  d.max_storage_buffers_per_stage = lim.maxPerStageDescriptorStorageBuffers;
   d.max_storage_buffer_range = lim.maxStorageBufferRange;
   d.min_storage_offset_alignment = lim.minStorageBufferOffsetAlignment;
   d.max_allocation = 1ull << 30;  // Vulkan 1.1 guarantees at least 1 GiB
@@ -166,6 +171,7 @@ DeviceInfo gather_info(VkPhysicalDevice pd, int index) {
   compute_queue_family(pd, &ts_bits);
   d.timestamps = ts_bits > 0 && lim.timestampComputeAndGraphics;
   d.timestamp_period_ns = lim.timestampPeriod;
+  apply_device_profile(d, device_profile_from_env());
   return d;
 }
 
@@ -257,6 +263,51 @@ std::vector<VkPhysicalDevice> physical_devices(VkInstance instance) {
 }
 
 }  // namespace
+
+std::string DeviceInfo::profile_note() const {
+  return profile.empty() ? "" : " (VKQAT_DEVICE_PROFILE=" + profile + ")";
+}
+
+std::string device_profile_from_env() {
+  const char* e = std::getenv("VKQAT_DEVICE_PROFILE");
+  if (!e || !*e || !std::strcmp(e, "none")) return "";
+  if (std::strcmp(e, "mobile") && std::strcmp(e, "vulkan-min"))
+    throw Error(std::string("VKQAT_DEVICE_PROFILE=") + e + ": expected mobile, vulkan-min or none");
+  return e;
+}
+
+void apply_device_profile(DeviceInfo& d, const std::string& profile) {
+  if (profile.empty() || profile == "none") return;
+  if (profile != "mobile" && profile != "vulkan-min")
+    throw Error("device profile '" + profile + "': expected mobile, vulkan-min or none");
+  auto clamp32 = [](uint32_t& v, uint32_t limit) { v = std::min(v, limit); };
+  auto clamp64 = [](uint64_t& v, uint64_t limit) { v = std::min(v, limit); };
+  // Shared by both: the Vulkan 1.1 minimums that Android's baseline profile keeps too.
+  clamp32(d.max_workgroup_invocations, 128);
+  clamp32(d.max_workgroup_size[0], 128);
+  clamp32(d.max_workgroup_size[1], 128);
+  clamp32(d.max_workgroup_size[2], 64);
+  clamp32(d.max_shared_memory, 16384);
+  clamp64(d.max_storage_buffer_range, uint64_t(1) << 27);
+  d.subgroup_size_control = false;
+  d.min_subgroup_size = d.max_subgroup_size = d.subgroup_size;
+  d.shader_int64 = d.shader_int16 = d.shader_int8 = d.shader_float16 = false;
+  d.storage_buffer_16bit = d.storage_buffer_8bit = false;
+  d.cooperative_matrix = false;
+  if (profile == "mobile") {
+    clamp32(d.max_storage_buffers_per_stage, 12);
+  } else {
+    clamp32(d.max_storage_buffers_per_stage, 4);
+    clamp32(d.max_push_constants, 128);
+    for (uint32_t& c : d.max_workgroup_count) clamp32(c, 65535);
+    d.min_storage_offset_alignment = std::max<uint64_t>(d.min_storage_offset_alignment, 256);
+    d.subgroup_shuffle = d.subgroup_arithmetic = false;
+    d.integer_dot_product = d.integer_dot_4x8_packed_accelerated = false;
+    d.integer_dot_4x8_packed_unsigned_accelerated = false;
+    d.push_descriptor = false;
+  }
+  d.profile = profile;
+}
 
 std::vector<DeviceInfo> enumerate_devices() {
   VkInstance instance = create_instance(false, nullptr, nullptr);
@@ -359,6 +410,29 @@ Context::Context(const ContextOptions& options) : options_(options) {
         info_.integer_dot_product_enabled = true;
       }
     }
+    // Subgroup size control and full subgroups, for the kernels that request a subgroup
+    // size (Context::kernel): core in 1.3, else VK_EXT_subgroup_size_control.
+    VkPhysicalDeviceSubgroupSizeControlFeatures sgctl_features{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES};
+    if (info_.subgroup_size_control) {
+      uint32_t instance_version = VK_API_VERSION_1_0;
+      vkEnumerateInstanceVersion(&instance_version);
+      const bool core = std::min(instance_version, info_.api_version) >= VK_API_VERSION_1_3;
+      if (core || available.count(VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME)) {
+        if (!core) device_exts.push_back(VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+        sgctl_features.subgroupSizeControl = VK_TRUE;
+        sgctl_features.computeFullSubgroups = VK_TRUE;
+        sgctl_features.pNext = const_cast<void*>(dci.pNext);
+        dci.pNext = &sgctl_features;
+      } else {
+        info_.subgroup_size_control = false;
+      }
+    }
+    // A portability implementation (MoltenVK) must have the subset extension enabled.
+    if (info_.portability_subset &&
+        std::find(options.device_extensions.begin(), options.device_extensions.end(), "VK_KHR_portability_subset") ==
+            options.device_extensions.end())
+      device_exts.push_back("VK_KHR_portability_subset");
     dci.enabledExtensionCount = uint32_t(device_exts.size());
     dci.ppEnabledExtensionNames = device_exts.data();
     vk_check(vkCreateDevice(physical_, &dci, nullptr, &device_), "vkCreateDevice");
@@ -418,8 +492,8 @@ void Context::report_validation_message(const std::string& msg) {
 Buffer Context::alloc(uint64_t bytes, MemoryKind kind) { return allocator_->alloc(bytes, kind); }
 
 const Kernel& Context::kernel(const std::string& shader, std::array<uint32_t, 3> local_size,
-                              const std::vector<uint32_t>& spec) {
-  return kernels_->get(shader, local_size, spec);
+                              const std::vector<uint32_t>& spec, uint32_t subgroup_size) {
+  return kernels_->get(shader, local_size, spec, subgroup_size);
 }
 
 void Context::submit_and_wait(VkCommandBuffer cmd) {

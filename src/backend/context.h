@@ -26,6 +26,8 @@ struct DeviceInfo {
   uint32_t api_version = 0, vendor_id = 0, device_id = 0;
   std::array<uint8_t, VK_UUID_SIZE> pipeline_cache_uuid{};
   uint32_t subgroup_size = 0, min_subgroup_size = 0, max_subgroup_size = 0;
+  // VK_EXT_subgroup_size_control (or 1.3) with computeFullSubgroups and compute in
+  // requiredSubgroupSizeStages: kernels may then request a subgroup size (Context::kernel).
   bool subgroup_size_control = false;
   bool subgroup_shuffle = false, subgroup_arithmetic = false;  // supported in compute shaders
   bool shader_float16 = false, shader_int8 = false, shader_int16 = false, shader_int64 = false;
@@ -38,12 +40,32 @@ struct DeviceInfo {
   bool push_descriptor = false;
   std::array<uint32_t, 3> max_workgroup_size{}, max_workgroup_count{};
   uint32_t max_workgroup_invocations = 0, max_shared_memory = 0, max_push_constants = 0;
+  uint32_t max_storage_buffers_per_stage = 0;  // maxPerStageDescriptorStorageBuffers
   uint64_t max_allocation = 0, max_storage_buffer_range = 0, min_storage_offset_alignment = 0;
   uint64_t device_local_bytes = 0;
   bool timestamps = false;
   float timestamp_period_ns = 0;
+  bool portability_subset = false;  // VK_KHR_portability_subset listed (MoltenVK): enabled
+  // The device profile the limits above were clamped to ("" when none, see
+  // apply_device_profile); error messages about a limit name it.
+  std::string profile;
   bool is_cpu() const { return type == "cpu"; }
+  // " (VKQAT_DEVICE_PROFILE=mobile)" or "", for messages about a limit.
+  std::string profile_note() const;
 };
+
+// VKQAT_DEVICE_PROFILE=mobile|vulkan-min makes the backend act as if the device had only
+// that profile's limits and features (each limit becomes min(device, profile), each
+// feature device && profile):
+//   mobile: 128 invocations per workgroup, 16 KiB shared memory, maxStorageBufferRange
+//     2^27, 12 storage buffers per stage, no subgroup size control, no 64-, 16- or 8-bit
+//     types (Android's baseline profile);
+//   vulkan-min: the Vulkan 1.1 minimums (4 storage buffers per stage, no subgroup shuffle
+//     or arithmetic, no integer dot product, 256-byte storage offset alignment).
+// "" or "none" leaves the device as it is; anything else throws Error naming the variable.
+void apply_device_profile(DeviceInfo& info, const std::string& profile);
+// The profile VKQAT_DEVICE_PROFILE names ("" when unset); throws Error when unknown.
+std::string device_profile_from_env();
 
 // Lists every Vulkan physical device. Throws Error with advice when there is no driver.
 std::vector<DeviceInfo> enumerate_devices();
@@ -91,8 +113,12 @@ class Context {
 
   // Compiled kernels, cached by (shader, local size, specialization constants).
   // Spec-constant ids 0,1,2 are the local size x,y,z; `spec` gives ids 3, 4, ... in order.
+  // subgroup_size != 0: the pipeline requests exactly that subgroup size with full
+  // subgroups (throws Error when the device lacks subgroup size control, see
+  // DeviceInfo::subgroup_size_control). Also throws when the kernel binds more storage
+  // buffers than maxPerStageDescriptorStorageBuffers.
   const Kernel& kernel(const std::string& shader, std::array<uint32_t, 3> local_size = {64, 1, 1},
-                       const std::vector<uint32_t>& spec = {});
+                       const std::vector<uint32_t>& spec = {}, uint32_t subgroup_size = 0);
 
   // Runs one command buffer and waits (used by Recording::run and the staging path).
   void submit_and_wait(VkCommandBuffer cmd);

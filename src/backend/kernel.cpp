@@ -77,6 +77,16 @@ std::string hex(const uint8_t* p, size_t n) {
 
 }  // namespace
 
+uint32_t pick_workgroup_size(const DeviceInfo& info, uint32_t preferred, uint32_t shared_bytes_per_invocation,
+                             uint32_t fixed_shared_bytes) {
+  const uint32_t limit = std::min(info.max_workgroup_invocations, info.max_workgroup_size[0]);
+  uint32_t size = 1;
+  while (size * 2 <= preferred && size * 2 <= limit &&
+         fixed_shared_bytes + uint64_t(shared_bytes_per_invocation) * size * 2 <= info.max_shared_memory)
+    size *= 2;
+  return size;
+}
+
 std::string KernelCache::cache_path(const DeviceInfo& info) {
   fs::path dir;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
@@ -147,10 +157,11 @@ void KernelCache::save() {
 }
 
 const Kernel& KernelCache::get(const std::string& shader, std::array<uint32_t, 3> local_size,
-                               const std::vector<uint32_t>& spec) {
+                               const std::vector<uint32_t>& spec, uint32_t required_subgroup_size) {
   std::string key = shader + "|" + std::to_string(local_size[0]) + "," + std::to_string(local_size[1]) + "," +
                     std::to_string(local_size[2]);
   for (uint32_t v : spec) key += "," + std::to_string(v);
+  if (required_subgroup_size) key += "|sg" + std::to_string(required_subgroup_size);
   if (auto it = kernels_.find(key); it != kernels_.end()) return *it->second;
 
   const ShaderBlob* blob = find_shader(shader);
@@ -176,7 +187,27 @@ const Kernel& KernelCache::get(const std::string& shader, std::array<uint32_t, 3
     throw Error("shader " + shader + ": " + std::to_string(invocations) + " invocations per workgroup exceed the device limit " +
                 std::to_string(info_.max_workgroup_invocations));
   if (refl.push_bytes > info_.max_push_constants)
-    throw Error("shader " + shader + ": push constants of " + std::to_string(refl.push_bytes) + " bytes exceed the device limit");
+    throw Error("shader " + shader + ": push constants of " + std::to_string(refl.push_bytes) +
+                " bytes exceed the device's maxPushConstantsSize " + std::to_string(info_.max_push_constants) +
+                info_.profile_note());
+  // Ops check this limit before choosing a fused kernel (and fall back to unfused ones);
+  // reaching it here means no variant of the op fits the device.
+  if (info_.max_storage_buffers_per_stage && refl.bindings.size() > info_.max_storage_buffers_per_stage)
+    throw Error("shader " + shader + " binds " + std::to_string(refl.bindings.size()) +
+                " storage buffers, more than the device's maxPerStageDescriptorStorageBuffers " +
+                std::to_string(info_.max_storage_buffers_per_stage) + info_.profile_note());
+  if (required_subgroup_size) {
+    const uint32_t sg = required_subgroup_size;
+    if (!info_.subgroup_size_control)
+      throw Error("shader " + shader + " needs subgroups of " + std::to_string(sg) +
+                  " lanes, but the device has no subgroup size control (computeFullSubgroups)" + info_.profile_note());
+    if (sg < info_.min_subgroup_size || sg > info_.max_subgroup_size || (sg & (sg - 1)) || invocations % sg ||
+        k->local_size_[0] % sg)
+      throw Error("shader " + shader + ": subgroup size " + std::to_string(sg) + " is not in the device's range [" +
+                  std::to_string(info_.min_subgroup_size) + ", " + std::to_string(info_.max_subgroup_size) +
+                  "] or does not divide local size x " + std::to_string(k->local_size_[0]));
+    k->required_subgroup_size_ = sg;
+  }
 
   std::vector<VkDescriptorSetLayoutBinding> dslb;
   for (const BindingInfo& b : refl.bindings) {
@@ -220,6 +251,15 @@ const Kernel& KernelCache::get(const std::string& shader, std::array<uint32_t, 3
   cci.stage.module = module;
   cci.stage.pName = "main";
   cci.stage.pSpecializationInfo = entries.empty() ? nullptr : &si;
+  // Kernels that hand values between lanes by index get the subgroup size they were
+  // specialized for, and only full subgroups (otherwise a driver may pick another size).
+  VkPipelineShaderStageRequiredSubgroupSizeCreateInfo sgsize{
+      VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO};
+  if (required_subgroup_size) {
+    sgsize.requiredSubgroupSize = required_subgroup_size;
+    cci.stage.pNext = &sgsize;
+    cci.stage.flags |= VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT;
+  }
   cci.layout = k->layout_;
   VkResult r = vkCreateComputePipelines(device_, cache_, 1, &cci, nullptr, &k->pipeline_);
   vkDestroyShaderModule(device_, module, nullptr);

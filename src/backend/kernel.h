@@ -37,6 +37,8 @@ class Kernel {
   const std::vector<BindingInfo>& bindings() const { return bindings_; }  // sorted by binding
   uint32_t push_constant_bytes() const { return push_bytes_; }
   std::array<uint32_t, 3> local_size() const { return local_size_; }
+  // The subgroup size the pipeline was created with (full subgroups), 0 when not requested.
+  uint32_t required_subgroup_size() const { return required_subgroup_size_; }
 
  private:
   friend class KernelCache;
@@ -47,9 +49,17 @@ class Kernel {
   std::vector<BindingInfo> bindings_;
   uint32_t push_bytes_ = 0;
   std::array<uint32_t, 3> local_size_{1, 1, 1};
+  uint32_t required_subgroup_size_ = 0;
 };
 
 struct DeviceInfo;
+
+// The workgroup size (along x) for a kernel that would like `preferred` invocations: the
+// largest power of two <= preferred that the device allows (maxComputeWorkGroupInvocations,
+// maxComputeWorkGroupSize[0]) and whose shared memory, fixed_shared_bytes +
+// shared_bytes_per_invocation * size, fits maxComputeSharedMemorySize. At least 1.
+uint32_t pick_workgroup_size(const DeviceInfo& info, uint32_t preferred, uint32_t shared_bytes_per_invocation = 0,
+                             uint32_t fixed_shared_bytes = 0);
 
 // Owns every Kernel of a Context and the VkPipelineCache persisted on disk.
 class KernelCache {
@@ -57,7 +67,7 @@ class KernelCache {
   KernelCache(VkDevice device, const DeviceInfo& info, bool persist);
   ~KernelCache();
   const Kernel& get(const std::string& shader, std::array<uint32_t, 3> local_size,
-                    const std::vector<uint32_t>& spec);
+                    const std::vector<uint32_t>& spec, uint32_t required_subgroup_size = 0);
   void save();  // writes the pipeline cache (temp file + rename)
   static std::string cache_path(const DeviceInfo& info);
 

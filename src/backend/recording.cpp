@@ -109,27 +109,33 @@ void Recording::track(const std::vector<Access>& reads, const std::vector<Access
       if (a.buffer == b.buffer && a.begin < b.end && b.begin < a.end) return true;
     return false;
   };
+  // Only accesses not yet ordered before this command's stage can conflict with it.
+  PendingSet& mine = pending_[stage == kCompute ? 0 : 1];
   bool hazard = full_barriers_;
-  for (const Access& r : reads) hazard = hazard || overlaps(r, pending_writes_);  // read after write
+  for (const Access& r : reads) hazard = hazard || overlaps(r, mine.writes);  // read after write
   for (const Access& w : writes)
-    hazard = hazard || overlaps(w, pending_writes_) || overlaps(w, pending_reads_);  // WAW, WAR
-  if (hazard && (pending_write_stages_ | pending_read_stages_)) {
-    // One global memory barrier: on a single queue it orders everything before it, so the
-    // pending sets restart empty. Cheaper to emit than per-buffer barriers and as precise.
+    hazard = hazard || overlaps(w, mine.writes) || overlaps(w, mine.reads);  // WAW, WAR
+  if (hazard && (mine.write_stages | mine.read_stages)) {
+    // One global memory barrier from every stage with an access still unordered before
+    // `stage` to `stage`: everything recorded so far is then ordered before (and its writes
+    // visible to) later commands of this stage, so this stage's list restarts empty. The
+    // other stage's list is untouched: its commands are not in this barrier's second scope
+    // (a dispatch -> copy -> dispatch chain needs a barrier before the copy and another
+    // before the second dispatch).
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = writes_of(pending_write_stages_);
+    mb.srcAccessMask = writes_of(mine.write_stages);
     mb.dstAccessMask = all_of(stage);
-    vkCmdPipelineBarrier(cmd_, stages_of(pending_write_stages_ | pending_read_stages_), stages_of(stage), 0, 1, &mb,
-                         0, nullptr, 0, nullptr);
+    vkCmdPipelineBarrier(cmd_, stages_of(mine.write_stages | mine.read_stages), stages_of(stage), 0, 1, &mb, 0,
+                         nullptr, 0, nullptr);
     ++barriers_;
-    pending_reads_.clear();
-    pending_writes_.clear();
-    pending_read_stages_ = pending_write_stages_ = 0;
+    mine = PendingSet{};
   }
-  pending_reads_.insert(pending_reads_.end(), reads.begin(), reads.end());
-  pending_writes_.insert(pending_writes_.end(), writes.begin(), writes.end());
-  if (!reads.empty()) pending_read_stages_ |= stage;
-  if (!writes.empty()) pending_write_stages_ |= stage;
+  for (PendingSet& p : pending_) {
+    p.reads.insert(p.reads.end(), reads.begin(), reads.end());
+    p.writes.insert(p.writes.end(), writes.begin(), writes.end());
+    if (!reads.empty()) p.read_stages |= stage;
+    if (!writes.empty()) p.write_stages |= stage;
+  }
 }
 
 void Recording::write_timestamp(uint32_t index, VkPipelineStageFlagBits stage) {
@@ -184,6 +190,13 @@ void Recording::dispatch(const Kernel& k, const std::vector<BufferView>& buffers
   }
   vkUpdateDescriptorSets(ctx_.device(), uint32_t(writes.size()), writes.data(), 0, nullptr);
   track(reads, wr, kCompute);
+  DispatchShape shape{k.name(), label ? label : k.name(), groups, k.local_size(), 0, 0};
+  for (size_t j = 0; j < buffers.size(); ++j) {  // a tensor bound twice (float and vec4 views) counts once
+    bool seen = false;
+    for (size_t m = 0; m < j; ++m) seen = seen || (buffers[m].buffer == buffers[j].buffer && buffers[m].offset == buffers[j].offset);
+    if (!seen) shape.bytes_bound += buffers[j].size;
+  }
+  dispatch_shapes_.push_back(std::move(shape));
 
   vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, k.pipeline());
   vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, k.layout(), 0, 1, &set, 0, nullptr);

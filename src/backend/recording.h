@@ -2,10 +2,13 @@
 // A sequence of dispatches and copies recorded once into a command buffer and replayed
 // with run() as often as needed (a training step is one Recording). The recorder tracks
 // which byte ranges each command reads and writes (from kernel reflection) and inserts a
-// pipeline barrier only where a hazard exists (RAW, WAR, WAW), ncnn-style.
+// pipeline barrier only where a hazard exists (RAW, WAR, WAW), ncnn-style. Copies and fills
+// (transfer stage) may interleave with dispatches (compute stage) in any order: each stage
+// keeps its own list of accesses not yet ordered before it (see track()).
 // VKQAT_FULL_BARRIERS=1 puts a full barrier after every command instead (debugging).
 #include <vulkan/vulkan.h>
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -21,6 +24,17 @@ class Kernel;
 
 struct Groups {
   uint32_t x = 1, y = 1, z = 1;
+};
+
+// What one dispatch launched (for occupancy reports): kept for every dispatch, in order.
+struct DispatchShape {
+  std::string kernel, label;
+  Groups groups;
+  std::array<uint32_t, 3> local{1, 1, 1};
+  uint64_t bytes_bound = 0;  // sum of the bound views' sizes: an upper bound on bytes moved
+  double flops = 0;          // set by the op (annotate_flops), 0 when it did not say
+  uint64_t workgroups() const { return uint64_t(groups.x) * groups.y * groups.z; }
+  uint32_t invocations_per_workgroup() const { return local[0] * local[1] * local[2]; }
 };
 
 struct DispatchTiming {
@@ -88,6 +102,13 @@ class Recording {
   // (false before the first run, without profile mode, or when the driver's timestamps
   // are out of order: then timings() is not to be trusted).
   bool timings_complete() const;
+  // Every dispatch recorded so far, in order (copies and fills are not in it).
+  const std::vector<DispatchShape>& dispatch_shapes() const { return dispatch_shapes_; }
+  // The floating-point operations of dispatch `index` (of dispatch_shapes()), for the
+  // occupancy report; ops that know their FLOPs (convolutions) set it.
+  void annotate_flops(size_t index, double flops) {
+    if (index < dispatch_shapes_.size()) dispatch_shapes_[index].flops = flops;
+  }
 
  private:
   struct Access {
@@ -109,12 +130,19 @@ class Recording {
   // step of any length is timed whole (index i lives in pool i / kQueriesPerPool).
   std::vector<VkQueryPool> query_pools_;
   bool profile_ = false, full_barriers_ = false, finished_ = false;
-  std::vector<Access> pending_reads_, pending_writes_;
-  uint32_t pending_read_stages_ = 0, pending_write_stages_ = 0;
+  // Accesses that no barrier has yet ordered before later commands of a stage:
+  // pending_[s] for the destination stage s (0 compute, 1 transfer). A barrier whose
+  // destination is stage s empties pending_[s] only; the other stage keeps its list.
+  struct PendingSet {
+    std::vector<Access> reads, writes;
+    uint32_t read_stages = 0, write_stages = 0;  // Stage bits of the accesses in the lists
+  };
+  PendingSet pending_[2];
   size_t barriers_ = 0;
   std::vector<std::string> labels_;
   std::vector<uint64_t> last_timestamps_;
   std::vector<Buffer> transients_;
+  std::vector<DispatchShape> dispatch_shapes_;  // per dispatch, apart from labels_/timestamps
 };
 
 }  // namespace vkqat

@@ -6,13 +6,6 @@
 #include "backend/error.h"
 #include "quant/plan.h"
 
-// The CPU twins must not fuse a*b+c into an FMA: the shaders forbid it (`precise`).
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
 namespace vkqat::quant {
 
 void check_bits(const char* op, int bits) {

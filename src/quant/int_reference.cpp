@@ -4,13 +4,6 @@
 
 #include "backend/error.h"
 
-// logits = float(acc) * scale + bias must round exactly like the shader (`precise`).
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
 namespace vkqat::quant::ref {
 
 int32_t int_requant(int64_t v, int shift, int levels) {

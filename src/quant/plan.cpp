@@ -19,7 +19,9 @@ struct FinalPush {
 };
 enum FinalMode : uint32_t { kModeSum = 0, kModeMinMax = 1 };
 
-uint32_t final_group_size(const DeviceInfo& info) { return info.is_cpu() ? 64 : 256; }
+// A power of two (tree reduction) within the device's limits (two floats of shared memory
+// per invocation).
+uint32_t final_group_size(const DeviceInfo& info) { return pick_workgroup_size(info, info.is_cpu() ? 64 : 256, 8); }
 
 void record_final(Recording& rec, const Plan& plan, const Tensor& scratch, Tensor& out, const FinalPush& push,
                   const char* label) {

@@ -17,9 +17,12 @@ struct BnParams {
   uint32_t accumulate_dx, accumulate_params;
 };
 
-// One workgroup per channel: a power of two (tree reduction). CPU drivers pay per barrier
-// and per invocation, GPUs want many threads in flight.
-uint32_t channel_workgroup_size(Context& ctx) { return ctx.info().is_cpu() ? 64 : 256; }
+// One workgroup per channel: a power of two (tree reduction) within the device's limits
+// (a vec3 of shared memory, 16 bytes with padding, per invocation). CPU drivers pay per
+// barrier and per invocation, GPUs want many threads in flight.
+uint32_t channel_workgroup_size(Context& ctx) {
+  return pick_workgroup_size(ctx.info(), ctx.info().is_cpu() ? 64 : 256, 16);
+}
 
 // Specialization constants of the training kernels: RELU, ITEMS_N (eval only), CONTIGUOUS
 // (each invocation walks one contiguous run: CPU drivers, measured 1.6-2.8x faster on
@@ -177,12 +180,25 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
       uint32_t calibrated, extra;
     } qp{p, quant->levels, quant->inv_levels, quant->calibrated ? 1u : 0u, quant->extra ? 1u : 0u};
     const Tensor& extra = quant->extra ? *quant->extra : dy;
-    const char* name = grad_out ? "batchnorm2d_bwd_quant_grad_out" : "batchnorm2d_bwd_quant";
+    // The fused grad_out kernel binds 13 storage buffers: on a device with fewer per stage
+    // the 12-buffer kernel runs, then batchnorm2d_quant_grad_out writes grad_out.
+    const bool fuse_grad_out = grad_out && ctx.info().max_storage_buffers_per_stage >= 13;
+    const char* name = fuse_grad_out ? "batchnorm2d_bwd_quant_grad_out" : "batchnorm2d_bwd_quant";
     std::string shader = variant(name, qp.bn, {x.view(), y.view(), dy.view(), dx.view(), extra.view(),
                                                grad_out ? grad_out->view() : dx.view()});
     views.insert(views.end(), {quant->clip->view(), extra.view(), quant->clip_grad_partials->view()});
-    if (grad_out) views.push_back(grad_out->view());
+    if (fuse_grad_out) views.push_back(grad_out->view());
     rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, false)), views, qp, Groups{p.c, 1, 1}, name);
+    if (grad_out && !fuse_grad_out) {
+      struct {
+        uint32_t count;
+        float levels, inv_levels;
+        uint32_t extra;
+      } gp{uint32_t(x.numel()), quant->levels, quant->inv_levels, quant->extra ? 1u : 0u};
+      rec.dispatch_1d(ctx.kernel("batchnorm2d_quant_grad_out", {64, 1, 1}),
+                      {y.view(), dy.view(), quant->clip->view(), extra.view(), grad_out->view()}, gp, gp.count,
+                      "batchnorm2d_quant_grad_out");
+    }
     return;
   }
   const char* name = grad_out ? "batchnorm2d_bwd_grad_out" : relu ? "batchnorm2d_bwd_relu" : "batchnorm2d_bwd";

@@ -73,11 +73,17 @@ BufferView vec4_view(const Tensor& t) {
 // ---- register-blocked variant (CPU drivers) --------------------------------------------
 
 // Lanes that share weight / dy loads through subgroupShuffle: the subgroup, when the
-// workgroup is made of whole subgroups. 1 disables sharing.
+// workgroup is made of whole subgroups and the device lets the kernel request that
+// subgroup size with full subgroups (otherwise a driver may run it with another size and
+// the lane arithmetic breaks). 1 disables sharing (the kernel then needs no subgroup size).
 uint32_t sharing_lanes(const Context& ctx, uint32_t local_size) {
-  const uint32_t sg = ctx.info().subgroup_size;
+  const DeviceInfo& d = ctx.info();
+  const uint32_t sg = d.subgroup_size;
+  if (!d.subgroup_size_control || !d.subgroup_shuffle) return 1;
   return (sg >= 4 && sg <= local_size && local_size % sg == 0) ? sg : 1;
 }
+// The subgroup size to request for a kernel whose lanes share loads over `lanes` lanes.
+uint32_t subgroup_request(uint32_t lanes) { return lanes > 1 ? lanes : 0; }
 
 // Output columns per invocation: 4 (vec4 stores, neighbour exchange) unless the row is a
 // multiple of 7 but not of 4 (14x14, 7x7 maps), where 7 leaves no idle columns.
@@ -111,7 +117,8 @@ void record_rb_gemm(Recording& rec, const Conv2dShape& s, bool bwd_data, const T
                     s.kw - xpad <= 5 && col_blocks * NB >= in_w;
   const Kernel& k = ctx.kernel(bwd_data ? "conv2d_bwd_data_rb" : "conv2d_fwd_rb", {LX, 1, 1},
                                {u32(MB), u32(NB), u32(R), u32(s.kh), u32(s.kw), u32(s.stride), u32(s.pad),
-                                u32(s.pad), u32(CG), u32(VEC), WL, xchg ? 1u : 0u});
+                                u32(s.pad), u32(CG), u32(VEC), WL, xchg ? 1u : 0u},
+                               subgroup_request(WL));
   const int64_t blocks = int64_t(s.n) * ((rows + R - 1) / R) * col_blocks;
   rec.dispatch(k, {vec4_view(in), w.view(), vec4_view(w), out.view(), vec4_view(out)}, make_push(s, accumulate),
                Groups{ceil_div(blocks, LX), ceil_div(out_c, MB), 1},
@@ -131,7 +138,8 @@ void record_rb_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, con
   const uint32_t WL = sharing_lanes(ctx, LX);
   const Kernel& k = ctx.kernel("conv2d_bwd_weight_rb", {LX, 1, 1},
                                {u32(MB), u32(NB), u32(R), u32(s.kh), u32(s.kw), u32(s.stride), u32(s.pad),
-                                u32(VEC), WL});
+                                u32(VEC), WL},
+                               subgroup_request(WL));
   rec.dispatch(k, {vec4_view(x), dy.view(), vec4_view(dy), dw.view()}, make_push(s, accumulate),
                Groups{ceil_div(s.c_in, LX), ceil_div(s.c_out, MB), 1}, "conv2d_bwd_weight_rb");
 }
@@ -139,10 +147,11 @@ void record_rb_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, con
 // ---- 1x1 kernels (register-blocked variant) ------------------------------------------
 
 bool uses_1x1_kernels(const Context& ctx, const Conv2dShape& s) {
-  // Backward-weight merges its split sum with subgroupAdd: without subgroup arithmetic the
-  // generic register-blocked kernels take 1x1 too.
+  // Backward-weight merges its split sum with subgroupAdd over a workgroup of exactly one
+  // subgroup: without subgroup arithmetic, or without a way to request that subgroup size,
+  // the generic register-blocked kernels take 1x1 too.
   return s.kh == 1 && s.kw == 1 && s.pad == 0 && !s.depthwise() && ctx.info().subgroup_arithmetic &&
-         conv_variant(ctx) == ConvVariant::RegisterBlocked;
+         ctx.info().subgroup_size_control && conv_variant(ctx) == ConvVariant::RegisterBlocked;
 }
 
 // Forward (bwd_data = false) or backward-data through conv2d_1x1_body.glsl.
@@ -166,7 +175,8 @@ void record_1x1_gemm(Recording& rec, const Conv2dShape& s, bool bwd_data, const 
   const char* name = bwd_data ? "conv2d_1x1_bwd_data" : "conv2d_1x1_fwd";
   const Kernel& k = ctx.kernel(name, {LX, 1, 1},
                                {u32(MB), u32(NP), u32(s.stride), b_aligned ? 1u : 0u, o_aligned ? 1u : 0u,
-                                w_vec ? 1u : 0u, sharing_lanes(ctx, LX)});
+                                w_vec ? 1u : 0u, sharing_lanes(ctx, LX)},
+                               subgroup_request(sharing_lanes(ctx, LX)));
   const int64_t blocks = int64_t(s.n) * row_count * ((cols + NP - 1) / NP);
   rec.dispatch(k, {vec4_view(in), w.view(), vec4_view(w), out.view(), vec4_view(out)}, make_push(s, accumulate),
                Groups{ceil_div(blocks, LX), ceil_div(m, MB), 1}, name);
@@ -183,9 +193,9 @@ void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, co
   auto block = [](int c) { return c > 8 ? 16 : c > 4 ? 8 : 4; };
   int MB = block(s.c_out);
   const int CB = block(s.c_in);
-  // The shared partial sums hold one row per subgroup; size them for the smallest subgroup.
-  const uint32_t smallest_subgroup = std::max<uint32_t>(ctx.info().min_subgroup_size, 1);
-  const uint32_t subgroups = std::max<uint32_t>(LX / smallest_subgroup, 1);
+  // The shared partial sums hold one row per subgroup: one, since the pipeline requests
+  // subgroups of LX lanes (uses_1x1_kernels checked that the device can).
+  const uint32_t subgroups = 1;
   while (subgroups * MB * CB * sizeof(float) > ctx.info().max_shared_memory && MB > 4) MB /= 2;
   const int out_hw = s.out_h() * s.out_w();
   const bool dy_aligned = out_hw % 4 == 0, x_aligned = s.stride == 1 && (s.h * s.w) % 4 == 0;
@@ -201,7 +211,8 @@ void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, co
   const int segments = int(std::clamp<int64_t>(ceil_div(splits * LX, s.n), 1, chunks));
   const Kernel& k = ctx.kernel("conv2d_1x1_bwd_weight", {LX, 1, 1},
                                {u32(MB), u32(CB), u32(s.stride), dy_aligned ? 1u : 0u, x_aligned ? 1u : 0u,
-                                subgroups, u32(int(splits)), u32(segments)});
+                                subgroups, u32(int(splits)), u32(segments)},
+                               LX);
   if (splits == 1) {
     rec.dispatch(k, {vec4_view(x), x.view(), vec4_view(dy), dw.view()}, make_push(s, accumulate), Groups{gx, gy, 1},
                  "conv2d_1x1_bwd_weight");
@@ -222,7 +233,8 @@ void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, cons
                   Tensor& out, bool accumulate, int64_t gemm_m, int64_t gemm_n) {
   // 64x64 tiles (256 invocations, 4x4 each); 32x32 where a workgroup may hold fewer than
   // 256 invocations (the Vulkan minimum is 128).
-  const uint32_t tile = rec.context().info().max_workgroup_invocations >= 256 ? 64 : 32;
+  // Shared memory: (BM + BN) * BK floats, 8 KiB for 64x64 (the minimum limit is 16 KiB).
+  const uint32_t tile = pick_workgroup_size(rec.context().info(), 256, 0, 0) >= 256 ? 64 : 32;
   const uint32_t BM = tile, BN = tile, BK = 16, TM = 4, TN = 4;
   const Kernel& k = rec.context().kernel(shader, {(BM / TM) * (BN / TN), 1, 1}, {BM, BN, BK, TM, TN});
   rec.dispatch(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate),
@@ -274,13 +286,25 @@ void set_conv_variant(ConvVariant v) { g_variant = v; }
 
 ConvVariant conv_variant(const Context& ctx) {
   ConvVariant v = g_variant;
+  std::string source = "set_conv_variant";
+  if (v == ConvVariant::Auto)
+    if (const char* e = std::getenv("VKQAT_CONV_VARIANT"); e && *e) {
+      source = std::string("VKQAT_CONV_VARIANT=") + e;
+      if (!std::strcmp(e, "regblock"))
+        v = ConvVariant::RegisterBlocked;
+      else if (!std::strcmp(e, "regblock-generic"))
+        v = ConvVariant::RegisterBlockedGeneric;
+      else if (!std::strcmp(e, "tiled"))
+        v = ConvVariant::Tiled;
+      else
+        throw Error(std::string("VKQAT_CONV_VARIANT must be regblock, regblock-generic or tiled, got '") + e + "'");
+    }
+  // A forced variant still needs what its shaders use: the register-blocked ones contain
+  // subgroupShuffle (dead code when sharing is off, but a pipeline with it needs the feature).
+  if ((v == ConvVariant::RegisterBlocked || v == ConvVariant::RegisterBlockedGeneric) && !ctx.info().subgroup_shuffle)
+    throw Error(source + ": the register-blocked convolution needs subgroup shuffles in compute shaders, which " +
+                ctx.info().name + ctx.info().profile_note() + " lacks; use tiled");
   if (v != ConvVariant::Auto) return v;
-  if (const char* e = std::getenv("VKQAT_CONV_VARIANT"); e && *e) {
-    if (!std::strcmp(e, "regblock")) return ConvVariant::RegisterBlocked;
-    if (!std::strcmp(e, "regblock-generic")) return ConvVariant::RegisterBlockedGeneric;
-    if (!std::strcmp(e, "tiled")) return ConvVariant::Tiled;
-    throw Error(std::string("VKQAT_CONV_VARIANT must be regblock, regblock-generic or tiled, got '") + e + "'");
-  }
   // The register-blocked kernels hand weights between lanes with subgroupShuffle; a CPU
   // driver without it gets the tiled kernels (correct everywhere, slower there).
   return ctx.info().is_cpu() && ctx.info().subgroup_shuffle ? ConvVariant::RegisterBlocked : ConvVariant::Tiled;
@@ -297,6 +321,7 @@ const char* conv_variant_name(ConvVariant v) {
 
 void conv2d_forward(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& w, Tensor& y) {
   s.validate();
+  const size_t first_dispatch = rec.dispatch_shapes().size();
   check_tensor("conv2d_forward", s, "x", x, s.x_shape());
   check_tensor("conv2d_forward", s, "w", w, s.w_shape());
   check_tensor("conv2d_forward", s, "y", y, s.y_shape());
@@ -308,11 +333,13 @@ void conv2d_forward(Recording& rec, const Conv2dShape& s, const Tensor& x, const
     record_rb_gemm(rec, s, false, x, w, y, false);
   else
     record_tiled(rec, s, "conv2d_fwd_tiled", x, w, y, false, s.c_out, int64_t(s.n) * s.out_h() * s.out_w());
+  rec.annotate_flops(first_dispatch, s.flops());  // the GEMM (a 1x1 split-K merge follows it)
 }
 
 void conv2d_backward_data(Recording& rec, const Conv2dShape& s, const Tensor& dy, const Tensor& w, Tensor& dx,
                           bool accumulate) {
   s.validate();
+  const size_t first_dispatch = rec.dispatch_shapes().size();
   check_tensor("conv2d_backward_data", s, "dy", dy, s.y_shape());
   check_tensor("conv2d_backward_data", s, "w", w, s.w_shape());
   check_tensor("conv2d_backward_data", s, "dx", dx, s.x_shape());
@@ -324,11 +351,13 @@ void conv2d_backward_data(Recording& rec, const Conv2dShape& s, const Tensor& dy
     record_rb_gemm(rec, s, true, dy, w, dx, accumulate);
   else
     record_tiled(rec, s, "conv2d_bwd_data_tiled", dy, w, dx, accumulate, s.c_in, int64_t(s.n) * s.h * s.w);
+  rec.annotate_flops(first_dispatch, s.flops());  // the GEMM (a 1x1 split-K merge follows it)
 }
 
 void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw,
                             bool accumulate) {
   s.validate();
+  const size_t first_dispatch = rec.dispatch_shapes().size();
   check_tensor("conv2d_backward_weight", s, "x", x, s.x_shape());
   check_tensor("conv2d_backward_weight", s, "dy", dy, s.y_shape());
   check_tensor("conv2d_backward_weight", s, "dw", dw, s.w_shape());
@@ -340,6 +369,7 @@ void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& 
     record_rb_weight(rec, s, x, dy, dw, accumulate);
   else
     record_tiled(rec, s, "conv2d_bwd_weight_tiled", x, dy, dw, accumulate, s.c_out, int64_t(s.c_in) * s.kh * s.kw);
+  rec.annotate_flops(first_dispatch, s.flops());  // the GEMM (a 1x1 split-K merge follows it)
 }
 
 }  // namespace vkqat::nn

@@ -28,7 +28,8 @@ void cross_entropy(Recording& rec, const Tensor& logits, const Tensor& labels, T
   struct { uint32_t rows, classes; float grad_scale; uint32_t accumulate; } push{
       uint32_t(n), uint32_t(classes), scale / float(n), accumulate ? 1u : 0u};
   // One workgroup does the whole batch (tree reduction, deterministic order).
-  uint32_t local = rec.context().info().is_cpu() ? 64 : 256;
+  // A power of two within the device's limits; a float and a uint of shared memory each.
+  const uint32_t local = pick_workgroup_size(rec.context().info(), rec.context().info().is_cpu() ? 64 : 256, 8);
   Context& ctx = rec.context();
   if (dlogits) {
     const Kernel& k = ctx.kernel("cross_entropy", {local, 1, 1});

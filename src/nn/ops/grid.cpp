@@ -4,13 +4,6 @@
 
 #include "nn/ops/elementwise.h"
 
-// The CPU twins must not fuse a*b into an FMA: the shaders forbid it (`precise`).
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
 namespace vkqat::nn {
 namespace {
 
