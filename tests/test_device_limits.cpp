@@ -156,7 +156,8 @@ TEST_CASE("mobile: the 13-buffer fused BN backward is not chosen, its unfused pa
   // other outputs against the fused kernel on the shared context (bit for bit too).
   auto mobile = profiled_context("mobile");
   Context& native = test::ctx();
-  REQUIRE(native.info().max_storage_buffers_per_stage >= 13);
+  // Under VKQAT_DEVICE_PROFILE=mobile the shared context has 12 too: then only the CPU check.
+  const bool native_fuses = native.info().max_storage_buffers_per_stage >= 13;
   for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}}) {
     for (bool with_extra : {false, true}) {
       CAPTURE(nn::shape_str(shape));
@@ -191,15 +192,17 @@ TEST_CASE("mobile: the 13-buffer fused BN backward is not chosen, its unfused pa
         return Out{dx.download(), ch[3].download(), ch[4].download(), ch[5].download(), grad.download(),
                    rec.command_count()};
       };
-      const Out m = run(*mobile), f = run(native);
+      const Out m = run(*mobile);
       CHECK(m.commands == 2);  // batchnorm2d_bwd_quant + batchnorm2d_quant_grad_out
-      CHECK(f.commands == 1);  // the fused kernel
       std::vector<float> want(n);
       for (size_t i = 0; i < n; ++i) {
         const float g = y_v[i] >= 0.f && y_v[i] < alpha ? dq_v[i] : 0.f;
         want[i] = with_extra ? g + extra_v[i] : g;
       }
       CHECK(m.grad == want);
+      if (!native_fuses) continue;
+      const Out f = run(native);
+      CHECK(f.commands == 1);  // the fused kernel
       CHECK(f.grad == want);
       CHECK(m.dx == f.dx);
       CHECK(m.dgamma == f.dgamma);
