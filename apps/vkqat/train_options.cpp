@@ -5,8 +5,17 @@
 namespace vkqat::cli {
 
 void add_train_options(CLI::App* t, TrainArgs& a) {
-  t->add_option("--data", a.cfg.data, "dataset: fashion-mnist | mnist | cifar10")->capture_default_str();
-  t->add_option("--data-dir", a.cfg.data_dir, "directory of the dataset files (default: Debian's location)");
+  t->add_option("--data", a.cfg.data, "dataset: fashion-mnist | mnist | cifar10 | cifar100 | cifar100-coarse | folder | cache")->capture_default_str();
+  t->add_option("--data-dir", a.cfg.data_dir, "directory of the dataset files (default: Debian's location); folder: ROOT with train/<class>/ and val/<class>/; cache: the file of `vkqat data cache`");
+  nn::DataOptions& d = a.cfg.data_options;
+  t->add_option("--image-size", d.image_size, "folder/cache: side of the square training images (default 224; cache: its size)");
+  t->add_option("--augment", d.augment, "none | flip | crop | imagenet (folder/cache default: none; built-in sets: crop)");
+  t->add_option("--workers", d.workers, "folder/cache: decode and augmentation threads (default: every core)");
+  t->add_option("--val-split", d.val_split, "folder without val/: hold out this fraction of each class for testing");
+  t->add_option("--in-channels", d.in_channels, "folder: 1 or 3 (default: 1 if every image is grayscale, else 3)");
+  t->add_option("--mean", d.mean, "per-channel normalization mean (1 or 3 values; default: the dataset's, ImageNet's for folders)")->delimiter(',');
+  t->add_option("--std", d.std, "per-channel normalization std (1 or 3 values)")->delimiter(',');
+  t->add_flag("--strict", d.strict, "folder: unreadable image files are fatal instead of skipped");
   t->add_option("--model", a.cfg.model.name, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn")->capture_default_str();
   t->add_option("--width", a.cfg.model.width, "channels of the first stage (16 = standard)")->capture_default_str();
   t->add_option("--epochs", a.cfg.epochs, "epochs")->capture_default_str();
@@ -53,6 +62,7 @@ void finish_train_args(TrainArgs& a) {
   a.quant.validate();
   if (a.quant.any() || !a.bits_config.empty()) a.cfg.quant = a.quant.to_json();
   if (!(a.cfg.aux_weight >= 0)) throw Error("--aux-weight must be >= 0");
+  a.cfg.data_options.validate();
 }
 
 std::unique_ptr<nn::Trainer> make_trainer(Context& ctx, const TrainArgs& a) {
