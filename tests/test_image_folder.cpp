@@ -378,6 +378,16 @@ TEST_CASE("streamed loader: identical batches for 1 and 2 workers, prefetch or n
     check_same(epoch_batches(tr1, 4, true, 11, 1), epoch_batches(ctr, 4, true, 11, 1));
     check_same(epoch_batches(va1, 3, false, 0, 0), epoch_batches(cva, 3, false, 0, 0));
   }
+  // A limited streamed set takes evenly spaced images (both classes), the same through the cache.
+  auto [ftr, fva] = load_image_folder(t.path.string(), opts(24, "crop", 2));
+  Dataset sub = first_n(ftr, 4);
+  CHECK(sub.source_index == std::vector<uint32_t>{0, 3, 6, 9});
+  CHECK(sub.label(0) == 0);
+  CHECK(sub.label(3) == 1);
+  const auto sb = epoch_batches(sub, 2, true, 5, 0);
+  REQUIRE(sb.size() == 2);
+  for (const Batch& b : sb)
+    for (int i = 0; i < 2; ++i) CHECK(b.y[size_t(i)] == sub.label(int(b.index[size_t(i)])));
   // Different seeds and epochs change the augmentation; the epoch order is a permutation.
   auto [tr, va] = load_image_folder(t.path.string(), opts(24, "imagenet", 2));
   CHECK(epoch_batches(tr, 4, true, 11, 0)[0].x != epoch_batches(tr, 4, true, 12, 0)[0].x);

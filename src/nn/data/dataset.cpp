@@ -267,7 +267,7 @@ Dataset load_cifar100_file(const std::string& path, bool fine) {
 }
 
 uint32_t Dataset::label(int i) const {
-  return source ? source->label(i) : uint32_t(labels[size_t(i)]);
+  return source ? source->label(int(source_entry(i))) : uint32_t(labels[size_t(i)]);
 }
 
 Dataset load_dataset(const std::string& name, const std::string& dir_arg, bool train) {
@@ -369,14 +369,17 @@ Dataset materialize(const Dataset& d) {
   r.images.resize(size_t(d.n) * d.image_size());
   r.labels.resize(size_t(d.n));
   for (int i = 0; i < d.n; ++i)
-    r.labels[size_t(i)] = uint8_t(d.source->produce(i, false, 0, r.images.data() + size_t(i) * d.image_size()));
+    r.labels[size_t(i)] =
+        uint8_t(d.source->produce(int(d.source_entry(i)), false, 0, r.images.data() + size_t(i) * d.image_size()));
   return r;
 }
 
 Dataset first_n(const Dataset& d, int k) {
-  if (d.source) {  // the source stays shared; only the count shrinks
+  if (d.source) {  // the source stays shared; evenly spaced entries of it
     Dataset r = d;
     r.n = std::clamp(k, 0, d.n);
+    r.source_index.resize(size_t(r.n));
+    for (int j = 0; j < r.n; ++j) r.source_index[size_t(j)] = d.source_entry(int(int64_t(j) * d.n / r.n));
     return r;
   }
   Dataset r;

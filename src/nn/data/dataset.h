@@ -35,6 +35,9 @@ struct Dataset {
   // Streamed datasets (folder, cache): images and labels are empty and every image comes
   // from source (its first n entries), already transformed to channels x height x width.
   std::shared_ptr<const ImageSource> source;
+  // Streamed subsets (first_n): image i is source entry source_index[i]; empty = entry i.
+  std::vector<uint32_t> source_index;
+  uint32_t source_entry(int i) const { return source_index.empty() ? uint32_t(i) : source_index[size_t(i)]; }
   // Per-channel normalization applied after scaling to [0,1]: (x - mean) / std.
   // Single-channel datasets repeat their constant in all three entries.
   std::array<float, 3> mean{0.f, 0.f, 0.f}, std{1.f, 1.f, 1.f};
@@ -77,7 +80,8 @@ Dataset load_cifar10_files(const std::vector<std::string>& paths);
 // A CIFAR-100 binary file (train.bin or test.bin); fine: 100 fine labels, else 20 coarse.
 Dataset load_cifar100_file(const std::string& path, bool fine);
 
-// The first k images of d (k clamped to d.n), for quick runs and tests.
+// The first k images of d (k clamped to d.n), for quick runs and tests. A streamed set
+// (sorted by class) takes k evenly spaced images instead, so every class stays represented.
 Dataset first_n(const Dataset& d, int k);
 
 }  // namespace vkqat::nn

@@ -74,7 +74,8 @@ BatchLoader::BatchLoader(const Dataset& data, int batch, bool train, uint64_t se
                 std::to_string(data.height) + "x" + std::to_string(data.width));
   if (data.source) {
     const ImageTransform& t = data.source->transform();
-    if (data.n > data.source->size() || t.channels != data.channels || t.size != data.height || t.size != data.width)
+    if ((data.source_index.empty() ? data.n > data.source->size() : data.source_index.size() != size_t(data.n)) ||
+        t.channels != data.channels || t.size != data.height || t.size != data.width)
       throw Error(where(data) + ": dataset and image source disagree on count or shape");
   } else if (data.images.size() != size_t(data.n) * data.image_size() || data.labels.size() != size_t(data.n))
     throw Error(where(data) + ": inconsistent dataset (" + std::to_string(data.n) + " images but " +
@@ -178,7 +179,9 @@ void BatchLoader::produce_image(int b, int i, Batch& out) const {
   const uint32_t idx = order_[size_t(b) * batch_ + size_t(i)];
   thread_local std::vector<uint8_t> pixels;
   pixels.resize(chw);
-  const uint32_t label = data_.source->produce(int(idx), augment_, image_seed(seed_, epoch_, idx), pixels.data());
+  // Seeded by the dataset index (what Batch::index reports), read from the source's entry.
+  const uint32_t label =
+      data_.source->produce(int(data_.source_entry(int(idx))), augment_, image_seed(seed_, epoch_, idx), pixels.data());
   out.index[size_t(i)] = idx;
   out.y[size_t(i)] = label;
   const size_t hw = size_t(data_.height) * data_.width;
