@@ -146,6 +146,7 @@ int info_folder(const DataArgs& a) {
 int run_info(const DataArgs& a) {
   if (is_builtin(a.path)) return info_builtin(a);
   std::error_code ec;
+  if (!fs::exists(a.path, ec)) throw Error(a.path + ": no such file or folder (nor a built-in dataset name)");
   if (fs::is_regular_file(a.path, ec)) return info_cache(a);
   return info_folder(a);
 }

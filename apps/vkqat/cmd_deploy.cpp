@@ -19,7 +19,7 @@ namespace vkqat::cli {
 namespace {
 
 struct InferArgs {
-  std::string model, data = "fashion-mnist", data_dir, checkpoint;
+  std::string model, data = "fashion-mnist", data_dir, checkpoint, augment;
   int limit = 0, batch = 64, latency_images = 200, device = -1;
   bool json = false;
 };
@@ -39,8 +39,17 @@ int run_infer(const InferArgs& a) {
   co.device = a.device;
   Context ctx(co);
   const quant::IntModel m = quant::read_int_model(a.model);
-  nn::Dataset test = nn::load_dataset(a.data, a.data_dir, false);
+  // Folder/cache data: the model's image size and channels, the eval transform of --augment,
+  // decoded into memory (integer inference reads raw pixels).
+  nn::DataOptions data_opt;
+  if (a.data == "folder" || a.data == "cache") {
+    data_opt.image_size = m.model.height;
+    data_opt.in_channels = a.data == "folder" ? m.model.in_channels : 0;
+    data_opt.augment = a.augment;
+  }
+  nn::Dataset test = nn::load_test_split(a.data, a.data_dir, data_opt);
   if (a.limit > 0) test = nn::first_n(test, a.limit);
+  test = nn::materialize(test);
   quant::check_int_model_data(m, test, a.model);
   if (a.batch < 1) throw Error("--batch-size must be >= 1");
   const quant::IntInferReport r = quant::infer_int_model(ctx, m, test, a.batch, a.latency_images);
@@ -95,6 +104,7 @@ void add_deploy_commands(CLI::App& app, Actions& actions) {
   inf->add_option("--model", a->model, "integer model from `vkqat export`")->required();
   inf->add_option("--data", a->data, "dataset")->capture_default_str();
   inf->add_option("--data-dir", a->data_dir, "dataset directory");
+  inf->add_option("--augment", a->augment, "folder/cache: the training's --augment (selects the eval transform: imagenet = resize to size/0.875 + center crop)");
   inf->add_option("--limit", a->limit, "only the first K test images");
   inf->add_option("--batch-size", a->batch, "throughput batch size")->capture_default_str();
   inf->add_option("--latency-images", a->latency_images, "images timed one by one at batch 1")->capture_default_str();
