@@ -122,6 +122,7 @@ void BatchLoader::stream_loop() {
     Stream::Slot* slot = nullptr;
     st.work_cv.wait(lk, [&] {
       if (st.stop) return true;
+      slot = nullptr;  // re-chosen on every wake-up
       for (Stream::Slot& s : st.slots)
         if (s.b >= 0 && s.claimed < s.size && (!slot || s.b < slot->b)) slot = &s;
       return slot != nullptr;
