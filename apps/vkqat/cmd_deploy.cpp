@@ -75,6 +75,20 @@ int run_infer(const InferArgs& a) {
     out["agreement"] = double(agree) / test.n;
     out["disagreements"] = test.n - agree;
   }
+  // Per-class accuracy of the integer model, named when the dataset has class names.
+  std::vector<int> class_total(size_t(test.classes), 0), class_correct(size_t(test.classes), 0);
+  for (int i = 0; i < test.n && i < int(r.predictions.size()); ++i) {
+    const int y = test.labels[size_t(i)];
+    class_total[size_t(y)]++;
+    class_correct[size_t(y)] += r.predictions[size_t(i)] == y;
+  }
+  nlohmann::json per_class = nlohmann::json::array();
+  for (int k = 0; k < test.classes; ++k)
+    per_class.push_back({{"class", size_t(k) < test.class_names.size() ? test.class_names[size_t(k)] : std::to_string(k)},
+                         {"images", class_total[size_t(k)]},
+                         {"acc", class_total[size_t(k)] ? nlohmann::json(double(class_correct[size_t(k)]) / class_total[size_t(k)])
+                                                        : nlohmann::json()}});
+  out["per_class"] = per_class;
   if (a.json) {
     std::cout << out.dump(2) << "\n";
     return 0;
@@ -87,6 +101,10 @@ int run_infer(const InferArgs& a) {
     std::printf("fake-quant %s: test_acc %.4f  agreement %.4f%% (%d of %d images differ)\n", a.checkpoint.c_str(),
                 out["fake_quant_test_acc"].get<double>(), 100 * out["agreement"].get<double>(),
                 out["disagreements"].get<int>(), r.images);
+  for (const nlohmann::json& c : per_class)
+    if (c["images"].get<int>() > 0)
+      std::printf("  %-24s %6.2f%%  (%d images)\n", c["class"].get<std::string>().c_str(), 100 * c["acc"].get<double>(),
+                  c["images"].get<int>());
   return 0;
 }
 
