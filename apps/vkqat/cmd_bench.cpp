@@ -12,6 +12,7 @@
 #include "backend/error.h"
 #include "commands.h"
 #include "nn/bench.h"
+#include "nn/data/data_bench.h"
 #include "nn/model/network.h"
 #include "nn/ops/conv2d.h"
 #include "nn/train/trainer.h"
@@ -160,10 +161,11 @@ int run_bench(const BenchOptions& o) {
       {"reduce", nn::bench_reductions},
       {"quant", quant::bench_quant},
       {"int", quant::bench_int},
-      {"train", bench_training_step}};
+      {"train", bench_training_step},
+      {"data", [](Context&, bool quick) { return nn::bench_data_pipeline(quick); }}};
   for (const std::string& name : o.only)
     if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
-      throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, int, train)");
+      throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, int, train, data)");
   for (auto& [name, fn] : benches) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
     if (name == "train" && o.profile) continue;  // --profile records the steps without timing them
@@ -219,7 +221,7 @@ void add_bench_command(CLI::App& app, Actions& actions) {
                 "with the train section: record the training steps (not timed) and list every dispatch "
                 "(kernel, workgroups, invocations, FLOPs, bytes)");
   cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, train")->delimiter(',');
+  cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, int, train, data")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });
 }
 

@@ -19,7 +19,7 @@ namespace vkqat::cli {
 namespace {
 
 struct InferArgs {
-  std::string model, data = "fashion-mnist", data_dir, checkpoint;
+  std::string model, data = "fashion-mnist", data_dir, checkpoint, augment;
   int limit = 0, batch = 64, latency_images = 200, device = -1;
   bool json = false;
 };
@@ -43,8 +43,17 @@ int run_infer(const InferArgs& a) {
   co.device = a.device;
   Context ctx(co);
   const quant::IntModel m = quant::read_int_model(a.model);
-  nn::Dataset test = nn::load_dataset(a.data, a.data_dir, false);
+  // Folder/cache data: the model's image size and channels, the eval transform of --augment,
+  // decoded into memory (integer inference reads raw pixels).
+  nn::DataOptions data_opt;
+  if (a.data == "folder" || a.data == "cache") {
+    data_opt.image_size = m.model.height;
+    data_opt.in_channels = a.data == "folder" ? m.model.in_channels : 0;
+    data_opt.augment = a.augment;
+  }
+  nn::Dataset test = nn::load_test_split(a.data, a.data_dir, data_opt);
   if (a.limit > 0) test = nn::first_n(test, a.limit);
+  test = nn::materialize(test);
   quant::check_int_model_data(m, test, a.model);
   if (a.batch < 1) throw Error("--batch-size must be >= 1");
   const quant::IntInferReport r = quant::infer_int_model(ctx, m, test, a.batch, a.latency_images);
@@ -70,6 +79,20 @@ int run_infer(const InferArgs& a) {
     out["agreement"] = double(agree) / test.n;
     out["disagreements"] = test.n - agree;
   }
+  // Per-class accuracy of the integer model, named when the dataset has class names.
+  std::vector<int> class_total(size_t(test.classes), 0), class_correct(size_t(test.classes), 0);
+  for (int i = 0; i < test.n && i < int(r.predictions.size()); ++i) {
+    const int y = test.labels[size_t(i)];
+    class_total[size_t(y)]++;
+    class_correct[size_t(y)] += r.predictions[size_t(i)] == y;
+  }
+  nlohmann::json per_class = nlohmann::json::array();
+  for (int k = 0; k < test.classes; ++k)
+    per_class.push_back({{"class", size_t(k) < test.class_names.size() ? test.class_names[size_t(k)] : std::to_string(k)},
+                         {"images", class_total[size_t(k)]},
+                         {"acc", class_total[size_t(k)] ? nlohmann::json(double(class_correct[size_t(k)]) / class_total[size_t(k)])
+                                                        : nlohmann::json()}});
+  out["per_class"] = per_class;
   if (a.json) {
     std::cout << out.dump(2) << "\n";
     return 0;
@@ -82,6 +105,10 @@ int run_infer(const InferArgs& a) {
     std::printf("fake-quant %s: test_acc %.4f  agreement %.4f%% (%d of %d images differ)\n", a.checkpoint.c_str(),
                 out["fake_quant_test_acc"].get<double>(), 100 * out["agreement"].get<double>(),
                 out["disagreements"].get<int>(), r.images);
+  for (const nlohmann::json& c : per_class)
+    if (c["images"].get<int>() > 0)
+      std::printf("  %-24s %6.2f%%  (%d images)\n", c["class"].get<std::string>().c_str(), 100 * c["acc"].get<double>(),
+                  c["images"].get<int>());
   return 0;
 }
 
@@ -99,6 +126,7 @@ void add_deploy_commands(CLI::App& app, Actions& actions) {
   inf->add_option("--model", a->model, "integer model from `vkqat export`")->required();
   inf->add_option("--data", a->data, "dataset")->capture_default_str();
   inf->add_option("--data-dir", a->data_dir, "dataset directory");
+  inf->add_option("--augment", a->augment, "folder/cache: the training's --augment (selects the eval transform: imagenet = resize to size/0.875 + center crop)");
   inf->add_option("--limit", a->limit, "only the first K test images")->check(CLI::NonNegativeNumber);
   inf->add_option("--batch-size", a->batch, "throughput batch size")->capture_default_str()->check(CLI::PositiveNumber);
   inf->add_option("--latency-images", a->latency_images, "images timed one by one at batch 1")

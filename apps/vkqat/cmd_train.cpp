@@ -67,11 +67,23 @@ int run_eval(const nn::EvalRequest& req, int device, bool json) {
   Context ctx(co);
   nn::ModelConfig mc;
   nn::EvalResult r = nn::evaluate_checkpoint(ctx, req, &mc, quant::quant_plugins());
+  // Class names: the checkpoint's (image folders, CIFAR-100 with its names file), else the label.
+  std::vector<std::string> names;
+  const nlohmann::json meta = nn::checkpoint_metadata(nn::read_safetensors(req.checkpoint));
+  if (!meta.is_null() && meta.contains("classes") && meta["classes"].is_array())
+    names = meta["classes"].get<std::vector<std::string>>();
+  auto class_name = [&](size_t k) { return k < names.size() ? names[k] : std::to_string(k); };
+  nlohmann::json per_class = nlohmann::json::array();
+  for (size_t k = 0; k < r.class_total.size(); ++k)
+    per_class.push_back({{"class", class_name(k)},
+                         {"images", r.class_total[k]},
+                         {"acc", r.class_total[k] ? nlohmann::json(double(r.class_correct[k]) / r.class_total[k]) : nlohmann::json()}});
   if (json) {
     std::cout << nlohmann::json{{"test_acc", r.acc},
                                 {"test_loss", r.loss},
                                 {"aux_test_acc", r.has_aux ? nlohmann::json(r.aux_acc) : nlohmann::json()},
                                 {"images", r.images},
+                                {"per_class", per_class},
                                 {"checkpoint", req.checkpoint},
                                 {"model", mc.to_json()},
                                 {"device", ctx.info().name}}
@@ -81,6 +93,10 @@ int run_eval(const nn::EvalRequest& req, int device, bool json) {
     std::printf("%s: test_acc %.4f  test_loss %.4f", req.checkpoint.c_str(), r.acc, r.loss);
     if (r.has_aux) std::printf("  aux_test_acc %.4f", r.aux_acc);
     std::printf("  (%d images, %s)\n", r.images, mc.name.c_str());
+    for (const nlohmann::json& c : per_class)
+      if (c["images"].get<int64_t>() > 0)
+        std::printf("  %-24s %6.2f%%  (%lld images)\n", c["class"].get<std::string>().c_str(), 100 * c["acc"].get<double>(),
+                    (long long)c["images"].get<int64_t>());
   }
   return 0;
 }
@@ -143,12 +159,13 @@ void add_training_commands(CLI::App& app, Actions& actions) {
   auto ejson = std::make_shared<bool>(false);
   auto* ev = app.add_subcommand("eval", "test accuracy and loss of a checkpoint (vkqat or PyTorch safetensors)");
   ev->add_option("--checkpoint", e->checkpoint, "safetensors file")->required();
-  ev->add_option("--data", e->data, "dataset")->capture_default_str();
+  ev->add_option("--data", e->data, "dataset (folder/cache: transformed as in training, from the checkpoint's metadata)")->capture_default_str();
   ev->add_option("--data-dir", e->data_dir, "dataset directory");
   ev->add_option("--model", e->model, "model, for files without vkqat metadata");
   ev->add_option("--width", e->width, "width, for files without vkqat metadata")->check(CLI::PositiveNumber);
   ev->add_option("--batch-size", e->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   ev->add_option("--limit", e->limit, "only the first K test images")->check(CLI::NonNegativeNumber);
+  ev->add_option("--workers", e->workers, "folder/cache data: decode threads (default: the checkpoint's)");
   ev->add_option("--device", *edev, "Vulkan device index")->check(CLI::NonNegativeNumber);
   ev->add_flag("--json", *ejson, "machine-readable output");
   ev->callback([&actions, e, edev, ejson] { actions.push_back([=] { return run_eval(*e, *edev, *ejson); }); });

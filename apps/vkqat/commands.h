@@ -11,4 +11,5 @@ void add_devices_command(CLI::App& app, Actions& actions);
 void add_bench_command(CLI::App& app, Actions& actions);
 void add_training_commands(CLI::App& app, Actions& actions);  // train, eval, inspect
 void add_deploy_commands(CLI::App& app, Actions& actions);    // export, infer (integer model)
+void add_data_command(CLI::App& app, Actions& actions);       // data info, data cache, data export
 }  // namespace vkqat::cli

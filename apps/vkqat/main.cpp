@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   vkqat::cli::add_bench_command(app, actions);
   vkqat::cli::add_training_commands(app, actions);
   vkqat::cli::add_deploy_commands(app, actions);
+  vkqat::cli::add_data_command(app, actions);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

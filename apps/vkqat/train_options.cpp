@@ -11,8 +11,17 @@
 namespace vkqat::cli {
 
 void add_train_options(CLI::App* t, TrainArgs& a) {
-  t->add_option("--data", a.cfg.data, "dataset: fashion-mnist | mnist | cifar10")->capture_default_str();
-  t->add_option("--data-dir", a.cfg.data_dir, "directory of the dataset files (default: Debian's location)");
+  t->add_option("--data", a.cfg.data, "dataset: fashion-mnist | mnist | cifar10 | cifar100 | cifar100-coarse | folder | cache")->capture_default_str();
+  t->add_option("--data-dir", a.cfg.data_dir, "directory of the dataset files (default: Debian's location); folder: ROOT with train/<class>/ and val/<class>/; cache: the file of `vkqat data cache`");
+  nn::DataOptions& d = a.cfg.data_options;
+  t->add_option("--image-size", d.image_size, "folder/cache: side of the square training images (default 224; cache: its size)");
+  t->add_option("--augment", d.augment, "none | flip | crop | imagenet (folder/cache default: none; built-in sets: crop)");
+  t->add_option("--workers", d.workers, "folder/cache: decode and augmentation threads (default: every core)");
+  t->add_option("--val-split", d.val_split, "folder without val/: hold out this fraction of each class for testing");
+  t->add_option("--in-channels", d.in_channels, "folder: 1 or 3 (default: 1 if every image is grayscale, else 3)");
+  t->add_option("--mean", d.mean, "per-channel normalization mean (1 or 3 values; default: the dataset's, ImageNet's for folders)")->delimiter(',');
+  t->add_option("--std", d.std, "per-channel normalization std (1 or 3 values)")->delimiter(',');
+  t->add_flag("--strict", d.strict, "folder: unreadable image files are fatal instead of skipped");
   t->add_option("--model", a.cfg.model.name, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn")->capture_default_str();
   t->add_option("--width", a.cfg.model.width, "channels of the first stage (16 = standard)")->capture_default_str();
   t->add_option("--epochs", a.cfg.epochs, "epochs")->capture_default_str();
@@ -58,7 +67,8 @@ static const char* const kTrainFlags[] = {
     "--data", "--data-dir", "--model", "--width", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
     "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
     "--sat-conv", "--aux", "--aux-weight", "--init", "--resume", "--out", "--device", "--train-limit",
-    "--test-limit", "--log-every", "--keep-checkpoints", "--stop-after-steps", "--profile", "--stats-every"};
+    "--test-limit", "--image-size", "--augment", "--workers", "--val-split", "--in-channels", "--mean", "--std", "--strict",
+    "--log-every", "--keep-checkpoints", "--stop-after-steps", "--profile", "--stats-every"};
 
 void note_given(CLI::App* t, TrainArgs& a) {
   a.given.clear();
@@ -80,6 +90,7 @@ void finish_train_args(TrainArgs& a) {
   a.quant.validate();
   if (a.quant.any() || !a.bits_config.empty()) a.cfg.quant = a.quant.to_json();
   if (!(a.cfg.aux_weight >= 0)) throw Error("--aux-weight must be >= 0");
+  a.cfg.data_options.validate();
 }
 
 namespace {
@@ -115,6 +126,14 @@ void check_resume_flags(const TrainArgs& a) {
       {"--aux-weight", [](auto& c, auto&) { return nlohmann::json(c.aux_weight); }},
       {"--train-limit", [](auto& c, auto&) { return nlohmann::json(c.train_limit); }},
       {"--test-limit", [](auto& c, auto&) { return nlohmann::json(c.test_limit); }},
+      {"--image-size", [](auto& c, auto&) { return nlohmann::json(c.data_options.image_size); }},
+      {"--augment", [](auto& c, auto&) { return nlohmann::json(c.data_options.augment); }},
+      {"--workers", [](auto& c, auto&) { return nlohmann::json(c.data_options.workers); }},
+      {"--val-split", [](auto& c, auto&) { return nlohmann::json(c.data_options.val_split); }},
+      {"--in-channels", [](auto& c, auto&) { return nlohmann::json(c.data_options.in_channels); }},
+      {"--mean", [](auto& c, auto&) { return nlohmann::json(c.data_options.mean); }},
+      {"--std", [](auto& c, auto&) { return nlohmann::json(c.data_options.std); }},
+      {"--strict", [](auto& c, auto&) { return nlohmann::json(c.data_options.strict); }},
       {"--quantizer", [](auto&, auto& q) { return nlohmann::json(q.quantizer); }},
       {"--wquant", [](auto&, auto& q) { return nlohmann::json(q.wquant); }},
       {"--aquant", [](auto&, auto& q) { return nlohmann::json(q.aquant); }},

@@ -9,9 +9,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 #include "backend/error.h"
+#include "nn/data/image_cache.h"
+#include "nn/data/image_folder.h"
+#include "nn/data/image_source.h"
 
 namespace fs = std::filesystem;
 
@@ -22,6 +26,8 @@ constexpr int kClasses = 10;
 constexpr uint32_t kIdxImagesMagic = 2051;  // 0x00000803: unsigned byte, 3 dimensions
 constexpr uint32_t kIdxLabelsMagic = 2049;  // 0x00000801: unsigned byte, 1 dimension
 constexpr size_t kCifarRecord = 1 + 3 * 32 * 32;
+constexpr size_t kCifar100Record = 2 + 3 * 32 * 32;
+const char* kKnown = "fashion-mnist, mnist, cifar10, cifar100, cifar100-coarse, folder or cache";
 
 struct GzFile {
   gzFile f = nullptr;
@@ -83,12 +89,12 @@ void check_magic(const std::string& path, uint32_t got, uint32_t want) {
 }
 
 void check_labels(const std::string& path, const uint8_t* labels, size_t n, size_t record_stride,
-                  const char* what) {
+                  const char* what, int classes = kClasses) {
   for (size_t i = 0; i < n; ++i) {
     int l = labels[i * record_stride];
-    if (l >= kClasses)
+    if (l >= classes)
       throw Error(path + ": label " + std::to_string(l) + " of " + what + " " + std::to_string(i) +
-                  " is out of range [0, " + std::to_string(kClasses) + ")");
+                  " is out of range [0, " + std::to_string(classes) + ")");
   }
 }
 
@@ -122,7 +128,8 @@ std::string default_data_dir(const std::string& name) {
   if (name == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
   if (name == "mnist") return "/usr/share/datasets/mnist";
   if (name == "cifar10") return "/usr/share/datasets/cifar10";
-  throw Error("unknown dataset '" + name + "' (expected fashion-mnist, mnist or cifar10)");
+  if (name == "cifar100" || name == "cifar100-coarse") return "/usr/share/datasets/cifar100";
+  throw Error("unknown dataset '" + name + "' (expected " + kKnown + ")");
 }
 
 void dataset_normalization(const std::string& name, std::array<float, 3>& mean,
@@ -136,8 +143,11 @@ void dataset_normalization(const std::string& name, std::array<float, 3>& mean,
   } else if (name == "cifar10") {
     mean = {0.4914f, 0.4822f, 0.4465f};
     std = {0.2470f, 0.2435f, 0.2616f};
+  } else if (name == "cifar100" || name == "cifar100-coarse") {
+    mean = {0.5071f, 0.4865f, 0.4409f};
+    std = {0.2673f, 0.2564f, 0.2762f};
   } else {
-    throw Error("unknown dataset '" + name + "' (expected fashion-mnist, mnist or cifar10)");
+    throw Error("unknown dataset '" + name + "' (expected " + kKnown + ")");
   }
 }
 
@@ -222,10 +232,54 @@ Dataset load_cifar10_files(const std::vector<std::string>& paths) {
   return d;
 }
 
+Dataset load_cifar100_file(const std::string& path, bool fine) {
+  Dataset d;
+  d.channels = 3;
+  d.height = 32;
+  d.width = 32;
+  d.classes = fine ? 100 : 20;
+  std::vector<uint8_t> buf = read_file(path);
+  if (buf.empty() || buf.size() % kCifar100Record != 0)
+    throw Error(path + ": size " + std::to_string(buf.size()) + " is not a positive multiple of " +
+                std::to_string(kCifar100Record) +
+                " (CIFAR-100 binary records: coarse label, fine label, 3072 pixel bytes); truncated or not a "
+                "CIFAR-100 file");
+  const size_t records = buf.size() / kCifar100Record;
+  if (records > size_t(std::numeric_limits<int>::max())) throw Error(path + ": too many records");
+  check_labels(path, buf.data(), records, kCifar100Record, "record (coarse label)", 20);
+  check_labels(path, buf.data() + 1, records, kCifar100Record, "record (fine label)", 100);
+  d.n = int(records);
+  d.images.resize(records * (kCifar100Record - 2));
+  d.labels.resize(records);
+  for (size_t r = 0; r < records; ++r) {
+    const uint8_t* rec = buf.data() + r * kCifar100Record;
+    d.labels[r] = rec[fine ? 1 : 0];
+    std::copy(rec + 2, rec + kCifar100Record, d.images.begin() + ptrdiff_t(r * (kCifar100Record - 2)));
+  }
+  const fs::path names = fs::path(path).parent_path() / (fine ? "fine_label_names.txt" : "coarse_label_names.txt");
+  if (is_file(names.string())) {
+    std::ifstream in(names);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) d.class_names.push_back(line);
+    if (int(d.class_names.size()) != d.classes) d.class_names.clear();  // not the file we know
+  }
+  return d;
+}
+
+uint32_t Dataset::label(int i) const {
+  return source ? source->label(int(source_entry(i))) : uint32_t(labels[size_t(i)]);
+}
+
 Dataset load_dataset(const std::string& name, const std::string& dir_arg, bool train) {
+  if (name == "folder" || name == "cache") {
+    if (dir_arg.empty()) throw Error("--data " + name + " needs --data-dir PATH");
+    return train ? load_dataset_splits(name, dir_arg, {}).first : load_test_split(name, dir_arg, {});
+  }
   const std::string dir = dir_arg.empty() ? default_data_dir(name) : dir_arg;
-  if (name != "fashion-mnist" && name != "mnist" && name != "cifar10")
-    throw Error("unknown dataset '" + name + "' (expected fashion-mnist, mnist or cifar10)");
+  if (name != "fashion-mnist" && name != "mnist" && name != "cifar10" && name != "cifar100" &&
+      name != "cifar100-coarse")
+    throw Error("unknown dataset '" + name + "' (expected " + std::string(kKnown) + ")");
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
     if (dir_arg.empty())
@@ -257,6 +311,15 @@ Dataset load_dataset(const std::string& name, const std::string& dir_arg, bool t
                     "data_batch_1..5.bin and test_batch.bin, in the directory or its "
                     "cifar-10-batches-bin subdirectory; pass --data-dir DIR)");
     d = load_cifar10_files(files);
+  } else if (name == "cifar100" || name == "cifar100-coarse") {
+    std::string base = dir;
+    std::string sub = (fs::path(dir) / "cifar-100-binary").string();
+    if (is_dir(sub)) base = sub;
+    const std::string f = (fs::path(base) / (train ? "train.bin" : "test.bin")).string();
+    if (!is_file(f))
+      throw Error(name + ": " + f + " not found (expected the CIFAR-100 binary version, train.bin and test.bin, "
+                  "in the directory or its cifar-100-binary subdirectory; pass --data-dir DIR)");
+    d = load_cifar100_file(f, name == "cifar100");
   } else {
     const std::string prefix = train ? "train" : "t10k";
     std::string images = find_idx_file(dir, prefix, "images-idx3");
@@ -272,7 +335,57 @@ Dataset load_dataset(const std::string& name, const std::string& dir_arg, bool t
   return d;
 }
 
+std::pair<Dataset, Dataset> load_dataset_splits(const std::string& name, const std::string& dir,
+                                                const DataOptions& o) {
+  o.validate();
+  std::pair<Dataset, Dataset> p;
+  if (name == "folder") {
+    if (dir.empty()) throw Error("--data folder needs --data-dir PATH (a folder with train/<class>/ and val/<class>/)");
+    return load_image_folder(dir, o);
+  }
+  if (name == "cache") {
+    if (dir.empty()) throw Error("--data cache needs --data-dir FILE (written by `vkqat data cache`)");
+    return load_image_cache(dir, o);
+  }
+  if (o.image_size != 0 || o.val_split != 0 || o.in_channels != 0)
+    throw Error("--image-size, --val-split and --in-channels apply to --data folder and cache only (" + name +
+                " has fixed images)");
+  if (o.augment == "imagenet") throw Error("--augment imagenet applies to --data folder and cache only");
+  p.first = load_dataset(name, dir, true);
+  p.second = load_dataset(name, dir, false);
+  apply_normalization_options(p.first, o);
+  apply_normalization_options(p.second, o);
+  return p;
+}
+
+Dataset load_test_split(const std::string& name, const std::string& dir, const DataOptions& o) {
+  if (name == "folder" || name == "cache") return load_dataset_splits(name, dir, o).second;
+  Dataset d = load_dataset(name, dir, false);
+  apply_normalization_options(d, o);
+  return d;
+}
+
+Dataset materialize(const Dataset& d) {
+  if (!d.source) return d;
+  if (d.classes > 256) throw Error(d.name + ": more than 256 classes cannot be held as byte labels");
+  Dataset r = d;
+  r.source.reset();
+  r.images.resize(size_t(d.n) * d.image_size());
+  r.labels.resize(size_t(d.n));
+  for (int i = 0; i < d.n; ++i)
+    r.labels[size_t(i)] =
+        uint8_t(d.source->produce(int(d.source_entry(i)), false, 0, r.images.data() + size_t(i) * d.image_size()));
+  return r;
+}
+
 Dataset first_n(const Dataset& d, int k) {
+  if (d.source) {  // the source stays shared; evenly spaced entries of it
+    Dataset r = d;
+    r.n = std::clamp(k, 0, d.n);
+    r.source_index.resize(size_t(r.n));
+    for (int j = 0; j < r.n; ++j) r.source_index[size_t(j)] = d.source_entry(int(int64_t(j) * d.n / r.n));
+    return r;
+  }
   Dataset r;
   r.n = std::clamp(k, 0, d.n);
   r.channels = d.channels;
@@ -280,6 +393,7 @@ Dataset first_n(const Dataset& d, int k) {
   r.width = d.width;
   r.classes = d.classes;
   r.name = d.name;
+  r.class_names = d.class_names;
   r.mean = d.mean;
   r.std = d.std;
   r.images.assign(d.images.begin(), d.images.begin() + size_t(r.n) * d.image_size());

@@ -21,11 +21,20 @@
 // therefore depends only on (seed, epoch, batch index): the prefetch thread produces
 // exactly what a synchronous run produces, and a trainer resumes exactly with
 // start_epoch(epoch, position).
+//
+// Streamed datasets (Dataset::source: image folders, caches): the source decodes and
+// augments (image_transform.h) and the loader only normalizes. A pool of
+// source->workers() threads fills up to kStreamDepth batches ahead, image by image (a
+// bounded queue: memory is a few batches, not the dataset). Image idx of epoch e is
+// augmented with a generator seeded from (seed, e, 2^32 + idx), so the worker count and
+// the scheduling never change a batch. The epoch order is the same Fisher-Yates shuffle.
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -40,14 +49,22 @@ struct Batch {
   int size = 0;                 // images in this batch (< batch size only for eval's last)
 };
 
+// Batches a streamed dataset's workers prepare ahead of the consumer.
+constexpr int kStreamDepth = 3;
+
 struct LoaderOptions {
   int limit = 0;               // use only the first K images of the dataset (0 = all)
   bool prefetch = true;        // prepare the next batch on a background thread
   bool shuffle = true;         // training mode only
   bool augment = true;         // training mode only: crop (+ flip if enabled)
   std::optional<int> pad;      // crop padding; default 4 if height >= 32, else 2
-  std::optional<bool> flip;    // default: on for cifar10 / fashion-mnist, off otherwise
+  std::optional<bool> flip;    // default: on for cifar10 / cifar100 / fashion-mnist, off otherwise
+  int workers = 0;             // streamed datasets: decode threads (0 = the source's choice)
 };
+
+// --augment for the built-in in-memory sets: "" keeps the defaults above, "none" turns
+// augmentation off, "flip" is flip only (pad 0), "crop" crop + flip. Throws for "imagenet".
+LoaderOptions loader_options_for_augment(const std::string& augment);
 
 class BatchLoader {
  public:
@@ -81,10 +98,16 @@ class BatchLoader {
   // Build batch `b` of the current epoch synchronously (what next() returns for it).
   void make_batch(int b, Batch& out) const;
 
+  struct Stream;  // the worker pool of a streamed dataset
+
  private:
+  void produce_image(int b, int i, Batch& out) const;  // streamed: image i of batch b into out
   void cancel_prefetch();  // waits for an in-flight job and discards it
   void schedule(int b);
   void worker_loop();
+  void stream_loop();
+  void stream_fill();
+  void stream_quiesce(std::unique_lock<std::mutex>& lk);
 
   const Dataset& data_;
   int batch_, n_, batches_;
@@ -105,6 +128,8 @@ class BatchLoader {
   bool job_done_ = false;
   Batch buf_;
   std::exception_ptr error_;
+
+  std::unique_ptr<Stream> stream_;
 };
 
 }  // namespace vkqat::nn

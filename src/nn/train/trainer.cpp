@@ -68,6 +68,7 @@ class Evaluator {
         correct_(ctx, {1}, DType::U32, MemoryKind::Host),
         aux_loss_sum_(ctx, {1}, DType::F32, MemoryKind::Host),
         aux_correct_(ctx, {1}, DType::U32, MemoryKind::Host),
+        host_logits_(ctx, net.logits().shape(), DType::F32, MemoryKind::Host),
         loader_(data, net.batch(), false, seed),
         rec_(ctx),
         has_aux_(aux != nullptr) {
@@ -80,6 +81,7 @@ class Evaluator {
     rec_.copy(host_y_.view(), labels_.view(), "upload labels");
     net.forward(rec_, /*train=*/false);
     cross_entropy(rec_, net.logits(), labels_, loss_sum_, correct_, nullptr, 1.f, /*accumulate=*/true);
+    rec_.copy(net.logits().view(), host_logits_.view(), "download logits");  // per-class accuracy
     if (aux) {
       aux->forward(rec_, /*train=*/false);
       cross_entropy(rec_, aux->logits(), labels_, aux_loss_sum_, aux_correct_, nullptr, 1.f, /*accumulate=*/true);
@@ -95,10 +97,20 @@ class Evaluator {
     loader_.start_epoch(0);
     Batch b;
     EvalResult r;
+    const int k = host_logits_.dim(1);
+    r.class_correct.assign(size_t(k), 0), r.class_total.assign(size_t(k), 0);
+    const float* logits = static_cast<const float*>(host_logits_.view().mapped);
     while (loader_.next(b)) {
       fill_host_batch(host_x_, host_y_, b);
       rec_.run();
       r.images += b.size;
+      for (int i = 0; i < b.size; ++i) {
+        const float* row = logits + size_t(i) * k;
+        const uint32_t y = b.y[size_t(i)];
+        if (y >= uint32_t(k)) continue;
+        r.class_total[y]++;
+        r.class_correct[y] += int(std::max_element(row, row + k) - row) == int(y);
+      }
     }
     r.loss = *loss / std::max(1, r.images);
     r.acc = double(*correct) / std::max(1, r.images);
@@ -109,7 +121,7 @@ class Evaluator {
   }
 
  private:
-  Tensor host_x_, host_y_, labels_, loss_sum_, correct_, aux_loss_sum_, aux_correct_;
+  Tensor host_x_, host_y_, labels_, loss_sum_, correct_, aux_loss_sum_, aux_correct_, host_logits_;
   BatchLoader loader_;
   Recording rec_;
   bool has_aux_;
@@ -164,8 +176,7 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   cfg_.out = absolute_path(cfg_.out);
   if (!cfg_.quant.is_null() && !plugins.policy) throw Error("quantized training needs the quantization module");
   if (cfg_.aux && !plugins.aux) throw Error("--aux needs the quantization module");
-  s.train_set = load_dataset(cfg_.data, cfg_.data_dir, true);
-  s.test_set = load_dataset(cfg_.data, cfg_.data_dir, false);
+  std::tie(s.train_set, s.test_set) = load_dataset_splits(cfg_.data, cfg_.data_dir, cfg_.data_options);
   if (cfg_.train_limit > 0) s.train_set = first_n(s.train_set, cfg_.train_limit);
   if (cfg_.test_limit > 0) s.test_set = first_n(s.test_set, cfg_.test_limit);
   if (s.test_set.channels != s.train_set.channels || s.test_set.height != s.train_set.height ||
@@ -186,7 +197,10 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   plugins_ = plugins;
   const bool quantizers_loaded = build_model();
 
-  s.train_loader = std::make_unique<BatchLoader>(s.train_set, cfg_.batch, true, cfg_.seed);
+  // Streamed sets augment in their source; --augment picks the built-in sets' loader augmentation.
+  s.train_loader = std::make_unique<BatchLoader>(
+      s.train_set, cfg_.batch, true, cfg_.seed,
+      s.train_set.source ? LoaderOptions{} : loader_options_for_augment(cfg_.data_options.augment));
 
   const int b = cfg_.batch;
   s.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
@@ -335,7 +349,9 @@ static nlohmann::json model_metadata(const TrainConfig& c, const Dataset& d) {
           {"wbits", c.wbits},
           {"abits", c.abits},
           {"quant", c.quant},
-          {"aux", c.aux}};
+          {"aux", c.aux},
+          {"classes", d.class_names},
+          {"data_options", c.data_options.to_json()}};
 }
 
 // Trainer state lives beside the checkpoint (so the checkpoint stays a plain state_dict):
@@ -558,6 +574,8 @@ TrainSummary Trainer::run() {
   std::error_code ec;
   fs::create_directories(cfg_.out, ec);
   if (ec || !fs::is_directory(cfg_.out)) throw Error("--out " + cfg_.out + ": cannot create directory");
+  if (!s.train_set.class_names.empty())  // label i is classes.json[i]
+    write_file_durably(cfg_.out + "/classes.json", nlohmann::json(s.train_set.class_names).dump(1) + "\n");
   std::ofstream metrics(cfg_.out + "/metrics.jsonl", std::ios::app);
   if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl");
 
@@ -570,6 +588,13 @@ TrainSummary Trainer::run() {
   uint32_t* aux_correct = static_cast<uint32_t*>(s.aux_correct.view().mapped);
   TrainSummary summary;
   EvalResult last_eval;
+  // Fraction of the step time spent waiting for the next batch: since the last step
+  // record (metrics.jsonl), and over the epoch (progress line and epoch record).
+  struct DataWait {
+    double interval_wait = 0, interval_total = 0, epoch_wait = 0, epoch_total = 0;
+    void add(double w, double t) { interval_wait += w, interval_total += t, epoch_wait += w, epoch_total += t; }
+    static double frac(double w, double t) { return t > 0 ? w / t : 0.0; }
+  } wait;
   Batch batch;
   const auto run_start = Clock::now();
   int steps_this_process = 0;
@@ -591,11 +616,13 @@ TrainSummary Trainer::run() {
       s.log_loss_base = 0.f, s.log_correct_base = 0, s.log_position_base = 0;
     }
     auto epoch_start = Clock::now(), log_start = epoch_start;
+    wait = DataWait{};
     const int epoch_start_position = s.position;
     while (true) {
       if (hooks_ && !hooks_->before_step(*this)) return interrupt();  // may also pause or reconfigure
       auto t0 = Clock::now();
       if (!s.train_loader->next(batch)) break;
+      const double waited = seconds_since(t0);  // time the device waited for the data pipeline
       fill_host_batch(s.host_x, s.host_y, batch);
       const float lr = scheduled_lr(cfg_, s.step, steps_per_epoch);
       lr_slot[0] = lr;
@@ -617,6 +644,7 @@ TrainSummary Trainer::run() {
                     "; a lower --lr or more --warmup-epochs avoids this");
       }
       s.train_seconds += seconds_since(t0);
+      wait.add(waited, seconds_since(t0));
       s.train_images += batch.size;
       ++s.step, ++s.position, ++steps_this_process;
       if (hooks_) {
@@ -651,7 +679,9 @@ TrainSummary Trainer::run() {
                            seconds_since(log_start);
         if (log_now) {
           nlohmann::json rec = {{"type", "step"}, {"epoch", s.epoch + 1}, {"step", s.step}, {"lr", lr},
-                                {"loss", loss}, {"acc", acc}, {"images_per_s", ips}};
+                                {"loss", loss}, {"acc", acc}, {"images_per_s", ips},
+                                {"data_wait", DataWait::frac(wait.interval_wait, wait.interval_total)}};
+          wait.interval_wait = wait.interval_total = 0;
           if (aux_) {  // epoch-running means of the aux head (its interval bases are not kept)
             const double m = double(s.position) * cfg_.batch;
             rec["aux_loss_epoch"] = *aux_loss_sum / m;
@@ -666,10 +696,10 @@ TrainSummary Trainer::run() {
         if (tty) {
           double done = double(s.position) / steps_per_epoch;
           double eta = seconds_since(epoch_start) / std::max(1e-9, done) * (1 - done);
-          std::fprintf(stderr, "\repoch %d/%d  step %d/%lld  loss %.4f  acc %5.1f%%  %6.0f img/s  ETA %s   ",
+          std::fprintf(stderr, "\repoch %d/%d  step %d/%lld  loss %.4f  acc %5.1f%%  %6.0f img/s  data wait %3.0f%%  ETA %s   ",
                        s.epoch + 1, cfg_.epochs, s.position, (long long)steps_per_epoch, *loss_sum / (s.position * cfg_.batch),
                        100.0 * *correct / (s.position * cfg_.batch), s.train_images / s.train_seconds,
-                       format_eta(eta).c_str());
+                       100.0 * DataWait::frac(wait.epoch_wait, wait.epoch_total), format_eta(eta).c_str());
         }
       }
       if (g_stop || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) return interrupt();
@@ -682,7 +712,8 @@ TrainSummary Trainer::run() {
                               {"train_loss", train_loss}, {"train_acc", train_acc},     {"test_loss", last_eval.loss},
                               {"test_acc", last_eval.acc},
                               {"aux_test_acc", last_eval.has_aux ? nlohmann::json(last_eval.aux_acc) : nlohmann::json()},
-                              {"images_per_s", s.train_images / s.train_seconds}}
+                              {"images_per_s", s.train_images / s.train_seconds},
+                              {"data_wait", DataWait::frac(wait.epoch_wait, wait.epoch_total)}}
                    .dump()
             << "\n";
     metrics.flush();
@@ -722,8 +753,21 @@ TrainSummary Trainer::run() {
 EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used, const QuantPlugins& plugins) {
   SafeTensors st = read_safetensors(req.checkpoint);
   nlohmann::json meta = checkpoint_metadata(st);
-  Dataset test = load_dataset(req.data, req.data_dir, false);
+  // Folder and cache data are transformed as in training (the checkpoint's data options).
+  DataOptions data_opt;
+  if (!meta.is_null() && meta.contains("data_options")) data_opt = DataOptions::from_json(meta["data_options"]);
+  data_opt.val_split = req.data == "folder" ? data_opt.val_split : 0;
+  if (req.data != "folder" && req.data != "cache") {  // only the normalization carries over
+    DataOptions keep;
+    keep.mean = data_opt.mean, keep.std = data_opt.std;
+    data_opt = keep;
+  }
+  if (req.workers > 0) data_opt.workers = req.workers;
+  Dataset test = load_test_split(req.data, req.data_dir, data_opt);
   if (req.limit > 0) test = first_n(test, req.limit);
+  if (!meta.is_null() && meta.contains("classes") && !test.class_names.empty() &&
+      meta["classes"].get<std::vector<std::string>>() != test.class_names)
+    throw Error(req.checkpoint + " was trained on other classes than " + req.data_dir + " holds (see its metadata)");
   ModelConfig mc;
   if (!meta.is_null() && meta.contains("model")) {
     mc = ModelConfig::from_json(meta["model"]);

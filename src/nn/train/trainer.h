@@ -18,6 +18,7 @@ namespace vkqat::nn {
 
 struct TrainConfig {
   std::string data = "fashion-mnist", data_dir;
+  DataOptions data_options;  // image folders/caches, --augment, --mean/--std (data_options.h)
   ModelConfig model;
   int epochs = 1, batch = 128;
   float lr = 0.1f, momentum = 0.9f, weight_decay = 5e-4f;
@@ -55,6 +56,7 @@ struct EvalResult {
   int images = 0;
   bool has_aux = false;
   double aux_loss = 0, aux_acc = 0;
+  std::vector<int64_t> class_correct, class_total;  // per label (LP head)
 };
 
 // The GPU times of one replay of the recorded training step, one entry per command.
@@ -141,6 +143,7 @@ void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, cons
 struct EvalRequest {
   std::string checkpoint, data = "fashion-mnist", data_dir, model;  // model/width: for files without metadata
   int width = 0, batch = 256, limit = 0;
+  int workers = 0;  // decode threads for folder/cache data (0 = the checkpoint's setting)
 };
 // Quantized checkpoints need the plugins to rebuild their quantizers.
 EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used = nullptr,
