@@ -46,7 +46,7 @@ bench: build
 # the Vulkan driver and layers are suppressed by tests/lsan.supp, nothing of vkqat's.
 ASAN_BUILD := build-asan
 ASAN_TESTS ?= .
-ASAN_EXCLUDE ?= ^(test_train|test_quant_training|test_run_state|test_stats|test_quant_bench|cli_inputs|sweep_script|viz_.*)$$
+ASAN_EXCLUDE ?= ^(test_conv2d|test_int_kernels|test_train|test_quant_training|test_run_state|test_stats|test_quant_bench|cli_inputs|sweep_script|viz_.*)$$
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVKQAT_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target vkqat_tests vkqat
