@@ -151,7 +151,7 @@ def main():
     os.chmod(locked, 0o755)
     if VIZ:
         expect("viz: unwritable --screenshot found before training",
-               [VIZ, *small, "--out", tmp + "/viz", "--headless", "--screenshot", tmp + "/no-such-dir/x.png"], 1,
+               [VIZ, *small, "--out", tmp + "/viz", "--headless", "--screenshot", "/proc/no-such-dir/x.png"], 1,
                "--screenshot")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failures" + (": " + ", ".join(failures) if failures else ""))

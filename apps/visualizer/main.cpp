@@ -140,6 +140,10 @@ int run(VizArgs& a) {
   if (!a.gpu_times.empty() && !a.replay.empty()) throw Error("--gpu-times needs a live run: replays have no GPU times");
   if (!a.headless && !a.screenshot.empty()) throw Error("--screenshot needs --headless");
   if (!a.screenshot.empty()) {  // found now, not after minutes of training
+    // Its directory is created, as --out's is (the screenshot may go inside the run directory).
+    const std::filesystem::path parent = std::filesystem::path(a.screenshot).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
     const bool existed = std::filesystem::exists(a.screenshot);
     FILE* f = std::fopen(a.screenshot.c_str(), "ab");
     if (!f) throw Error("--screenshot " + a.screenshot + ": cannot write: " + std::strerror(errno));
