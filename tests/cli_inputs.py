@@ -153,6 +153,11 @@ def main():
         expect("viz: unwritable --screenshot found before training",
                [VIZ, *small, "--out", tmp + "/viz", "--headless", "--screenshot", "/proc/no-such-dir/x.png"], 1,
                "--screenshot")
+        expect("viz: unwritable --gpu-times found before training",
+               [VIZ, *small, "--out", tmp + "/viz", "--headless", "--screenshot", tmp + "/viz.png",
+                "--gpu-times", "/proc/no-such-dir/g.json"], 1, "--gpu-times")
+        expect("viz: --gpu-times on a replay", [VIZ, "--replay", tmp, "--headless", "--screenshot", tmp + "/r.png",
+                                                "--gpu-times", tmp + "/g.json"], 1, "needs a live run")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failures" + (": " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0

@@ -117,6 +117,19 @@ int run_headless(Context& ctx, Session& session, const VizArgs& a) {
   return frames;
 }
 
+// Throws Error naming `flag` unless `path` can be written. Its directory is created, as
+// --out's is (the file may go inside the run directory); a file that did not exist is not left.
+void check_writable(const char* flag, const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  const bool existed = std::filesystem::exists(path);
+  FILE* f = std::fopen(path.c_str(), "ab");
+  if (!f) throw Error(std::string(flag) + " " + path + ": cannot write: " + std::strerror(errno));
+  std::fclose(f);
+  if (!existed) std::remove(path.c_str());
+}
+
 // The GPU-time panel's list as JSON, for scripts and for comparing with `vkqat train --profile`.
 void write_gpu_times(const std::string& path, const View& v) {
   if (v.gpu.rows.empty())
@@ -139,17 +152,9 @@ int run(VizArgs& a) {
   if (a.headless && a.screenshot.empty()) throw Error("--headless needs --screenshot OUT.png");
   if (!a.gpu_times.empty() && !a.replay.empty()) throw Error("--gpu-times needs a live run: replays have no GPU times");
   if (!a.headless && !a.screenshot.empty()) throw Error("--screenshot needs --headless");
-  if (!a.screenshot.empty()) {  // found now, not after minutes of training
-    // Its directory is created, as --out's is (the screenshot may go inside the run directory).
-    const std::filesystem::path parent = std::filesystem::path(a.screenshot).parent_path();
-    std::error_code ec;
-    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-    const bool existed = std::filesystem::exists(a.screenshot);
-    FILE* f = std::fopen(a.screenshot.c_str(), "ab");
-    if (!f) throw Error("--screenshot " + a.screenshot + ": cannot write: " + std::strerror(errno));
-    std::fclose(f);
-    if (!existed) std::remove(a.screenshot.c_str());
-  }
+  // Output files are checked now, not after minutes of training.
+  if (!a.screenshot.empty()) check_writable("--screenshot", a.screenshot);
+  if (!a.gpu_times.empty()) check_writable("--gpu-times", a.gpu_times);
   std::unique_ptr<Context> ctx = open_device(a);
   std::unique_ptr<Context> train_ctx = a.replay.empty() ? open_training_device(*ctx) : nullptr;
   std::unique_ptr<Session> session = open_session(train_ctx.get(), a);
