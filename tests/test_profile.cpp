@@ -127,8 +127,7 @@ TEST_CASE("a training step's profile: one time per command, convolutions on top,
           doctest::test_suite("profile")) {
   if (!test::ctx().info().timestamps) return;
   REQUIRE(fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"));
-  const fs::path dir = fs::temp_directory_path() / ("vkqat-test-profile-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const fs::path dir = test::fresh_dir("profile");
   nn::TrainConfig c;
   c.model.width = 4;
   c.batch = 32;

@@ -91,8 +91,7 @@ TEST_CASE("--per-channel: only for weight quantizers that have it; LSQ then lear
   q.wbits = 4;
 
   REQUIRE(fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"));
-  const fs::path dir = fs::temp_directory_path() / ("vkqat-test-registry-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const fs::path dir = test::fresh_dir("registry");
   nn::TrainConfig c;
   c.model.width = 4;
   c.batch = 16;

@@ -18,12 +18,6 @@ using namespace vkqat;
 namespace fs = std::filesystem;
 
 namespace {
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("vkqat-qtest-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p;
-}
-
 nn::TrainConfig quant_config(const fs::path& out, int bits = 4) {
   nn::TrainConfig c;
   c.model.width = 4;
@@ -46,7 +40,7 @@ nn::TrainConfig quant_config(const fs::path& out, int bits = 4) {
 
 TEST_CASE("with the LP loss weighted 0, the aux loss alone changes the low-precision weights" *
           doctest::test_suite("quant-training")) {
-  fs::path dir = temp_dir("auxonly");
+  fs::path dir = test::fresh_dir("q-auxonly");
   auto cfg = quant_config(dir);
   cfg.lp_weight = 0.f;
   cfg.train_limit = 64;
@@ -76,7 +70,7 @@ TEST_CASE("with the LP loss weighted 0, the aux loss alone changes the low-preci
 
 TEST_CASE("W4A4 CG-PACT + SAT + aux trains; the exported LP checkpoint evaluates exactly like the LP head" *
           doctest::test_suite("quant-training")) {
-  fs::path dir = temp_dir("w4a4");
+  fs::path dir = test::fresh_dir("q-w4a4");
   nn::TrainSummary s = nn::Trainer(test::ctx(), quant_config(dir), quant::quant_plugins()).run();
   CHECK(s.eval.has_aux);
   CHECK(std::isfinite(s.test_loss));
@@ -108,7 +102,7 @@ TEST_CASE("W4A4 CG-PACT + SAT + aux trains; the exported LP checkpoint evaluates
 }
 
 TEST_CASE("SAT inside the network: n_out Var[W*] = 1 for the last FC" * doctest::test_suite("quant-training")) {
-  fs::path dir = temp_dir("sat");
+  fs::path dir = test::fresh_dir("q-sat");
   auto cfg = quant_config(dir);
   cfg.train_limit = 64;
   nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
@@ -126,7 +120,7 @@ TEST_CASE("SAT inside the network: n_out Var[W*] = 1 for the last FC" * doctest:
 
 TEST_CASE("pre-activation ResNet: W4A4 CG-PACT + SAT-conv + aux trains, and the aux loss alone reaches its weights" *
           doctest::test_suite("quant-training")) {
-  fs::path dir = temp_dir("preact");
+  fs::path dir = test::fresh_dir("q-preact");
   auto cfg = quant_config(dir);
   cfg.model.name = "preact-resnet20";
   quant::QuantConfig q = quant::quant_config_from_json(cfg.quant);
@@ -189,7 +183,7 @@ TEST_CASE("pre-activation ResNet: W4A4 CG-PACT + SAT-conv + aux trains, and the 
 
 TEST_CASE("two-stage recipe: a W4A4 run --init from an FP32+aux checkpoint starts from its weights and aux module" *
           doctest::test_suite("quant-training")) {
-  fs::path fp_dir = temp_dir("stage1"), lp_dir = temp_dir("stage2");
+  fs::path fp_dir = test::fresh_dir("q-stage1"), lp_dir = test::fresh_dir("q-stage2");
   auto fp = quant_config(fp_dir);
   fp.wbits = fp.abits = 32;
   fp.quant = nullptr;
@@ -235,7 +229,7 @@ TEST_CASE("bad quantization inputs give clear errors" * doctest::test_suite("qua
   q.quantizer = "magic";
   CHECK_THROWS_WITH_AS(q.validate(), doctest::Contains("--quantizer magic"), Error);
 
-  fs::path dir = temp_dir("bad");
+  fs::path dir = test::fresh_dir("q-bad");
   auto cfg = quant_config(dir);
   quant::QuantConfig bad;
   bad.wbits = bad.abits = 4;

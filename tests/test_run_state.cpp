@@ -21,12 +21,6 @@ using namespace vkqat;
 namespace fs = std::filesystem;
 
 namespace {
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("vkqat-rs-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p;
-}
-
 bool have_fashion_mnist() { return fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"); }
 
 // A tiny run: 256 training images, batch 32 (8 steps per epoch), 2 epochs, width 4.
@@ -80,7 +74,7 @@ struct BlowUpAfter : nn::TrainHooks {
 TEST_CASE("a kill at every write and rename of a save leaves a run that resumes bit-identically" *
           doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  const fs::path whole_dir = temp_dir("whole");
+  const fs::path whole_dir = test::fresh_dir("rs-whole");
   const nn::TrainSummary whole = nn::Trainer(test::ctx(), tiny_config(whole_dir)).run();
   const auto whole_ckpt = nn::read_safetensors((whole_dir / "checkpoint.safetensors").string());
 
@@ -99,7 +93,7 @@ TEST_CASE("a kill at every write and rename of a save leaves a run that resumes 
   for (const char* point :
        {"checkpoint-written", "unit-written", "unit-renamed", "manifest-written", "checkpoint-published"}) {
     CAPTURE(point);
-    const fs::path dir = temp_dir(std::string("fault-") + point);
+    const fs::path dir = test::fresh_dir("rs-" + std::string("fault-") + point);
     auto cfg = tiny_config(dir);
     cfg.stop_after_steps = 11;
     {
@@ -122,7 +116,7 @@ TEST_CASE("a kill at every write and rename of a save leaves a run that resumes 
   }
 
   SUBCASE("a run of the earlier layout (no run_state.json) still resumes") {
-    const fs::path dir = temp_dir("legacy");
+    const fs::path dir = test::fresh_dir("rs-legacy");
     auto cfg = tiny_config(dir);
     cfg.stop_after_steps = 11;
     CHECK(nn::Trainer(test::ctx(), cfg).run().interrupted);
@@ -141,7 +135,7 @@ TEST_CASE("a kill at every write and rename of a save leaves a run that resumes 
 TEST_CASE("--keep-checkpoints keeps the last K units; checkpoint.safetensors is the newest" *
           doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  const fs::path dir = temp_dir("keep");
+  const fs::path dir = test::fresh_dir("rs-keep");
   auto cfg = tiny_config(dir);
   cfg.epochs = 3;
   cfg.keep_checkpoints = 2;
@@ -160,7 +154,7 @@ TEST_CASE("--keep-checkpoints keeps the last K units; checkpoint.safetensors is 
 TEST_CASE("divergence stops training, names step, loss and the last good checkpoint, which stays finite" *
           doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  const fs::path dir = temp_dir("diverge");
+  const fs::path dir = test::fresh_dir("rs-diverge");
   nn::Trainer tr(test::ctx(), tiny_config(dir));
   BlowUpAfter hook(8);  // epoch 1 (steps 1..8) is saved, then lr 1e6
   tr.set_hooks(&hook);
@@ -193,7 +187,7 @@ TEST_CASE("divergence stops training, names step, loss and the last good checkpo
 
 TEST_CASE("non-finite or out-of-range hyper-parameters are refused before training" * doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  const fs::path dir = temp_dir("hyper");
+  const fs::path dir = test::fresh_dir("rs-hyper");
   auto refused = [&](auto change, const char* flag) {
     auto cfg = tiny_config(dir);
     change(cfg);
@@ -212,13 +206,13 @@ TEST_CASE("non-finite or out-of-range hyper-parameters are refused before traini
 
 TEST_CASE("a test set of another image size than the training set is an error, not an overflow" *
           doctest::test_suite("train")) {
-  const fs::path data = temp_dir("sizes");
+  const fs::path data = test::fresh_dir("rs-sizes");
   fs::create_directories(data);
   write_idx_split(data, "train", 64, 28, 28, 1);
   for (int side : {32, 20}) {  // larger test images overflowed the upload buffer; smaller ones gave nonsense
     CAPTURE(side);
     write_idx_split(data, "t10k", 16, side, side, 2);
-    auto cfg = tiny_config(temp_dir("sizes-run"));
+    auto cfg = tiny_config(test::fresh_dir("rs-sizes-run"));
     cfg.data_dir = data.string();
     cfg.batch = 16;
     cfg.train_limit = cfg.test_limit = 0;
@@ -227,7 +221,7 @@ TEST_CASE("a test set of another image size than the training set is an error, n
   }
   // eval of a 28x28 checkpoint on them is refused as well (the existing check).
   write_idx_split(data, "t10k", 16, 28, 28, 2);
-  auto cfg = tiny_config(temp_dir("sizes-run"));
+  auto cfg = tiny_config(test::fresh_dir("rs-sizes-run"));
   cfg.data_dir = data.string();
   cfg.batch = 16;
   cfg.train_limit = cfg.test_limit = 0;
@@ -238,7 +232,7 @@ TEST_CASE("a test set of another image size than the training set is an error, n
 
 TEST_CASE("a full disk at summary.json is an error, not an empty file and exit 0" * doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  const fs::path dir = temp_dir("full");
+  const fs::path dir = test::fresh_dir("rs-full");
   fs::create_directories(dir);
   fs::create_symlink("/dev/full", dir / "summary.json.tmp");  // every write to it fails with ENOSPC
   auto cfg = tiny_config(dir);
@@ -252,7 +246,7 @@ TEST_CASE("a full disk at summary.json is an error, not an empty file and exit 0
 TEST_CASE("--resume: relative paths are stored absolute; --epochs and --data-dir apply; damaged state is named" *
           doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  const fs::path dir = temp_dir("resume-args");
+  const fs::path dir = test::fresh_dir("rs-resume-args");
   auto cfg = tiny_config(dir);
   cfg.stop_after_steps = 3;
   const fs::path old_cwd = fs::current_path();
@@ -309,7 +303,7 @@ TEST_CASE("damaged metadata is reported against the file, never as a JSON intern
   damaged("model", wide, "implausible model config");  // not "--width", a flag never passed
 
   // Integer model with an unknown or non-string format.
-  const fs::path dir = temp_dir("meta");
+  const fs::path dir = test::fresh_dir("rs-meta");
   fs::create_directories(dir);
   for (const nlohmann::json& format : {nlohmann::json(5), nlohmann::json("vkqat-int-99")}) {
     nn::SafeTensors im;

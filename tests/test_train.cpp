@@ -15,12 +15,6 @@ using namespace vkqat;
 namespace fs = std::filesystem;
 
 namespace {
-fs::path temp_run_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("vkqat-test-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p;
-}
-
 nn::TrainConfig small_config(const fs::path& out) {
   nn::TrainConfig c;
   c.model.name = "resnet20";
@@ -47,7 +41,7 @@ bool have_fashion_mnist() { return fs::exists("/usr/share/datasets/fashion-mnist
 
 TEST_CASE("a small ResNet learns Fashion-MNIST: loss falls, accuracy rises" * doctest::test_suite("train")) {
   REQUIRE_MESSAGE(have_fashion_mnist(), "Debian package dataset-fashion-mnist is required (make test installs it)");
-  fs::path dir = temp_run_dir("learn");
+  fs::path dir = test::fresh_dir("learn");
   nn::Trainer tr(test::ctx(), small_config(dir));
   nn::EvalResult before = tr.evaluate();
   nn::TrainSummary s = tr.run();
@@ -88,7 +82,7 @@ TEST_CASE("a small ResNet learns Fashion-MNIST: loss falls, accuracy rises" * do
 
 TEST_CASE("resume after an interruption equals the uninterrupted run, bit for bit" * doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  fs::path a = temp_run_dir("whole"), b = temp_run_dir("resumed");
+  fs::path a = test::fresh_dir("whole"), b = test::fresh_dir("resumed");
   auto cfg_a = small_config(a);
   cfg_a.train_limit = 512;
   cfg_a.test_limit = 200;
@@ -120,7 +114,7 @@ TEST_CASE("resume after an interruption equals the uninterrupted run, bit for bi
 
 TEST_CASE("bad training inputs give clear errors" * doctest::test_suite("train")) {
   REQUIRE(have_fashion_mnist());
-  fs::path dir = temp_run_dir("bad");
+  fs::path dir = test::fresh_dir("bad");
   auto cfg = small_config(dir);
   cfg.model.name = "resnet7";
   CHECK_THROWS_WITH_AS(nn::Trainer(test::ctx(), cfg), doctest::Contains("--model resnet7"), Error);

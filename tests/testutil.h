@@ -6,11 +6,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "backend/context.h"
 
@@ -19,6 +22,14 @@ namespace vkqat::test {
 // One Context per test process, created with VK_LAYER_KHRONOS_validation and
 // synchronization validation. Any validation message fails the running test case.
 Context& ctx();
+
+// An empty path for a test's files under the temp directory, unique to this process
+// ("vkqat-test-NAME-PID", removed first; not created).
+inline std::filesystem::path fresh_dir(const std::string& name) {
+  std::filesystem::path p = std::filesystem::temp_directory_path() / ("vkqat-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  return p;
+}
 
 // Sets an environment variable for one scope (restores the previous value).
 class ScopedEnv {
