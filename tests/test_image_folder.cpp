@@ -461,3 +461,9 @@ TEST_CASE("CIFAR-100 binary: fine and coarse labels, bad files" * doctest::test_
   CHECK_THROWS_WITH_AS(load_dataset("cifar100", t.path.string(), true), doctest::Contains("not a positive multiple of 3074"),
                        Error);
 }
+
+TEST_CASE("data options from a checkpoint: integers are checked, not converted blindly" * doctest::test_suite("image")) {
+  CHECK_THROWS_WITH_AS(nn::DataOptions::from_json({{"image_size", 7.7e73}}), doctest::Contains("image_size"), Error);
+  CHECK_THROWS_WITH_AS(nn::DataOptions::from_json({{"workers", "four"}}), doctest::Contains("workers"), Error);
+  CHECK(nn::DataOptions::from_json({{"image_size", 64}, {"workers", 2}}).image_size == 64);
+}

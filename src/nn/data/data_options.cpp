@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "backend/error.h"
+#include "nn/json_number.h"
 #include "nn/data/image_transform.h"
 
 namespace vkqat::nn {
@@ -26,15 +27,19 @@ DataOptions DataOptions::from_json(const nlohmann::json& j) {
   DataOptions o;
   if (j.is_null()) return o;
   try {
-    o.image_size = j.value("image_size", 0);
+    // Integers through json_int: a float such as 7e73 converted to int is undefined behaviour.
+    auto int_field = [&](const char* key) { return j.contains(key) ? json_int<int>(j[key], key) : 0; };
+    o.image_size = int_field("image_size");
     o.augment = j.value("augment", std::string());
-    o.workers = j.value("workers", 0);
+    o.workers = int_field("workers");
     o.val_split = j.value("val_split", 0.0);
-    o.in_channels = j.value("in_channels", 0);
+    o.in_channels = int_field("in_channels");
     o.mean = j.value("mean", std::vector<float>());
     o.std = j.value("std", std::vector<float>());
     o.strict = j.value("strict", false);
   } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("data options: ") + e.what());
+  } catch (const Error& e) {
     throw Error(std::string("data options: ") + e.what());
   }
   return o;
