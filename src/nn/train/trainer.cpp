@@ -2,32 +2,28 @@
 
 #include <unistd.h>
 
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <algorithm>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
 
 #include "backend/error.h"
-#include "backend/recording.h"
-#include "nn/data/loader.h"
 #include "nn/ops/cross_entropy.h"
 #include "nn/ops/sgd.h"
 #include "nn/train/checkpoint.h"
 #include "nn/train/run_state.h"
+#include "nn/train/trainer_internal.h"
 
 namespace vkqat::nn {
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using trainer_detail::absolute_path;
+using trainer_detail::Clock;
+using trainer_detail::num;
+using trainer_detail::seconds_since;
 
 namespace {
 std::atomic<bool> g_stop{false};
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string format_eta(double s) {
   int t = int(s + 0.5);
@@ -35,120 +31,9 @@ std::string format_eta(double s) {
   std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
   return buf;
 }
-
-// "nan" / "inf" / "1e+06" for messages.
-std::string num(double v) {
-  if (std::isnan(v)) return "nan";  // not "-nan"
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
-std::string absolute_path(const std::string& p) {
-  if (p.empty()) return p;
-  std::error_code ec;
-  fs::path a = fs::absolute(p, ec).lexically_normal();
-  if (!a.has_filename() && a.has_parent_path() && a != a.root_path()) a = a.parent_path();  // "dir/" -> "dir"
-  return ec ? p : a.string();
-}
 }  // namespace
 
-// ---- evaluation ----------------------------------------------------------------------
-static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b);
-
-// Test-set evaluation of a network: its own recording (eval-mode forward + loss), replayed
-// per batch; a partial last batch is padded with ignored rows.
-class Evaluator {
- public:
-  Evaluator(Context& ctx, Network& net, const Dataset& data, uint64_t seed, AuxiliaryHead* aux = nullptr)
-      : host_x_(ctx, net.input().shape(), DType::F32, MemoryKind::Host),
-        host_y_(ctx, {net.batch()}, DType::U32, MemoryKind::Host),
-        labels_(ctx, {net.batch()}, DType::U32),
-        loss_sum_(ctx, {1}, DType::F32, MemoryKind::Host),
-        correct_(ctx, {1}, DType::U32, MemoryKind::Host),
-        aux_loss_sum_(ctx, {1}, DType::F32, MemoryKind::Host),
-        aux_correct_(ctx, {1}, DType::U32, MemoryKind::Host),
-        host_logits_(ctx, net.logits().shape(), DType::F32, MemoryKind::Host),
-        loader_(data, net.batch(), false, seed),
-        rec_(ctx),
-        has_aux_(aux != nullptr) {
-    const auto& in = net.input().shape();  // [batch, channels, height, width]
-    if (data.channels != in[1] || data.height != in[2] || data.width != in[3])
-      throw Error("the " + data.name + " test images are " + std::to_string(data.channels) + "x" +
-                  std::to_string(data.height) + "x" + std::to_string(data.width) + ", the network takes " +
-                  std::to_string(in[1]) + "x" + std::to_string(in[2]) + "x" + std::to_string(in[3]));
-    rec_.copy(host_x_.view(), net.input().view(), "upload batch");
-    rec_.copy(host_y_.view(), labels_.view(), "upload labels");
-    net.forward(rec_, /*train=*/false);
-    cross_entropy(rec_, net.logits(), labels_, loss_sum_, correct_, nullptr, 1.f, /*accumulate=*/true);
-    rec_.copy(net.logits().view(), host_logits_.view(), "download logits");  // per-class accuracy
-    if (aux) {
-      aux->forward(rec_, /*train=*/false);
-      cross_entropy(rec_, aux->logits(), labels_, aux_loss_sum_, aux_correct_, nullptr, 1.f, /*accumulate=*/true);
-    }
-    rec_.finish();
-  }
-  EvalResult run() {
-    float* loss = static_cast<float*>(loss_sum_.view().mapped);
-    uint32_t* correct = static_cast<uint32_t*>(correct_.view().mapped);
-    float* aux_loss = static_cast<float*>(aux_loss_sum_.view().mapped);
-    uint32_t* aux_correct = static_cast<uint32_t*>(aux_correct_.view().mapped);
-    *loss = *aux_loss = 0.f, *correct = *aux_correct = 0;
-    loader_.start_epoch(0);
-    Batch b;
-    EvalResult r;
-    const int k = host_logits_.dim(1);
-    r.class_correct.assign(size_t(k), 0), r.class_total.assign(size_t(k), 0);
-    const float* logits = static_cast<const float*>(host_logits_.view().mapped);
-    while (loader_.next(b)) {
-      fill_host_batch(host_x_, host_y_, b);
-      rec_.run();
-      r.images += b.size;
-      for (int i = 0; i < b.size; ++i) {
-        const float* row = logits + size_t(i) * k;
-        const uint32_t y = b.y[size_t(i)];
-        if (y >= uint32_t(k)) continue;
-        r.class_total[y]++;
-        r.class_correct[y] += int(std::max_element(row, row + k) - row) == int(y);
-      }
-    }
-    r.loss = *loss / std::max(1, r.images);
-    r.acc = double(*correct) / std::max(1, r.images);
-    r.has_aux = has_aux_;
-    r.aux_loss = *aux_loss / std::max(1, r.images);
-    r.aux_acc = double(*aux_correct) / std::max(1, r.images);
-    return r;
-  }
-
- private:
-  Tensor host_x_, host_y_, labels_, loss_sum_, correct_, aux_loss_sum_, aux_correct_, host_logits_;
-  BatchLoader loader_;
-  Recording rec_;
-  bool has_aux_;
-};
-
 // ---- the step ------------------------------------------------------------------------
-struct Trainer::Impl {
-  Context& ctx;
-  Dataset train_set, test_set;
-  std::unique_ptr<BatchLoader> train_loader;
-  Tensor host_x, host_y, labels, step_params;  // host_*: written by the CPU before each replay
-  Tensor loss_sum, correct;                    // train accumulators (reset each epoch)
-  Tensor aux_loss_sum, aux_correct;            // the same for the auxiliary head
-  std::unique_ptr<Recording> train_step;
-  std::unique_ptr<Evaluator> evaluator;
-  int epoch = 0, position = 0;
-  int64_t step = 0;
-  // Train metrics at the last metrics.jsonl step record of this epoch: the next record
-  // reports the mean over the steps since (kept in the checkpoint for exact resumes).
-  float log_loss_base = 0.f;
-  uint32_t log_correct_base = 0;
-  int log_position_base = 0;
-  double train_seconds = 0;
-  int64_t train_images = 0;
-  explicit Impl(Context& c) : ctx(c) {}
-};
-
 Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
     : impl_(std::make_unique<Impl>(ctx)), cfg_(std::move(cfg)) {
   Impl& s = *impl_;
@@ -320,91 +205,6 @@ static float scheduled_lr(const TrainConfig& c, int64_t step, int64_t steps_per_
   double t = (step - warm) / std::max(1.0, total - warm);
   return float(c.lr * 0.5 * (1.0 + std::cos(M_PI * t)));
 }
-
-static void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b) {
-  float* x = static_cast<float*>(host_x.view().mapped);
-  uint32_t* y = static_cast<uint32_t*>(host_y.view().mapped);
-  const size_t per_image = size_t(host_x.numel()) / host_x.dim(0);
-  // A batch of other-sized images would write past the staging buffer.
-  if (b.x.size() != size_t(b.size) * per_image || b.y.size() != size_t(b.size) || b.size > host_x.dim(0))
-    throw Error("batch of " + std::to_string(b.size) + " images does not fit the network's input " +
-                host_x.shape_str());
-  std::memcpy(x, b.x.data(), b.x.size() * sizeof(float));
-  std::memcpy(y, b.y.data(), b.y.size() * sizeof(uint32_t));
-  for (int i = b.size; i < host_x.dim(0); ++i) {  // pad a partial batch; its rows are ignored
-    std::memset(x + size_t(i) * per_image, 0, per_image * sizeof(float));
-    y[i] = kIgnoreLabel;
-  }
-}
-
-EvalResult Trainer::evaluate() { return impl_->evaluator->run(); }
-
-// ---- checkpoints ---------------------------------------------------------------------
-
-static nlohmann::json model_metadata(const TrainConfig& c, const Dataset& d) {
-  return {{"format", "vkqat-checkpoint-1"},
-          {"model", c.model.to_json()},
-          {"dataset", c.data},
-          {"normalization", {{"mean", d.mean}, {"std", d.std}}},
-          {"wbits", c.wbits},
-          {"abits", c.abits},
-          {"quant", c.quant},
-          {"aux", c.aux},
-          {"classes", d.class_names},
-          {"data_options", c.data_options.to_json()}};
-}
-
-// Trainer state lives beside the checkpoint (so the checkpoint stays a plain state_dict):
-// momentum buffers, the epoch's running train metrics, and where the data order stands.
-static void save_run_state(const std::string& dir, const TrainConfig& cfg, Network& net, AuxiliaryHead* aux,
-                           Trainer::Impl& s) {
-  SafeTensors model = network_state(net, s.step);
-  std::vector<Parameter*> params = net.parameters();
-  if (aux) {
-    for (const auto& [name, t] : aux->state())
-      model.add_f32(name, std::vector<int64_t>(t->shape().begin(), t->shape().end()), t->download());
-    for (const std::string& bn : aux->batchnorm_names()) model.add_i64(bn + ".num_batches_tracked", {}, {s.step});
-    params.insert(params.end(), aux->parameters().begin(), aux->parameters().end());
-  }
-  nlohmann::json meta = model_metadata(cfg, s.train_set);
-  meta["step"] = s.step;
-  model.metadata["vkqat"] = meta.dump();
-  SafeTensors state;
-  for (Parameter* p : params) state.add_f32(p->name + ".momentum", {p->value.numel()}, p->momentum.download());
-  state.add_f32("train.loss_sum", {1}, s.loss_sum.download());
-  state.add_i64("train.correct", {1}, {int64_t(s.correct.download_u32()[0])});
-  state.add_f32("train.aux_loss_sum", {1}, s.aux_loss_sum.download());
-  state.add_i64("train.aux_correct", {1}, {int64_t(s.aux_correct.download_u32()[0])});
-  nlohmann::json t = {{"config", cfg.to_json()},
-                      {"epoch", s.epoch},
-                      {"position", s.position},
-                      {"step", s.step},
-                      {"train_seconds", s.train_seconds},
-                      {"train_images", s.train_images},
-                      {"log_loss_base", s.log_loss_base},
-                      {"log_correct_base", s.log_correct_base},
-                      {"log_position_base", s.log_position_base}};
-  state.metadata["trainer"] = t.dump();
-  // Non-finite weights never replace a good checkpoint (the divergence guard's last line).
-  std::string bad = first_non_finite_tensor(model);
-  if (bad.empty()) bad = first_non_finite_tensor(state);
-  if (!bad.empty()) {
-    const int64_t last = committed_step(dir);
-    throw Error("training diverged: '" + bad + "' holds non-finite values at step " + std::to_string(s.step) +
-                "; not saved. " +
-                (last >= 0 ? "The last good checkpoint (step " + std::to_string(last) + ") is " + dir + "/" +
-                                 kCheckpointFile + "; continue from it with: vkqat train --resume " + dir
-                           : std::string("No checkpoint was saved before.")) +
-                " (a lower --lr or more --warmup-epochs avoids this)");
-  }
-  commit_run_state(dir, s.step, model, state, cfg.keep_checkpoints);
-}
-
-void Trainer::save_checkpoint() {
-  if (cfg_.out.empty()) throw Error("saving a checkpoint needs --out RUN_DIR");
-  save_run_state(cfg_.out, cfg_, *net_, aux_.get(), *impl_);
-}
-
 // ---- changes while running -----------------------------------------------------------
 void Trainer::set_learning_rate(float lr) {
   if (!(lr > 0)) throw Error("learning rate must be positive, got " + std::to_string(lr));
@@ -463,109 +263,6 @@ StepProfile Trainer::step_profile() const {
 int64_t Trainer::steps_per_epoch() const { return impl_->train_loader->batches_per_epoch(); }
 
 int64_t Trainer::step() const { return impl_->step; }
-
-namespace {
-struct StoredTrainer {
-  nlohmann::json t;  // the "trainer" metadata
-  TrainConfig cfg;
-};
-StoredTrainer read_trainer_metadata(const SafeTensors& state, const std::string& path) {
-  StoredTrainer r;
-  auto it = state.metadata.find("trainer");
-  if (it == state.metadata.end()) throw Error(path + ": no trainer metadata (not a vkqat trainer state)");
-  r.t = nlohmann::json::parse(it->second, nullptr, false);
-  if (r.t.is_discarded() || !r.t.is_object()) throw Error(path + ": the trainer metadata is not a JSON object");
-  try {
-    r.cfg = TrainConfig::from_json(r.t.at("config"));
-    for (const char* key : {"epoch", "position", "step", "train_images", "log_correct_base", "log_position_base"})
-      if (!r.t.at(key).is_number_integer() || r.t.at(key).get<int64_t>() < 0)
-        throw Error(std::string("'") + key + "' must be a non-negative integer");
-    for (const char* key : {"train_seconds", "log_loss_base"})
-      if (!r.t.at(key).is_number()) throw Error(std::string("'") + key + "' must be a number");
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": trainer metadata: " + e.what());
-  } catch (const Error& e) {
-    throw Error(path + ": trainer metadata: " + e.what());
-  }
-  return r;
-}
-}  // namespace
-
-TrainConfig Trainer::stored_config(const std::string& dir) {
-  if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
-  const CommittedRunState on_disk = load_run_state(dir);
-  return read_trainer_metadata(on_disk.trainer_state, on_disk.trainer_state_path).cfg;
-}
-
-std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, const ResumeOptions& change,
-                                         const QuantPlugins& plugins) {
-  if (!fs::is_directory(dir)) throw Error("--resume " + dir + ": not a directory");
-  const CommittedRunState on_disk = load_run_state(dir);
-  const std::string& state_path = on_disk.trainer_state_path;
-  const std::string& ckpt_path = on_disk.checkpoint_path;
-  const SafeTensors& state = on_disk.trainer_state;
-  const StoredTrainer stored = read_trainer_metadata(state, state_path);
-  const nlohmann::json& t = stored.t;
-  TrainConfig cfg = stored.cfg;
-  cfg.out = dir;
-  auto note = [&](const char* flag, const std::string& from, const std::string& to) {
-    if (from != to) std::fprintf(stderr, "resume: %s changed from %s to %s\n", flag, from.c_str(), to.c_str());
-  };
-  if (change.epochs > 0) note("--epochs", std::to_string(cfg.epochs), std::to_string(change.epochs)), cfg.epochs = change.epochs;
-  if (!change.data_dir.empty()) {
-    const std::string abs = absolute_path(change.data_dir);
-    note("--data-dir", cfg.data_dir.empty() ? "(default)" : cfg.data_dir, abs);
-    cfg.data_dir = abs;
-  }
-  if (change.log_every != 0) note("--log-every", std::to_string(cfg.log_every), std::to_string(change.log_every)), cfg.log_every = change.log_every;
-  if (change.keep_checkpoints != 0)
-    note("--keep-checkpoints", std::to_string(cfg.keep_checkpoints), std::to_string(change.keep_checkpoints)),
-        cfg.keep_checkpoints = change.keep_checkpoints;
-  cfg.stop_after_steps = change.stop_after_steps;
-  cfg.profile = change.profile;
-  cfg.init.clear();  // the checkpoint below replaces whatever the run started from
-  auto tr = std::make_unique<Trainer>(ctx, cfg, plugins);
-  const SafeTensors& model = on_disk.checkpoint;
-  nlohmann::json meta = checkpoint_metadata(model);
-  if (meta.is_null() || !meta.contains("step") || !meta["step"].is_number_integer() ||
-      meta["step"].get<int64_t>() != t.at("step").get<int64_t>())
-    throw Error(ckpt_path + " and " + state_path + " are from different steps (interrupted while saving?)");
-  load_network_state(*tr->net_, model, {"aux."});
-  std::vector<Parameter*> params = tr->net_->parameters();
-  if (tr->aux_) {
-    if (load_named_tensors(tr->aux_->state(), model) != int(tr->aux_->state().size()))
-      throw Error(ckpt_path + ": the auxiliary module's aux.* tensors are missing or incomplete");
-    params.insert(params.end(), tr->aux_->parameters().begin(), tr->aux_->parameters().end());
-  }
-  for (Parameter* p : params) p->momentum.upload(state.get_f32(p->name + ".momentum", {p->value.numel()}));
-  Impl& s = *tr->impl_;
-  s.loss_sum.upload(state.get_f32("train.loss_sum", {1}));
-  s.correct.upload_u32({uint32_t(state.get_i64("train.correct").at(0))});
-  s.aux_loss_sum.upload(state.get_f32("train.aux_loss_sum", {1}));
-  s.aux_correct.upload_u32({uint32_t(state.get_i64("train.aux_correct").at(0))});
-  s.epoch = t.at("epoch");
-  s.position = t.at("position");
-  s.step = t.at("step");
-  s.train_seconds = t.at("train_seconds");
-  s.train_images = t.at("train_images");
-  s.log_loss_base = t.at("log_loss_base");
-  s.log_correct_base = t.at("log_correct_base");
-  s.log_position_base = t.at("log_position_base");
-  if (s.position > tr->steps_per_epoch())
-    throw Error(state_path + ": position " + std::to_string(s.position) + " is past the epoch's " +
-                std::to_string(tr->steps_per_epoch()) + " steps (another --data-dir or --train-limit?)");
-  // Drop metrics recorded after the checkpoint: the resumed run writes them again.
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    auto r = nlohmann::json::parse(line, nullptr, false);
-    const bool before = !r.is_discarded() && r.is_object() &&
-                        (!r.contains("step") || (r["step"].is_number() && r["step"].get<double>() <= double(s.step)));
-    if (before) kept += line + "\n";
-  }
-  write_file_durably(dir + "/metrics.jsonl", kept);
-  return tr;
-}
 
 // ---- the loop ------------------------------------------------------------------------
 TrainSummary Trainer::run() {
@@ -748,60 +445,4 @@ TrainSummary Trainer::run() {
   write_file_durably(cfg_.out + "/summary.json", summary.json.dump(2) + "\n");
   return summary;
 }
-
-// ---- vkqat eval ----------------------------------------------------------------------
-EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig* used, const QuantPlugins& plugins) {
-  SafeTensors st = read_safetensors(req.checkpoint);
-  nlohmann::json meta = checkpoint_metadata(st);
-  // Folder and cache data are transformed as in training (the checkpoint's data options).
-  DataOptions data_opt;
-  if (!meta.is_null() && meta.contains("data_options")) data_opt = DataOptions::from_json(meta["data_options"]);
-  data_opt.val_split = req.data == "folder" ? data_opt.val_split : 0;
-  if (req.data != "folder" && req.data != "cache") {  // only the normalization carries over
-    DataOptions keep;
-    keep.mean = data_opt.mean, keep.std = data_opt.std;
-    data_opt = keep;
-  }
-  if (req.workers > 0) data_opt.workers = req.workers;
-  Dataset test = load_test_split(req.data, req.data_dir, data_opt);
-  if (req.limit > 0) test = first_n(test, req.limit);
-  if (!meta.is_null() && meta.contains("classes") && !test.class_names.empty() &&
-      meta["classes"].get<std::vector<std::string>>() != test.class_names)
-    throw Error(req.checkpoint + " was trained on other classes than " + req.data_dir + " holds (see its metadata)");
-  ModelConfig mc;
-  if (!meta.is_null() && meta.contains("model")) {
-    mc = ModelConfig::from_json(meta["model"]);
-  } else if (req.model.empty()) {
-    throw Error(req.checkpoint + " has no vkqat metadata (a PyTorch state_dict?): pass --model and --width");
-  }
-  if (!req.model.empty()) mc.name = req.model;
-  if (req.width > 0) mc.width = req.width;
-  if (mc.in_channels != test.channels || mc.height != test.height || mc.width_px != test.width ||
-      mc.classes != test.classes) {
-    if (!meta.is_null())
-      throw Error(req.checkpoint + " was trained on " + std::to_string(mc.in_channels) + "x" + std::to_string(mc.height) +
-                  "x" + std::to_string(mc.width_px) + " images with " + std::to_string(mc.classes) + " classes; --data " +
-                  req.data + " has " + std::to_string(test.channels) + "x" + std::to_string(test.height) + "x" +
-                  std::to_string(test.width) + " with " + std::to_string(test.classes));
-    mc.in_channels = test.channels, mc.height = test.height, mc.width_px = test.width, mc.classes = test.classes;
-  }
-  auto net = build_network(ctx, mc, std::min(req.batch, std::max(1, test.n)));
-  const nlohmann::json quant = meta.is_null() ? nlohmann::json() : meta.value("quant", nlohmann::json());
-  if (!quant.is_null()) {
-    if (!plugins.policy) throw Error(req.checkpoint + " is quantized: evaluating it needs the quantization module");
-    net->apply_quant_policy(*plugins.policy(quant));
-  }
-  load_network_state(*net, st, {"aux."});
-  // The auxiliary head is evaluated too when the checkpoint carries it.
-  std::unique_ptr<AuxiliaryHead> aux;
-  if (!meta.is_null() && meta.value("aux", false) && plugins.aux && st.has("aux.fc.weight")) {
-    aux = plugins.aux(ctx, *net);
-    if (load_named_tensors(aux->state(), st) != int(aux->state().size()))
-      throw Error(req.checkpoint + ": incomplete aux.* tensors");
-  }
-  if (used) *used = mc;
-  Evaluator ev(ctx, *net, test, 0, aux.get());
-  return ev.run();
-}
-
 }  // namespace vkqat::nn

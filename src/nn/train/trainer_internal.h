@@ -1,0 +1,82 @@
+#pragma once
+// What the trainer's source files share (not a public interface): the evaluator, the
+// trainer's state (Trainer::Impl) and small helpers. trainer.cpp holds construction,
+// recording and the training loop; trainer_eval.cpp the test-set evaluation;
+// trainer_resume.cpp the run-state files (save, resume).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "backend/recording.h"
+#include "nn/data/loader.h"
+#include "nn/train/trainer.h"
+
+namespace vkqat::nn {
+namespace trainer_detail {
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// "nan" / "inf" / "1e+06" for messages.
+inline std::string num(double v) {
+  if (std::isnan(v)) return "nan";  // not "-nan"
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+inline std::string absolute_path(const std::string& p) {
+  namespace fs = std::filesystem;
+  if (p.empty()) return p;
+  std::error_code ec;
+  fs::path a = fs::absolute(p, ec).lexically_normal();
+  if (!a.has_filename() && a.has_parent_path() && a != a.root_path()) a = a.parent_path();  // "dir/" -> "dir"
+  return ec ? p : a.string();
+}
+}  // namespace trainer_detail
+
+// Copies a batch into the host staging tensors (padding a partial batch with ignored rows).
+void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b);
+
+// Test-set evaluation of a network: its own recording (eval-mode forward + loss), replayed
+// per batch; a partial last batch is padded with ignored rows.
+class Evaluator {
+ public:
+  Evaluator(Context& ctx, Network& net, const Dataset& data, uint64_t seed, AuxiliaryHead* aux = nullptr);
+  EvalResult run();
+
+ private:
+  Tensor host_x_, host_y_, labels_, loss_sum_, correct_, aux_loss_sum_, aux_correct_, host_logits_;
+  BatchLoader loader_;
+  Recording rec_;
+  bool has_aux_;
+};
+
+struct Trainer::Impl {
+  Context& ctx;
+  Dataset train_set, test_set;
+  std::unique_ptr<BatchLoader> train_loader;
+  Tensor host_x, host_y, labels, step_params;  // host_*: written by the CPU before each replay
+  Tensor loss_sum, correct;                    // train accumulators (reset each epoch)
+  Tensor aux_loss_sum, aux_correct;            // the same for the auxiliary head
+  std::unique_ptr<Recording> train_step;
+  std::unique_ptr<Evaluator> evaluator;
+  int epoch = 0, position = 0;
+  int64_t step = 0;
+  // Train metrics at the last metrics.jsonl step record of this epoch: the next record
+  // reports the mean over the steps since (kept in the checkpoint for exact resumes).
+  float log_loss_base = 0.f;
+  uint32_t log_correct_base = 0;
+  int log_position_base = 0;
+  double train_seconds = 0;
+  int64_t train_images = 0;
+  explicit Impl(Context& c) : ctx(c) {}
+};
+
+// Writes checkpoint + trainer state (momentum, running metrics, data position) to `dir`.
+void save_run_state(const std::string& dir, const TrainConfig& cfg, Network& net, AuxiliaryHead* aux, Trainer::Impl& s);
+
+}  // namespace vkqat::nn
