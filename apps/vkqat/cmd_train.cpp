@@ -1,7 +1,9 @@
 // `vkqat train`, `vkqat eval`, `vkqat inspect`: the training contract of DESIGN.md.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -11,6 +13,7 @@
 #include "commands.h"
 #include "nn/safetensors.h"
 #include "nn/train/checkpoint.h"
+#include "nn/train/distributed.h"
 #include "nn/train/trainer.h"
 #include "quant/policy.h"
 #include "quant/stats_file.h"
@@ -30,14 +33,22 @@ void check_not_same_file(const std::string& in, const std::string& out) {
     throw Error("--out " + out + " is the --checkpoint file itself; write to another path");
 }
 
-int run_train(TrainArgs a) {
+int train_process(TrainArgs a) {
   finish_train_args(a);
+  const int rank = nn::dist::rank(), ranks = nn::dist::size();
+  if (a.sync_bn && ranks > 1)
+    throw Error("--sync-bn is not implemented yet under mpirun (batch norm uses each rank's statistics, as PyTorch "
+                "DDP does without SyncBatchNorm); leave it out, or run in one process where it is a no-op");
   ContextOptions co;
   co.device = a.device;
+  // One Vulkan device per rank on a host: local rank modulo the devices, unless --device or
+  // VKQAT_DEVICE names one.
+  if (nn::dist::active() && co.device < 0 && !std::getenv("VKQAT_DEVICE"))
+    co.device = nn::dist::local_rank() % int(std::max<size_t>(1, enumerate_devices().size()));
   Context ctx(co);
   std::unique_ptr<nn::Trainer> trainer = make_trainer(ctx, a);
   std::unique_ptr<quant::StatsRecorder> stats;
-  if (a.stats_every > 0) {
+  if (a.stats_every > 0 && rank == 0) {  // data-parallel: rank 0 writes the run directory
     const std::string& dir = trainer->config().out;
     if (!a.resume.empty()) quant::truncate_stats_file_after(dir, trainer->step());
     stats = std::make_unique<quant::StatsRecorder>(dir, a.stats_every);
@@ -46,19 +57,40 @@ int run_train(TrainArgs a) {
   // Ctrl-C or SIGTERM (kill, a batch scheduler's time limit): finish the step, checkpoint, stop.
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  std::fprintf(stderr, "training %s (width %d, %llu parameters) on %s, device %s\n",
-               trainer->config().model.name.c_str(), trainer->config().model.width,
-               (unsigned long long)trainer->network().parameter_count(), trainer->config().data.c_str(),
-               ctx.info().name.c_str());
+  if (ranks > 1)
+    std::fprintf(stderr, "%straining on device %d (%s), %d of the global batch of %d\n", nn::dist::rank_prefix().c_str(),
+                 co.device, ctx.info().name.c_str(), trainer->config().batch / ranks, trainer->config().batch);
+  if (rank == 0)
+    std::fprintf(stderr, "training %s (width %d, %llu parameters) on %s, device %s\n",
+                 trainer->config().model.name.c_str(), trainer->config().model.width,
+                 (unsigned long long)trainer->network().parameter_count(), trainer->config().data.c_str(),
+                 ctx.info().name.c_str());
   nn::TrainSummary s = trainer->run();
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   if (s.interrupted) return 130;
+  if (rank != 0) return 0;
   std::printf("test_acc %.4f", s.test_acc);
   if (s.eval.has_aux) std::printf("  aux_test_acc %.4f", s.eval.aux_acc);
   std::printf("  test_loss %.4f  train %.0f images/s  %.1f s  -> %s/summary.json\n", s.test_loss,
               s.train_images_per_s, s.seconds, trainer->config().out.c_str());
   return 0;
+}
+
+// Under mpirun every rank runs train_process; an error on any rank (a bad flag, a device
+// that fails) stops them all (MPI_Abort), never leaving the others in a collective.
+int run_train(const TrainArgs& a) {
+  nn::dist::init_if_launched(nullptr, nullptr);
+  if (!nn::dist::active()) return train_process(a);
+  int code = 0;
+  try {
+    code = train_process(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vkqat train: %serror: %s\n", nn::dist::rank_prefix().c_str(), e.what());
+    nn::dist::abort(1);
+  }
+  nn::dist::finalize();
+  return code;
 }
 
 int run_eval(const nn::EvalRequest& req, int device, bool json) {

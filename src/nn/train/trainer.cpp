@@ -12,6 +12,7 @@
 #include "nn/ops/cross_entropy.h"
 #include "nn/ops/sgd.h"
 #include "nn/train/checkpoint.h"
+#include "nn/train/distributed.h"
 #include "nn/train/run_state.h"
 #include "nn/train/trainer_internal.h"
 
@@ -80,6 +81,12 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   cfg_.model.width_px = s.train_set.width;
   cfg_.model.classes = s.train_set.classes;
   plugins_ = plugins;
+  // Data-parallel: --batch-size stays the global batch; each rank trains on its shard.
+  s.world = dist::size(), s.rank = dist::rank(), s.data_parallel = dist::active();
+  if (cfg_.batch % s.world != 0)
+    throw Error("--batch-size " + std::to_string(cfg_.batch) + " (the global batch) does not divide among the " +
+                std::to_string(s.world) + " MPI ranks: use a multiple of " + std::to_string(s.world));
+  s.local_batch = cfg_.batch / s.world;
   const bool quantizers_loaded = build_model();
 
   // Streamed sets augment in their source; --augment picks the built-in sets' loader augmentation.
@@ -87,7 +94,7 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
       s.train_set, cfg_.batch, true, cfg_.seed,
       s.train_set.source ? LoaderOptions{} : loader_options_for_augment(cfg_.data_options.augment));
 
-  const int b = cfg_.batch;
+  const int b = s.local_batch;
   s.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
   s.host_y = Tensor(ctx, {b}, DType::U32, MemoryKind::Host);
   s.labels = Tensor(ctx, {b}, DType::U32);
@@ -105,7 +112,7 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
 bool Trainer::build_model() {
   Context& ctx = impl_->ctx;
   const QuantPlugins& plugins = plugins_;
-  net_ = build_network(ctx, cfg_.model, cfg_.batch);
+  net_ = build_network(ctx, cfg_.model, impl_->local_batch);
   net_->init(cfg_.seed);
   // --init first (full-precision weights; quantizer and aux tensors are picked up below),
   // then the quantizers: LSQ initialises its steps from the weights it is given.
@@ -136,14 +143,52 @@ void Trainer::record_step() {
   Recording& rec = *s.train_step;
   rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
   rec.copy(s.host_y.view(), s.labels.view(), "upload labels");
-  record_training_step(rec, *net_, aux_.get(), cfg_,
-                       {&s.labels, &s.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct});
-  rec.finish();
+  const StepBuffers buffers{&s.labels, &s.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct};
+  if (!s.data_parallel) {
+    record_training_step(rec, *net_, aux_.get(), cfg_, buffers);
+    rec.finish();
+  } else {
+    // The gradients leave the device in one flat host-visible buffer (one all-reduce), in
+    // trained_parameters' order; each starts at an aligned offset (copies into sub-views).
+    record_forward_backward(rec, *net_, aux_.get(), cfg_, buffers);
+    const std::vector<Parameter*> params = trained_parameters(*net_, aux_.get());
+    const uint64_t align = std::max<uint64_t>(256, s.ctx.info().min_storage_offset_alignment);
+    std::vector<uint64_t> offsets;
+    uint64_t bytes = 0;
+    for (Parameter* p : params) {
+      offsets.push_back(bytes);
+      bytes = (bytes + p->grad.bytes() + align - 1) / align * align;
+    }
+    s.grad_floats = int64_t(bytes / 4);
+    s.grad_flat = Tensor(s.ctx, {int(std::max<int64_t>(1, s.grad_floats))}, DType::F32, MemoryKind::Host);
+    std::memset(s.grad_flat.view().mapped, 0, s.grad_flat.bytes());
+    for (size_t i = 0; i < params.size(); ++i)
+      rec.copy(params[i]->grad.view(), s.grad_flat.view().sub(offsets[i], params[i]->grad.bytes()), "gradients to host");
+    rec.finish();
+    s.update_step = std::make_unique<Recording>(s.ctx);
+    for (size_t i = 0; i < params.size(); ++i)
+      s.update_step->copy(s.grad_flat.view().sub(offsets[i], params[i]->grad.bytes()), params[i]->grad.view(),
+                          "gradients from host");
+    record_optimizer(*s.update_step, *net_, aux_.get(), cfg_, buffers);
+    s.update_step->finish();
+  }
   s.evaluator = std::make_unique<Evaluator>(s.ctx, *net_, s.test_set, cfg_.seed, aux_.get());
+}
+
+std::vector<Parameter*> trained_parameters(Network& net, AuxiliaryHead* aux) {
+  std::vector<Parameter*> params = net.parameters();
+  if (aux) params.insert(params.end(), aux->parameters().begin(), aux->parameters().end());
+  return params;
 }
 
 void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
                           const StepBuffers& b) {
+  record_forward_backward(rec, net, aux, cfg, b);
+  record_optimizer(rec, net, aux, cfg, b);
+}
+
+void record_forward_backward(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
+                             const StepBuffers& b) {
   net.forward(rec, /*train=*/true);
   if (aux) aux->forward(rec, /*train=*/true);
   // loss = CE(LP) + lambda CE(aux): each head's gradient carries its weight.
@@ -155,9 +200,10 @@ void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, cons
     aux->backward(rec);  // writes the gradients the network adds at its taps
   }
   net.backward(rec);
-  std::vector<Parameter*> params = net.parameters();
-  if (aux) params.insert(params.end(), aux->parameters().begin(), aux->parameters().end());
-  for (Parameter* p : params) {
+}
+
+void record_optimizer(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg, const StepBuffers& b) {
+  for (Parameter* p : trained_parameters(net, aux)) {
     SgdOptions o;
     o.momentum = cfg.momentum;
     o.nesterov = cfg.nesterov;
@@ -182,7 +228,8 @@ void Trainer::initialise_quantizers_from_data() {
   Batch first;
   s.train_loader->start_epoch(0);
   s.train_loader->make_batch(0, first);
-  fill_host_batch(s.host_x, s.host_y, first);
+  take_shard(first, s.rank, s.world, s.shard);
+  fill_host_batch(s.host_x, s.host_y, s.shard);
   for (ActQuantizer* q : wants) q->set_data_init(true);
   {
     Recording rec(s.ctx);
@@ -265,18 +312,73 @@ int64_t Trainer::steps_per_epoch() const { return impl_->train_loader->batches_p
 int64_t Trainer::step() const { return impl_->step; }
 
 // ---- the loop ------------------------------------------------------------------------
+// Under mpirun, an error on one rank stops every rank (MPI_Abort) instead of leaving the
+// others waiting in the next all-reduce.
 TrainSummary Trainer::run() {
+  if (!impl_->data_parallel) return run_loop();
+  try {
+    return run_loop();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vkqat train: %serror: %s (stopping every rank)\n", dist::rank_prefix().c_str(), e.what());
+    dist::abort(1);
+  }
+}
+
+void Trainer::broadcast_state() {
+  Impl& s = *impl_;
+  auto send = [](Tensor& t) {
+    std::vector<float> v = t.download();
+    dist::broadcast(v.data(), v.size() * sizeof(float));
+    t.upload(v);
+  };
+  for (const auto& [name, t] : net_->state()) send(*t);
+  if (aux_)
+    for (const auto& [name, t] : aux_->state()) send(*t);
+  for (Parameter* p : trained_parameters(*net_, aux_.get())) send(p->momentum);
+  for (Tensor* t : {&s.loss_sum, &s.aux_loss_sum, &s.correct, &s.aux_correct})  // host-visible, 4 bytes each
+    dist::broadcast(t->view().mapped, 4);
+}
+
+void Trainer::check_ranks_agree() {
+  // FNV-1a over the bytes of every parameter and momentum: the all-reduced gradients are
+  // the same on every rank, so the weights must stay bit-identical.
+  uint64_t h = 1469598103934665603ull;
+  for (Parameter* p : trained_parameters(*net_, aux_.get()))
+    for (const Tensor* t : {&p->value, &p->momentum})
+      for (float f : t->download()) {
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        for (int k = 0; k < 4; ++k) h = (h ^ ((u >> (8 * k)) & 0xff)) * 1099511628211ull;
+      }
+  uint64_t root = h;
+  dist::broadcast(&root, sizeof root);
+  if (root != h)
+    throw Error("the parameters of rank " + std::to_string(impl_->rank) + " differ from rank 0's at step " +
+                std::to_string(impl_->step) + " (the all-reduce did not give every rank the same gradients)");
+}
+
+TrainSummary Trainer::run_loop() {
   Impl& s = *impl_;
   if (cfg_.out.empty()) throw Error("--out RUN_DIR is required");
-  std::error_code ec;
-  fs::create_directories(cfg_.out, ec);
-  if (ec || !fs::is_directory(cfg_.out)) throw Error("--out " + cfg_.out + ": cannot create directory");
-  if (!s.train_set.class_names.empty())  // label i is classes.json[i]
-    write_file_durably(cfg_.out + "/classes.json", nlohmann::json(s.train_set.class_names).dump(1) + "\n");
-  std::ofstream metrics(cfg_.out + "/metrics.jsonl", std::ios::app);
+  const bool root = s.rank == 0;  // only rank 0 writes the run directory
+  if (root) {
+    std::error_code ec;
+    fs::create_directories(cfg_.out, ec);
+    if (ec || !fs::is_directory(cfg_.out)) throw Error("--out " + cfg_.out + ": cannot create directory");
+    if (!s.train_set.class_names.empty())  // label i is classes.json[i]
+      write_file_durably(cfg_.out + "/classes.json", nlohmann::json(s.train_set.class_names).dump(1) + "\n");
+  }
+  std::ofstream metrics(root ? cfg_.out + "/metrics.jsonl" : "/dev/null", std::ios::app);
   if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl");
+  // Every rank starts from rank 0's weights (seeded init, --init or --resume alike).
+  if (s.world > 1) broadcast_state();
+  // A test switch: this rank fails at that step (the others must stop within seconds).
+  const char* fault_rank_env = std::getenv("VKQAT_FAULT_RANK");
+  const char* fault_step_env = std::getenv("VKQAT_FAULT_STEP");
+  const int fault_rank = fault_rank_env ? std::atoi(fault_rank_env) : -1;
+  const int64_t fault_step = fault_step_env ? std::atoll(fault_step_env) : 2;
 
-  const bool tty = isatty(fileno(stderr));
+  const bool tty = root && isatty(fileno(stderr));
   const int64_t steps_per_epoch = s.train_loader->batches_per_epoch();
   float* lr_slot = static_cast<float*>(s.step_params.view().mapped);
   float* loss_sum = static_cast<float*>(s.loss_sum.view().mapped);
@@ -297,9 +399,11 @@ TrainSummary Trainer::run() {
   int steps_this_process = 0;
   g_stop = false;
   auto interrupt = [&] {
+    if (s.world > 1) check_ranks_agree();
     save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);
     if (tty) std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "stopped at step %lld; continue with: vkqat train --resume %s\n", (long long)s.step,
+    if (root)
+      std::fprintf(stderr, "stopped at step %lld; continue with: vkqat train --resume %s\n", (long long)s.step,
                  cfg_.out.c_str());
     summary.interrupted = true;
     return summary;
@@ -320,12 +424,39 @@ TrainSummary Trainer::run() {
       auto t0 = Clock::now();
       if (!s.train_loader->next(batch)) break;
       const double waited = seconds_since(t0);  // time the device waited for the data pipeline
-      fill_host_batch(s.host_x, s.host_y, batch);
+      take_shard(batch, s.rank, s.world, s.shard);
+      fill_host_batch(s.host_x, s.host_y, s.shard);
       const float lr = scheduled_lr(cfg_, s.step, steps_per_epoch);
       lr_slot[0] = lr;
       const float loss_before = *loss_sum, aux_loss_before = *aux_loss_sum;
       const uint32_t correct_before = *correct, aux_correct_before = *aux_correct;
+      if (s.rank == fault_rank && s.step + 1 == fault_step)
+        throw Error("VKQAT_FAULT_RANK=" + std::to_string(fault_rank) + ": simulated failure at step " +
+                    std::to_string(fault_step));
       s.train_step->run();
+      bool stop_everywhere = g_stop;
+      if (s.data_parallel) {
+        // Sum of the ranks' mean gradients / N = the gradient of the global batch's mean loss
+        // (cross_entropy scales by 1 / local batch).
+        const auto ta = Clock::now();
+        float* g = static_cast<float*>(s.grad_flat.view().mapped);
+        dist::allreduce_sum(g, size_t(s.grad_floats));
+        if (s.world > 1)
+          for (int64_t i = 0; i < s.grad_floats; ++i) g[i] *= 1.f / float(s.world);
+        const auto tu = Clock::now();
+        s.allreduce_seconds += std::chrono::duration<double>(tu - ta).count();
+        s.update_step->run();
+        s.update_seconds += seconds_since(tu);
+        ++s.data_parallel_steps;
+        // This step's loss and accuracy over the global batch, and the stop flag of any rank
+        // (a signal reaches each rank at another moment): one small all-reduce.
+        float tiny[5] = {*loss_sum - loss_before, float(*correct - correct_before), *aux_loss_sum - aux_loss_before,
+                         float(*aux_correct - aux_correct_before), g_stop ? 1.f : 0.f};
+        dist::allreduce_sum(tiny, 5);
+        *loss_sum = loss_before + tiny[0], *correct = correct_before + uint32_t(tiny[1]);
+        *aux_loss_sum = aux_loss_before + tiny[2], *aux_correct = aux_correct_before + uint32_t(tiny[3]);
+        stop_everywhere = tiny[4] > 0;
+      }
       // The divergence guard: the loss accumulators are host-visible and this replay has
       // completed, so the check costs no extra synchronization.
       if (!std::isfinite(*loss_sum) || (aux_ && !std::isfinite(*aux_loss_sum))) {
@@ -399,11 +530,11 @@ TrainSummary Trainer::run() {
                        100.0 * DataWait::frac(wait.epoch_wait, wait.epoch_total), format_eta(eta).c_str());
         }
       }
-      if (g_stop || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) return interrupt();
+      if ((s.data_parallel ? stop_everywhere : g_stop.load()) || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) return interrupt();
     }
     const double train_loss = *loss_sum / double(steps_per_epoch * cfg_.batch);
     const double train_acc = *correct / double(steps_per_epoch * cfg_.batch);
-    last_eval = evaluate();
+    if (root) last_eval = evaluate();  // the test set on rank 0 only (its BN statistics are saved)
     if (hooks_) hooks_->after_epoch(*this, {s.epoch + 1, s.step, train_loss, train_acc, &last_eval});
     metrics << nlohmann::json{{"type", "epoch"},         {"epoch", s.epoch + 1},       {"step", s.step},
                               {"train_loss", train_loss}, {"train_acc", train_acc},     {"test_loss", last_eval.loss},
@@ -416,14 +547,17 @@ TrainSummary Trainer::run() {
     metrics.flush();
     if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl (disk full?)");
     if (tty) std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%", s.epoch + 1, cfg_.epochs,
-                 train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc);
-    if (last_eval.has_aux) std::fprintf(stderr, " | aux head test acc %.2f%%", 100 * last_eval.aux_acc);
-    std::fprintf(stderr, " | %.0f img/s\n", s.train_images / s.train_seconds);
+    if (root) {
+      std::fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%%", s.epoch + 1, cfg_.epochs,
+                   train_loss, 100 * train_acc, last_eval.loss, 100 * last_eval.acc);
+      if (last_eval.has_aux) std::fprintf(stderr, " | aux head test acc %.2f%%", 100 * last_eval.aux_acc);
+      std::fprintf(stderr, " | %.0f img/s\n", s.train_images / s.train_seconds);
+    }
     ++s.epoch, s.position = 0;
+    if (s.world > 1) check_ranks_agree();
     save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);  // a finished epoch is never lost
   }
-  if (last_eval.images == 0) last_eval = evaluate();  // resumed a run that had already finished
+  if (root && last_eval.images == 0) last_eval = evaluate();  // resumed a run that had already finished
 
   summary.eval = last_eval;
   summary.test_acc = last_eval.acc;
@@ -442,6 +576,20 @@ TrainSummary Trainer::run() {
                   {"device", s.ctx.info().name + " (" + s.ctx.info().driver_name + ")"},
                   {"parameters", net_->parameter_count()},
                   {"config", cfg_.to_json()}};
+  if (s.data_parallel) {
+    // What the data-parallel step costs beyond the single-process one (per step, this rank).
+    const double n = double(std::max<int64_t>(1, s.data_parallel_steps));
+    summary.json["data_parallel"] = {{"ranks", s.world},
+                                     {"batch_per_rank", s.local_batch},
+                                     {"gradient_bytes", s.grad_floats * 4},
+                                     {"allreduce_ms_per_step", 1e3 * s.allreduce_seconds / n},
+                                     {"update_ms_per_step", 1e3 * s.update_seconds / n}};
+    if (root)
+      std::fprintf(stderr, "data-parallel over %d ranks: all-reduce of %.2f MB of gradients %.2f ms per step, "
+                   "optimizer recording %.2f ms per step\n", s.world, s.grad_floats * 4e-6,
+                   1e3 * s.allreduce_seconds / n, 1e3 * s.update_seconds / n);
+  }
+  if (!root) return summary;
   write_file_durably(cfg_.out + "/summary.json", summary.json.dump(2) + "\n");
   return summary;
 }

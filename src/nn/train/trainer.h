@@ -119,6 +119,9 @@ class Trainer {
   // Builds net_ (+ quantizers, aux head) for cfg_; returns whether quantizer tensors came from --init.
   bool build_model();
   void record_step();  // (re-)records the training step and the evaluator
+  TrainSummary run_loop();
+  void broadcast_state();      // rank 0's weights, momenta and train accumulators to every rank
+  void check_ranks_agree();    // every rank's parameters equal rank 0's (Error otherwise)
   std::unique_ptr<Impl> impl_;
   TrainConfig cfg_;
   QuantPlugins plugins_;
@@ -138,6 +141,14 @@ struct StepBuffers {
 // update of every parameter (weight decay only where the parameter asks for it).
 void record_training_step(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
                           const StepBuffers& b);
+// The two halves of record_training_step, for data-parallel training (the gradients are
+// all-reduced between them): forward, loss and backward; then the SGD update.
+void record_forward_backward(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg,
+                             const StepBuffers& b);
+void record_optimizer(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg, const StepBuffers& b);
+// Every trained parameter in the one fixed order the optimizer and the all-reduce use:
+// the network's (incl. quantizer parameters), then the auxiliary module's.
+std::vector<Parameter*> trained_parameters(Network& net, AuxiliaryHead* aux);
 
 // Evaluates a checkpoint (vkqat or PyTorch state_dict in safetensors) on a test set.
 struct EvalRequest {

@@ -85,6 +85,25 @@ void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b) {
   }
 }
 
+void take_shard(const Batch& global, int rank, int world, Batch& out) {
+  if (world == 1) {
+    out = global;
+    return;
+  }
+  if (global.size % world != 0)
+    throw Error("a batch of " + std::to_string(global.size) + " images does not divide among " + std::to_string(world) +
+                " ranks");
+  const size_t n = size_t(global.size / world), first = size_t(rank) * n;
+  const size_t per_image = global.size ? global.x.size() / size_t(global.size) : 0;
+  out.size = int(n);
+  out.x.assign(global.x.begin() + long(first * per_image), global.x.begin() + long((first + n) * per_image));
+  out.y.assign(global.y.begin() + long(first), global.y.begin() + long(first + n));
+  if (global.index.size() == size_t(global.size))
+    out.index.assign(global.index.begin() + long(first), global.index.begin() + long(first + n));
+  else
+    out.index.clear();
+}
+
 EvalResult Trainer::evaluate() { return impl_->evaluator->run(); }
 
 

@@ -40,6 +40,8 @@ inline std::string absolute_path(const std::string& p) {
 
 // Copies a batch into the host staging tensors (padding a partial batch with ignored rows).
 void fill_host_batch(Tensor& host_x, Tensor& host_y, const Batch& b);
+// Rows [rank * n / world, (rank + 1) * n / world) of a full global batch of n images.
+void take_shard(const Batch& global, int rank, int world, Batch& out);
 
 // Test-set evaluation of a network: its own recording (eval-mode forward + loss), replayed
 // per batch; a partial last batch is padded with ignored rows.
@@ -73,6 +75,18 @@ struct Trainer::Impl {
   int log_position_base = 0;
   double train_seconds = 0;
   int64_t train_images = 0;
+  // Data-parallel (under mpirun, see distributed.h): the network holds this rank's shard
+  // of the global batch; the step is two recordings, forward+backward ending with the
+  // gradients copied into grad_flat (host-visible, one all-reduce), and the optimizer
+  // (gradients copied back, SGD).
+  int world = 1, rank = 0, local_batch = 0;
+  bool data_parallel = false;  // MPI active (also for one rank: the split path)
+  Tensor grad_flat;
+  int64_t grad_floats = 0;    // used floats of grad_flat (alignment gaps stay zero)
+  std::unique_ptr<Recording> update_step;
+  Batch shard;
+  double allreduce_seconds = 0, update_seconds = 0;
+  int64_t data_parallel_steps = 0;
   explicit Impl(Context& c) : ctx(c) {}
 };
 

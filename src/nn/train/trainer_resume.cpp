@@ -30,6 +30,7 @@ static nlohmann::json model_metadata(const TrainConfig& c, const Dataset& d) {
 // momentum buffers, the epoch's running train metrics, and where the data order stands.
 void save_run_state(const std::string& dir, const TrainConfig& cfg, Network& net, AuxiliaryHead* aux,
                            Trainer::Impl& s) {
+  if (s.rank != 0) return;  // data-parallel: rank 0 writes the run directory
   SafeTensors model = network_state(net, s.step);
   std::vector<Parameter*> params = net.parameters();
   if (aux) {
@@ -166,6 +167,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, c
   if (s.position > tr->steps_per_epoch())
     throw Error(state_path + ": position " + std::to_string(s.position) + " is past the epoch's " +
                 std::to_string(tr->steps_per_epoch()) + " steps (another --data-dir or --train-limit?)");
+  if (s.rank != 0) return tr;  // data-parallel: rank 0 writes the run directory
   // Drop metrics recorded after the checkpoint: the resumed run writes them again.
   std::ifstream in(dir + "/metrics.jsonl");
   std::string line, kept;

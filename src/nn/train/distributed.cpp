@@ -1,0 +1,119 @@
+#include "nn/train/distributed.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "backend/error.h"
+
+#ifdef VKQAT_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace vkqat::nn::dist {
+namespace {
+bool g_active = false;
+int g_rank = 0, g_size = 1, g_local_rank = 0;
+
+// The launcher's world size from its environment (OpenMPI, PMIx, Slurm/MPICH PMI); 0 when
+// this process was not started by a launcher.
+int launcher_world_size() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  if (std::getenv("PMIX_RANK")) return 1;
+  return 0;
+}
+}  // namespace
+
+bool built_with_mpi() {
+#ifdef VKQAT_HAVE_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+void init_if_launched(int* argc, char*** argv) {
+  if (g_active) return;
+  const int launched = launcher_world_size();
+  if (launched == 0) return;
+#ifdef VKQAT_HAVE_MPI
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) MPI_Init(argc, argv);
+  // Errors in collectives end the job instead of returning codes nobody checks.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &g_local_rank);
+  MPI_Comm_free(&local);
+  g_active = true;
+#else
+  (void)argc, (void)argv;
+  if (launched > 1)
+    throw Error("started by mpirun with " + std::to_string(launched) +
+                " ranks, but this vkqat was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+}
+
+void finalize() {
+#ifdef VKQAT_HAVE_MPI
+  if (!g_active) return;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+  g_active = false;
+#endif
+}
+
+bool active() { return g_active; }
+int rank() { return g_rank; }
+int size() { return g_size; }
+int local_rank() { return g_local_rank; }
+
+void allreduce_sum(float* data, size_t n) {
+#ifdef VKQAT_HAVE_MPI
+  if (!g_active || g_size == 1) return;
+  // MPI counts are int: large buffers go in pieces (each a deterministic reduction).
+  constexpr size_t kChunk = size_t(1) << 30;
+  for (size_t off = 0; off < n; off += kChunk)
+    MPI_Allreduce(MPI_IN_PLACE, data + off, int(std::min(kChunk, n - off)), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+#else
+  (void)data, (void)n;
+#endif
+}
+
+void broadcast(void* data, size_t bytes, int root) {
+#ifdef VKQAT_HAVE_MPI
+  if (!g_active || g_size == 1) return;
+  constexpr size_t kChunk = size_t(1) << 30;
+  for (size_t off = 0; off < bytes; off += kChunk)
+    MPI_Bcast(static_cast<char*>(data) + off, int(std::min(kChunk, bytes - off)), MPI_BYTE, root, MPI_COMM_WORLD);
+#else
+  (void)data, (void)bytes, (void)root;
+#endif
+}
+
+void barrier() {
+#ifdef VKQAT_HAVE_MPI
+  if (g_active) MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
+
+void abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+#ifdef VKQAT_HAVE_MPI
+  if (g_active) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::exit(code);
+}
+
+std::string rank_prefix() {
+  if (g_size <= 1) return "";
+  return "rank " + std::to_string(g_rank) + "/" + std::to_string(g_size) + ": ";
+}
+
+}  // namespace vkqat::nn::dist

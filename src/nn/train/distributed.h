@@ -1,0 +1,35 @@
+#pragma once
+// Data-parallel training across processes: the few collective operations the trainer needs,
+// behind a small interface so that nothing else includes mpi.h. Built with MPI
+// (VKQAT_HAVE_MPI) and started by mpirun, these talk to the other ranks; otherwise the
+// world is one process and every call is a no-op (or an identity).
+#include <cstddef>
+#include <string>
+
+namespace vkqat::nn::dist {
+
+// Initialises MPI when this process was started by mpirun/srun (their environment
+// variables say so); does nothing otherwise. Throws Error when mpirun started several
+// ranks of a binary built without MPI (they would all write the same run directory).
+void init_if_launched(int* argc, char*** argv);
+// MPI_Finalize if init_if_launched initialised MPI (idempotent).
+void finalize();
+
+bool built_with_mpi();
+bool active();    // MPI initialised (also true for `mpirun -n 1`)
+int rank();       // 0 when not active
+int size();       // 1 when not active
+int local_rank(); // rank among the processes on this host (device choice); 0 when not active
+
+// Element-wise sum over all ranks, in place; the same fixed reduction on every call.
+void allreduce_sum(float* data, size_t n);
+// Root's bytes to every rank.
+void broadcast(void* data, size_t bytes, int root = 0);
+void barrier();
+// Stops every rank of the job (MPI_Abort); without MPI, std::exit(code).
+[[noreturn]] void abort(int code);
+
+// "rank 1/4: " under MPI with several ranks, "" otherwise (message prefix).
+std::string rank_prefix();
+
+}  // namespace vkqat::nn::dist
