@@ -85,7 +85,7 @@ struct Trainer::Impl {
   int64_t grad_floats = 0;    // used floats of grad_flat (alignment gaps stay zero)
   std::unique_ptr<Recording> update_step;
   Batch shard;
-  double allreduce_seconds = 0, update_seconds = 0;
+  double wait_seconds = 0, allreduce_seconds = 0, update_seconds = 0;
   int64_t data_parallel_steps = 0;
   explicit Impl(Context& c) : ctx(c) {}
 };
