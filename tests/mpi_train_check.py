@@ -14,6 +14,8 @@ usage: mpi_train_check.py CASE VKQAT WORKDIR
              bit; a 2-rank checkpoint resumes in one process (another N).
   fault      VKQAT_FAULT_RANK=1: rank 1 fails at step 3; every rank exits non-zero within
              seconds, with a message naming rank 1.
+  sigterm    SIGTERM to mpirun mid-run: every rank stops at the same step boundary, rank 0
+             checkpoints ("stopped at step N"), the job exits within seconds.
   usage      a global batch that does not divide among the ranks, and --sync-bn under mpirun,
              are clear errors (exit 1).
 """
@@ -158,7 +160,35 @@ def case_usage(vkqat, work):
     print("--batch-size 15 and --sync-bn on 2 ranks: clear errors, exit 1")
 
 
-CASES = {"one-rank": case_one_rank, "two-ranks": case_two_ranks, "resume": case_resume, "fault": case_fault,
+def case_sigterm(vkqat, work):
+    args = [a for a in ARGS]
+    args[args.index("--train-limit") + 1] = "0"  # every image, 3 epochs: far longer than the test waits
+    args[args.index("--epochs") + 1] = "3"
+    args[args.index("--log-every") + 1] = "50"
+    out = f"{work}/sig"
+    p = subprocess.Popen(["mpirun", "-n", "2", "--oversubscribe", vkqat, "train"] + args + ["--out", out], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and p.poll() is None:  # until training is under way
+        if os.path.exists(f"{out}/metrics.jsonl") and os.path.getsize(f"{out}/metrics.jsonl") > 0:
+            break
+        time.sleep(0.5)
+    if p.poll() is not None:
+        fail(f"the run ended before the signal:\n{p.stderr.read()[-3000:]}")
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        fail("mpirun still running 30 s after SIGTERM")
+    dt = time.time() - t0
+    if p.returncode == 0 or "stopped at step" not in err:
+        fail(f"after SIGTERM: exit {p.returncode}, no 'stopped at step' message:\n{err[-3000:]}")
+    print(f"SIGTERM: every rank stopped, rank 0 checkpointed, mpirun exited {p.returncode} after {dt:.1f} s")
+
+
+CASES = {"one-rank": case_one_rank, "two-ranks": case_two_ranks, "resume": case_resume, "fault": case_fault, "sigterm": case_sigterm,
          "usage": case_usage}
 
 if __name__ == "__main__":
