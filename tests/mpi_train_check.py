@@ -10,6 +10,9 @@ usage: mpi_train_check.py CASE VKQAT WORKDIR
              checks at each checkpoint); losses and weights close to one process. Not equal:
              batch norm normalises with each rank's statistics (8 images, not 16), as PyTorch
              DDP without SyncBatchNorm; every built-in model has batch norm.
+  quant      W4A4 CG-PACT + SAT + aux module on 2 ranks: the quantized step splits and runs,
+             and every rank's parameters (quantizer alphas and aux.* included: the optimizer
+             and the all-reduce walk the same list) equal rank 0's at the final checkpoint.
   resume     2 ranks stopped at step 10 and resumed with 2 ranks = 20 steps straight, bit for
              bit; a 2-rank checkpoint resumes in one process (another N).
   fault      VKQAT_FAULT_RANK=1: rank 1 fails at step 3; every rank exits non-zero within
@@ -121,6 +124,21 @@ def case_two_ranks(vkqat, work):
     print(f"2 ranks vs one process: losses within {worst:.4f}, weights within {rel:.4f} relative L2")
 
 
+def case_quant(vkqat, work):
+    args = list(ARGS)
+    args[args.index("--model") + 1] = "resnet20"
+    args[args.index("--train-limit") + 1] = "160"  # 10 steps
+    args += ["--wbits", "4", "--abits", "4", "--quantizer", "cgpact", "--sat", "--aux"]
+    mpirun(2, vkqat, args + ["--out", f"{work}/q2"])
+    summary = json.load(open(f"{work}/q2/summary.json"))
+    if summary.get("aux_test_acc") is None or summary.get("data_parallel", {}).get("ranks") != 2:
+        fail(f"summary.json of the quantized 2-rank run: {summary}")
+    steps = [s for s, _ in step_losses(f"{work}/q2")]
+    if steps != list(range(1, 11)):
+        fail(f"quantized 2-rank run recorded steps {steps}")
+    print("W4A4 CG-PACT + SAT + aux on 2 ranks: 10 steps, every rank's parameters equal rank 0's")
+
+
 def case_resume(vkqat, work):
     mpirun(2, vkqat, ARGS + ["--out", f"{work}/straight"])
     p, _ = mpirun(2, vkqat, ARGS + ["--out", f"{work}/resumed", "--stop-after-steps", "10"], expect=130)
@@ -188,7 +206,7 @@ def case_sigterm(vkqat, work):
     print(f"SIGTERM: every rank stopped, rank 0 checkpointed, mpirun exited {p.returncode} after {dt:.1f} s")
 
 
-CASES = {"one-rank": case_one_rank, "two-ranks": case_two_ranks, "resume": case_resume, "fault": case_fault, "sigterm": case_sigterm,
+CASES = {"one-rank": case_one_rank, "two-ranks": case_two_ranks, "resume": case_resume, "quant": case_quant, "fault": case_fault, "sigterm": case_sigterm,
          "usage": case_usage}
 
 if __name__ == "__main__":
