@@ -7,6 +7,8 @@
 #include "backend/error.h"
 
 #ifdef VKQAT_HAVE_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only (the C++ bindings are deprecated)
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 
