@@ -13,7 +13,9 @@
 //    subgroupAdd and those of several workgroups with conv2d_split_sum.
 //  - tiled (GPUs): conv2d_{fwd,bwd_data,bwd_weight}_tiled, 64x64 tiles through shared
 //    memory, 16-deep k slices, 4x4 per invocation.
-//  - depthwise: simple direct kernels conv2d_dw_*, used by both variants.
+//  - depthwise (both variants): conv2d_dw_{fwd,bwd_data}_blocked / conv2d_dw_bwd_weight_split
+//    (conv2d_dw_blocked_body.glsl), or the direct one-output-per-invocation conv2d_dw_* kernels
+//    (VKQAT_DW_VARIANT=direct, for comparison).
 // Notes from tuning on lavapipe (Mesa 22.3, 2 cores, 8-wide subgroups): every SSBO load is
 // a scalar loop over the SIMD lanes, uniform address or not, and costs as much as tens of
 // multiply-adds; a vec4 load costs about 1.5 scalar ones; subgroupShuffle with a constant
@@ -38,6 +40,7 @@ namespace vkqat::nn {
 namespace {
 
 std::atomic<ConvVariant> g_variant{ConvVariant::Auto};
+std::atomic<DepthwiseVariant> g_dw_variant{DepthwiseVariant::Auto};
 
 // Mirrors the push-constant block of shaders/conv2d_common.glsl.
 struct ConvPush {
@@ -249,6 +252,63 @@ void record_depthwise(Recording& rec, const Conv2dShape& s, const char* shader, 
   rec.dispatch_1d(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate), uint64_t(invocations), shader);
 }
 
+// Columns per invocation of the blocked kernels: 4 (a 3x3 stride-1 window row then loads 6
+// inputs for 12 multiply-adds instead of 12); backward-data rounds up to a multiple of the
+// stride (see the shader).
+constexpr int kDwColumns = 4;
+int dw_bwd_data_columns(const Conv2dShape& s) { return (kDwColumns + s.stride - 1) / s.stride * s.stride; }
+
+std::vector<uint32_t> dw_spec(const Conv2dShape& s, int columns, int units_per_chunk = 1, uint32_t local = 64) {
+  return {u32(s.kh), u32(s.kw), u32(s.stride), u32(s.pad), u32(columns), u32(units_per_chunk), local};
+}
+
+// Forward (bwd_data = false) or backward-data: one row segment of `columns` per invocation.
+void record_dw_blocked(Recording& rec, const Conv2dShape& s, bool bwd_data, const Tensor& in, const Tensor& w,
+                       Tensor& out, bool accumulate) {
+  const int columns = bwd_data ? dw_bwd_data_columns(s) : kDwColumns;
+  const int rows = bwd_data ? s.h : s.out_h(), cols = bwd_data ? s.w : s.out_w();
+  const char* name = bwd_data ? "conv2d_dw_bwd_data_blocked" : "conv2d_dw_fwd_blocked";
+  const uint32_t local = pick_workgroup_size(rec.context().info(), 64);
+  const Kernel& k = rec.context().kernel(name, {local, 1, 1}, dw_spec(s, columns));
+  const int64_t units = int64_t(s.n) * s.c_in * rows * ((cols + columns - 1) / columns);
+  rec.dispatch_1d(k, {in.view(), w.view(), out.view()}, make_push(s, accumulate), uint64_t(units), name);
+}
+
+// Backward-weight split over (chunk, channel) workgroups. Units (n, oh, column block) of a
+// channel are cut into chunks so that there are enough workgroups to fill the device (a
+// GPU wants hundreds; a CPU driver a few per thread) while every invocation keeps several
+// units to amortize the workgroup reduction; the chunk partials are merged in order.
+void record_dw_weight_split(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw,
+                            bool accumulate) {
+  Context& ctx = rec.context();
+  const bool cpu = ctx.info().is_cpu();
+  const uint32_t kk = u32(s.kh * s.kw);
+  const uint32_t local = pick_workgroup_size(ctx.info(), 64, kk * uint32_t(sizeof(float)));
+  const int64_t units = int64_t(s.n) * s.out_h() * ((s.out_w() + kDwColumns - 1) / kDwColumns);
+  const int64_t min_workgroups = cpu ? 16 : 528;           // GPU: 4 per SM of a 132-SM part
+  const int64_t max_units_per_invocation = cpu ? 64 : 16;  // a GPU prefers more, shorter invocations
+  const int64_t min_units_per_invocation = 4;
+  int64_t chunks = std::max(ceil_div(min_workgroups, s.c_out), ceil_div(units, local * max_units_per_invocation));
+  chunks = std::clamp<int64_t>(chunks, 1, std::max<int64_t>(1, units / (local * min_units_per_invocation)));
+  chunks = std::min<int64_t>(chunks, int64_t(ctx.info().max_workgroup_count[0]));
+  const int64_t per_chunk = (units + chunks - 1) / chunks;
+  chunks = (units + per_chunk - 1) / per_chunk;  // no empty chunk
+  const Kernel& k = ctx.kernel("conv2d_dw_bwd_weight_split", {local, 1, 1},
+                               dw_spec(s, kDwColumns, int(per_chunk), local));
+  const Groups groups{u32(int(chunks)), u32(s.c_out), 1};
+  if (chunks == 1) {
+    rec.dispatch(k, {x.view(), dy.view(), dw.view()}, make_push(s, accumulate), groups, "conv2d_dw_bwd_weight_split");
+    return;
+  }
+  const uint32_t count = uint32_t(dw.numel());
+  const BufferView partial = rec.transient(uint64_t(chunks) * count * sizeof(float));
+  rec.dispatch(k, {x.view(), dy.view(), partial}, make_push(s, false), groups, "conv2d_dw_bwd_weight_split");
+  const Kernel& merge = ctx.kernel("conv2d_split_sum", {64, 1, 1});
+  struct { uint32_t count, splits, accumulate; } push{count, u32(int(chunks)), accumulate ? 1u : 0u};
+  rec.dispatch(merge, {partial, dw.view()}, push, Groups{ceil_div(count, 64), 1, 1},
+               "conv2d_dw_bwd_weight_split merge");
+}
+
 }  // namespace
 
 void Conv2dShape::validate() const {
@@ -310,6 +370,27 @@ ConvVariant conv_variant(const Context& ctx) {
   return ctx.info().is_cpu() && ctx.info().subgroup_shuffle ? ConvVariant::RegisterBlocked : ConvVariant::Tiled;
 }
 
+void set_depthwise_variant(DepthwiseVariant v) { g_dw_variant = v; }
+
+DepthwiseVariant depthwise_variant() {
+  DepthwiseVariant v = g_dw_variant;
+  if (v != DepthwiseVariant::Auto) return v;
+  if (const char* e = std::getenv("VKQAT_DW_VARIANT"); e && *e) {
+    if (!std::strcmp(e, "blocked")) return DepthwiseVariant::Blocked;
+    if (!std::strcmp(e, "direct")) return DepthwiseVariant::Direct;
+    throw Error(std::string("VKQAT_DW_VARIANT must be blocked or direct, got '") + e + "'");
+  }
+  return DepthwiseVariant::Blocked;
+}
+
+const char* depthwise_variant_name(DepthwiseVariant v) {
+  switch (v) {
+    case DepthwiseVariant::Blocked: return "blocked";
+    case DepthwiseVariant::Direct: return "direct";
+    default: return "auto";
+  }
+}
+
 const char* conv_variant_name(ConvVariant v) {
   switch (v) {
     case ConvVariant::RegisterBlocked: return "regblock";
@@ -325,7 +406,9 @@ void conv2d_forward(Recording& rec, const Conv2dShape& s, const Tensor& x, const
   check_tensor("conv2d_forward", s, "x", x, s.x_shape());
   check_tensor("conv2d_forward", s, "w", w, s.w_shape());
   check_tensor("conv2d_forward", s, "y", y, s.y_shape());
-  if (s.depthwise())
+  if (s.depthwise() && depthwise_variant() == DepthwiseVariant::Blocked)
+    record_dw_blocked(rec, s, false, x, w, y, false);
+  else if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_fwd", x, w, y, false, int64_t(s.n) * s.c_out * s.out_h() * s.out_w());
   else if (uses_1x1_kernels(rec.context(), s))
     record_1x1_gemm(rec, s, false, x, w, y, false);
@@ -343,7 +426,9 @@ void conv2d_backward_data(Recording& rec, const Conv2dShape& s, const Tensor& dy
   check_tensor("conv2d_backward_data", s, "dy", dy, s.y_shape());
   check_tensor("conv2d_backward_data", s, "w", w, s.w_shape());
   check_tensor("conv2d_backward_data", s, "dx", dx, s.x_shape());
-  if (s.depthwise())
+  if (s.depthwise() && depthwise_variant() == DepthwiseVariant::Blocked)
+    record_dw_blocked(rec, s, true, dy, w, dx, accumulate);
+  else if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_bwd_data", dy, w, dx, accumulate, int64_t(s.n) * s.c_in * s.h * s.w);
   else if (uses_1x1_kernels(rec.context(), s))
     record_1x1_gemm(rec, s, true, dy, w, dx, accumulate);
@@ -361,7 +446,9 @@ void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& 
   check_tensor("conv2d_backward_weight", s, "x", x, s.x_shape());
   check_tensor("conv2d_backward_weight", s, "dy", dy, s.y_shape());
   check_tensor("conv2d_backward_weight", s, "dw", dw, s.w_shape());
-  if (s.depthwise())
+  if (s.depthwise() && depthwise_variant() == DepthwiseVariant::Blocked)
+    record_dw_weight_split(rec, s, x, dy, dw, accumulate);
+  else if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_bwd_weight", x, dy, dw, accumulate, int64_t(s.c_out) * s.kh * s.kw);
   else if (uses_1x1_kernels(rec.context(), s))
     record_1x1_weight(rec, s, x, dy, dw, accumulate);
