@@ -28,10 +28,39 @@ layout(constant_id = 6) const int PAD = 1;
 layout(constant_id = 7) const int OB = 4;              // columns per invocation
 layout(constant_id = 8) const int UNITS_PER_CHUNK = 1;  // DW_BWD_WEIGHT
 layout(constant_id = 9) const int LOCAL = 64;           // DW_BWD_WEIGHT: == local_size_x
+layout(constant_id = 10) const bool VEC4 = false;       // DW_FWD, DW_BWD_WEIGHT: x rows as vec4s
 const int XR = (OB - 1) * STRIDE + KW;  // input columns under OB neighbouring windows
 
-#if DW_KERNEL == DW_FWD
+#if DW_KERNEL != DW_BWD_DATA
 layout(std430, binding = 0) readonly buffer Xb { float x[]; };
+// The same x as vec4s (bound last, so the kernel keeps to 4 storage buffers).
+layout(std430, binding = 3) readonly buffer X4b { vec4 x4[]; };
+
+// xr[j] = x[row base + ix0 + j], 0 outside the row. With VEC4 (w % 4 == 0, OB == 4, so
+// ix0 = ow0 * STRIDE - PAD sits OFF = (-PAD) mod 4 floats past an aligned column): whole
+// aligned vec4s, each inside the row or wholly outside it, at compile-time offsets.
+const int OFF = (4 - PAD % 4) % 4, NV = (OFF + XR + 3) / 4;
+void load_x_row(int base, int ix0, out float xr[XR]) {
+  if (VEC4) {
+    const int a0 = ix0 - OFF;
+    for (int q = 0; q < NV; ++q) {
+      const int col = a0 + 4 * q;
+      const vec4 v = x4[(base + clamp(col, 0, p.w - 4)) / 4];
+      const vec4 m = (col >= 0 && col < p.w) ? v : vec4(0.0);
+      for (int e = 0; e < 4; ++e)
+        if (4 * q + e - OFF >= 0 && 4 * q + e - OFF < XR) xr[4 * q + e - OFF] = m[e];
+    }
+  } else {
+    for (int j = 0; j < XR; ++j) {
+      const int iw = ix0 + j;
+      const float v = x[base + clamp(iw, 0, p.w - 1)];
+      xr[j] = (iw >= 0 && iw < p.w) ? v : 0.0;
+    }
+  }
+}
+#endif
+
+#if DW_KERNEL == DW_FWD
 layout(std430, binding = 1) readonly buffer Wb { float w[]; };
 layout(std430, binding = 2) writeonly buffer Yb { float y[]; };
 
@@ -48,11 +77,7 @@ void main() {
     if (ih < 0 || ih >= p.h) continue;
     const int base = (nc * p.h + ih) * p.w;
     float xr[XR];
-    for (int j = 0; j < XR; ++j) {
-      const int iw = ix0 + j;
-      const float v = x[base + clamp(iw, 0, p.w - 1)];
-      xr[j] = (iw >= 0 && iw < p.w) ? v : 0.0;
-    }
+    load_x_row(base, ix0, xr);
     for (int kw = 0; kw < KW; ++kw) {
       const float wv = w[(c * KH + kh) * KW + kw];
       for (int o = 0; o < OB; ++o) acc[o] += wv * xr[o * STRIDE + kw];
@@ -106,7 +131,6 @@ void main() {
 }
 
 #else  // DW_BWD_WEIGHT
-layout(std430, binding = 0) readonly buffer Xb { float x[]; };
 layout(std430, binding = 1) readonly buffer Dyb { float dy[]; };
 // [chunks][c][kh][kw] partial sums, or dw itself with one chunk (read when accumulating).
 layout(std430, binding = 2) buffer Outb { float outp[]; };
@@ -133,11 +157,7 @@ void main() {
       if (ih < 0 || ih >= p.h) continue;
       const int base = (nc * p.h + ih) * p.w;
       float xr[XR];
-      for (int j = 0; j < XR; ++j) {
-        const int iw = ix0 + j;
-        const float v = x[base + clamp(iw, 0, p.w - 1)];
-        xr[j] = (iw >= 0 && iw < p.w) ? v : 0.0;
-      }
+      load_x_row(base, ix0, xr);
       for (int kw = 0; kw < KW; ++kw) {
         float s = 0.0;
         for (int o = 0; o < OB; ++o) s += g[o] * xr[o * STRIDE + kw];

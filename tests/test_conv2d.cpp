@@ -247,7 +247,8 @@ TEST_CASE("conv2d register-blocked variant on multi-block GEMMs matches the refe
 
 // Depthwise (groups == c): stride 1, 2, 3, pad 0 / 1 / 2, 1x1 images, channel counts not
 // multiples of 4, batch 1, widths that leave a partial 4-column block, 1x1 and 5x5 kernels,
-// and n * oh * ow large enough that the blocked backward-weight splits into several chunks.
+// n * oh * ow large enough that the blocked backward-weight splits into several chunks, and
+// widths % 4 == 0 (vec4 rows).
 const std::vector<Case>& cases_depthwise() {
   static const std::vector<Case> all = {
       {"dw 3x3 s1 p1, c 6 on 7x7", {2, 6, 7, 7, 6, 3, 3, 1, 1, 6}},
@@ -260,8 +261,15 @@ const std::vector<Case>& cases_depthwise() {
       {"dw 5x5 s2 p2 on 13x13", {1, 4, 13, 13, 4, 5, 5, 2, 2, 4}},
       {"dw 1x1 on 5x7", {2, 3, 5, 7, 3, 1, 1, 1, 0, 3}},
       {"dw 3x3 s3 p1 on 10x11", {1, 2, 10, 11, 2, 3, 3, 3, 1, 2}},
-      {"dw 3x3 s1 p1 on 30x30, batch 9 (several backward-weight chunks)", {9, 5, 30, 30, 5, 3, 3, 1, 1, 5}},
-      {"dw 3x3 s2 p1 on 29x29, batch 6, c 18", {6, 18, 29, 29, 18, 3, 3, 2, 1, 18}},
+      {"dw 3x3 s1 p1 on 28x32, batch 9 (several backward-weight chunks, vec4 rows)", {9, 5, 28, 32, 5, 3, 3, 1, 1, 5}},
+      {"dw 3x3 s1 p1 on 29x29, batch 6 (several chunks, scalar rows)", {6, 3, 29, 29, 3, 3, 3, 1, 1, 3}},
+      {"dw 3x3 s2 p1 on 29x29, batch 2, c 18", {2, 18, 29, 29, 18, 3, 3, 2, 1, 18}},
+      // Widths % 4 == 0: forward and backward-weight read x rows as vec4s (pad 1, 2, 0 give
+      // windows starting 3, 2, 0 floats into a vec4).
+      {"dw 3x3 s1 p1 on 12x8, c 7", {2, 7, 12, 8, 7, 3, 3, 1, 1, 7}},
+      {"dw 5x5 s1 p2 on 6x12", {2, 3, 6, 12, 3, 5, 5, 1, 2, 3}},
+      {"dw 3x3 s1 p0 on 4x4", {1, 2, 4, 4, 2, 3, 3, 1, 0, 2}},
+      {"dw 3x3 s2 p1 on 16x16", {3, 4, 16, 16, 4, 3, 3, 2, 1, 4}},
   };
   return all;
 }

@@ -258,9 +258,13 @@ void record_depthwise(Recording& rec, const Conv2dShape& s, const char* shader, 
 constexpr int kDwColumns = 4;
 int dw_bwd_data_columns(const Conv2dShape& s) { return (kDwColumns + s.stride - 1) / s.stride * s.stride; }
 
-std::vector<uint32_t> dw_spec(const Conv2dShape& s, int columns, int units_per_chunk = 1, uint32_t local = 64) {
-  return {u32(s.kh), u32(s.kw), u32(s.stride), u32(s.pad), u32(columns), u32(units_per_chunk), local};
+std::vector<uint32_t> dw_spec(const Conv2dShape& s, int columns, int units_per_chunk = 1, uint32_t local = 64,
+                              bool vec4 = false) {
+  return {u32(s.kh), u32(s.kw), u32(s.stride), u32(s.pad), u32(columns), u32(units_per_chunk), local, vec4 ? 1u : 0u};
 }
+// x rows read as aligned vec4s (forward, backward-weight): every row starts on a vec4 and
+// blocks of 4 outputs start their windows at the same offset within one (see the shader).
+bool dw_vec4_rows(const Conv2dShape& s) { return s.w % 4 == 0 && kDwColumns == 4; }
 
 // Forward (bwd_data = false) or backward-data: one row segment of `columns` per invocation.
 void record_dw_blocked(Recording& rec, const Conv2dShape& s, bool bwd_data, const Tensor& in, const Tensor& w,
@@ -269,9 +273,14 @@ void record_dw_blocked(Recording& rec, const Conv2dShape& s, bool bwd_data, cons
   const int rows = bwd_data ? s.h : s.out_h(), cols = bwd_data ? s.w : s.out_w();
   const char* name = bwd_data ? "conv2d_dw_bwd_data_blocked" : "conv2d_dw_fwd_blocked";
   const uint32_t local = pick_workgroup_size(rec.context().info(), 64);
-  const Kernel& k = rec.context().kernel(name, {local, 1, 1}, dw_spec(s, columns));
+  const bool vec4 = !bwd_data && dw_vec4_rows(s);
+  const Kernel& k = rec.context().kernel(name, {local, 1, 1}, dw_spec(s, columns, 1, 64, vec4));
   const int64_t units = int64_t(s.n) * s.c_in * rows * ((cols + columns - 1) / columns);
-  rec.dispatch_1d(k, {in.view(), w.view(), out.view()}, make_push(s, accumulate), uint64_t(units), name);
+  if (bwd_data)
+    rec.dispatch_1d(k, {in.view(), w.view(), out.view()}, make_push(s, accumulate), uint64_t(units), name);
+  else
+    rec.dispatch_1d(k, {in.view(), w.view(), out.view(), vec4_view(in)}, make_push(s, accumulate), uint64_t(units),
+                    name);
 }
 
 // Backward-weight split over (chunk, channel) workgroups. Units (n, oh, column block) of a
@@ -294,15 +303,17 @@ void record_dw_weight_split(Recording& rec, const Conv2dShape& s, const Tensor& 
   const int64_t per_chunk = (units + chunks - 1) / chunks;
   chunks = (units + per_chunk - 1) / per_chunk;  // no empty chunk
   const Kernel& k = ctx.kernel("conv2d_dw_bwd_weight_split", {local, 1, 1},
-                               dw_spec(s, kDwColumns, int(per_chunk), local));
+                               dw_spec(s, kDwColumns, int(per_chunk), local, dw_vec4_rows(s)));
   const Groups groups{u32(int(chunks)), u32(s.c_out), 1};
   if (chunks == 1) {
-    rec.dispatch(k, {x.view(), dy.view(), dw.view()}, make_push(s, accumulate), groups, "conv2d_dw_bwd_weight_split");
+    rec.dispatch(k, {x.view(), dy.view(), dw.view(), vec4_view(x)}, make_push(s, accumulate), groups,
+                 "conv2d_dw_bwd_weight_split");
     return;
   }
   const uint32_t count = uint32_t(dw.numel());
   const BufferView partial = rec.transient(uint64_t(chunks) * count * sizeof(float));
-  rec.dispatch(k, {x.view(), dy.view(), partial}, make_push(s, false), groups, "conv2d_dw_bwd_weight_split");
+  rec.dispatch(k, {x.view(), dy.view(), partial, vec4_view(x)}, make_push(s, false), groups,
+               "conv2d_dw_bwd_weight_split");
   const Kernel& merge = ctx.kernel("conv2d_split_sum", {64, 1, 1});
   struct { uint32_t count, splits, accumulate; } push{count, u32(int(chunks)), accumulate ? 1u : 0u};
   rec.dispatch(merge, {partial, dw.view()}, push, Groups{ceil_div(count, 64), 1, 1},
