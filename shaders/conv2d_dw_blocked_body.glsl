@@ -25,7 +25,7 @@ layout(constant_id = 3) const int KH = 3;
 layout(constant_id = 4) const int KW = 3;
 layout(constant_id = 5) const int STRIDE = 1;
 layout(constant_id = 6) const int PAD = 1;
-layout(constant_id = 7) const int OB = 4;              // columns per invocation
+layout(constant_id = 7) const int OB = 4;              // columns per invocation (a multiple of 4)
 layout(constant_id = 8) const int UNITS_PER_CHUNK = 1;  // DW_BWD_WEIGHT
 layout(constant_id = 9) const int LOCAL = 64;           // DW_BWD_WEIGHT: == local_size_x
 layout(constant_id = 10) const bool VEC4 = false;       // DW_FWD, DW_BWD_WEIGHT: x rows as vec4s
@@ -36,9 +36,9 @@ layout(std430, binding = 0) readonly buffer Xb { float x[]; };
 // The same x as vec4s (bound last, so the kernel keeps to 4 storage buffers).
 layout(std430, binding = 3) readonly buffer X4b { vec4 x4[]; };
 
-// xr[j] = x[row base + ix0 + j], 0 outside the row. With VEC4 (w % 4 == 0, OB == 4, so
-// ix0 = ow0 * STRIDE - PAD sits OFF = (-PAD) mod 4 floats past an aligned column): whole
-// aligned vec4s, each inside the row or wholly outside it, at compile-time offsets.
+// xr[j] = x[row base + ix0 + j], 0 outside the row. With VEC4 (w % 4 == 0; OB is a multiple
+// of 4, so ix0 = ow0 * STRIDE - PAD sits OFF = (-PAD) mod 4 floats past an aligned column):
+// whole aligned vec4s, each inside the row or wholly outside it, at compile-time offsets.
 const int OFF = (4 - PAD % 4) % 4, NV = (OFF + XR + 3) / 4;
 void load_x_row(int base, int ix0, out float xr[XR]) {
   if (VEC4) {
