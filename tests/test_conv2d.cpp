@@ -240,6 +240,32 @@ TEST_CASE("conv2d tiled variant on multi-tile GEMMs, both tile widths, matches t
   nn::set_conv_variant(ConvVariant::Auto);
 }
 
+TEST_CASE("conv2d tiled backward-weight splits K over workgroup layers when its tiles are few" *
+          doctest::test_suite("conv2d")) {
+  // 16 -> 16 3x3: 3 x 1 tiles, K = 2 * 28 * 28: several chunks of K, merged in order.
+  auto& ctx = vkqat::test::ctx();
+  nn::set_conv_variant(ConvVariant::Tiled);
+  const Case c{"tiled split-K, 16->16 28x28 batch 2", {2, 16, 28, 28, 16, 3, 3, 1, 1}};
+  check_against_reference(c, 900);
+  const Conv2dShape& s = c.s;
+  Tensor x = upload(ctx, s.x_shape(), random_for(s.x_shape(), 1)), dy = upload(ctx, s.y_shape(), random_for(s.y_shape(), 2));
+  Tensor dw1(ctx, s.w_shape()), dw2(ctx, s.w_shape());
+  Recording rec(ctx);
+  nn::conv2d_backward_weight(rec, s, x, dy, dw1, false);
+  nn::conv2d_backward_weight(rec, s, x, dy, dw2, false);
+  rec.finish();
+  rec.run();
+  size_t split = 0, merges = 0;
+  for (const auto& d : rec.dispatch_shapes()) {
+    split += d.kernel == "conv2d_bwd_weight_tiled" && d.groups.z > 1;
+    merges += d.label == "conv2d_bwd_weight_tiled merge";
+  }
+  CHECK(split == 2);
+  CHECK(merges == 2);
+  CHECK(dw1.download() == dw2.download());  // bit for bit: no atomics
+  nn::set_conv_variant(ConvVariant::Auto);
+}
+
 TEST_CASE("conv2d register-blocked variant on multi-block GEMMs matches the reference" *
           doctest::test_suite("conv2d")) {
   check_variant(ConvVariant::RegisterBlocked, cases_large_gemm());

@@ -12,7 +12,8 @@
 //    one vec4 load per row and chunk too), sums the partials of a workgroup with
 //    subgroupAdd and those of several workgroups with conv2d_split_sum.
 //  - tiled (GPUs): conv2d_{fwd,bwd_data,bwd_weight}_tiled, 64x64 tiles through shared
-//    memory, 16-deep k slices, 4x4 per invocation.
+//    memory, 16-deep k slices, 4x4 per invocation; backward-weight splits K over workgroup
+//    layers when its tiles are few, merged by conv2d_split_sum.
 //  - depthwise (both variants): conv2d_dw_{fwd,bwd_data}_blocked / conv2d_dw_bwd_weight_split
 //    (conv2d_dw_blocked_body.glsl), or the direct one-output-per-invocation conv2d_dw_* kernels
 //    (VKQAT_DW_VARIANT=direct, for comparison).
@@ -233,15 +234,40 @@ void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, co
 // ---- tiled variant (GPUs) -------------------------------------------------------------
 
 void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, const Tensor& a, const Tensor& b,
-                  Tensor& out, bool accumulate, int64_t gemm_m, int64_t gemm_n) {
+                  Tensor& out, bool accumulate, int64_t gemm_m, int64_t gemm_n, int64_t split_k = 0) {
   // 64x64 tiles (256 invocations, 4x4 each); 32x32 where a workgroup may hold fewer than
   // 256 invocations (the Vulkan minimum is 128).
   // Shared memory: (BM + BN) * BK floats, 8 KiB for 64x64 (the minimum limit is 16 KiB).
   const uint32_t tile = pick_workgroup_size(rec.context().info(), 256, 0, 0) >= 256 ? 64 : 32;
   const uint32_t BM = tile, BN = tile, BK = 16, TM = 4, TN = 4;
-  const Kernel& k = rec.context().kernel(shader, {(BM / TM) * (BN / TN), 1, 1}, {BM, BN, BK, TM, TN});
-  rec.dispatch(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate),
-               Groups{ceil_div(gemm_n, BN), ceil_div(gemm_m, BM), 1}, shader);
+  const uint32_t gx = ceil_div(gemm_n, BN), gy = ceil_div(gemm_m, BM);
+  // Split-K (backward-weight, K = split_k): when the tiles are fewer than two per SM of a
+  // 132-SM GPU (ResNet-20's first stage: 3), cut K into chunks of at least 8 BK slices,
+  // one workgroup layer (z) each, and add the partials in z order (conv2d_split_sum).
+  int64_t splits = 1, chunk = 0;
+  if (split_k > 0) {
+    constexpr int64_t kTargetWorkgroups = 264, kMinChunk = 8 * 16;
+    splits = std::clamp<int64_t>(ceil_div(kTargetWorkgroups, int64_t(gx) * gy), 1,
+                                 std::max<int64_t>(1, split_k / kMinChunk));
+    splits = std::min<int64_t>(splits, rec.context().info().max_workgroup_count[2]);
+    if (splits > 1) {
+      chunk = (ceil_div(split_k, splits) + BK - 1) / BK * BK;
+      splits = ceil_div(split_k, chunk);
+    }
+  }
+  const Kernel& k = rec.context().kernel(shader, {(BM / TM) * (BN / TN), 1, 1},
+                                         {BM, BN, BK, TM, TN, u32(int(splits > 1 ? chunk : 0))});
+  if (splits <= 1) {
+    rec.dispatch(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate), Groups{gx, gy, 1}, shader);
+    return;
+  }
+  const uint32_t count = uint32_t(out.numel());
+  const BufferView partial = rec.transient(uint64_t(splits) * count * sizeof(float));
+  rec.dispatch(k, {a.view(), b.view(), partial}, make_push(s, false), Groups{gx, gy, u32(int(splits))}, shader);
+  const Kernel& merge = rec.context().kernel("conv2d_split_sum", {64, 1, 1});
+  struct { uint32_t count, splits, accumulate; } push{count, u32(int(splits)), accumulate ? 1u : 0u};
+  rec.dispatch(merge, {partial, out.view()}, push, Groups{ceil_div(count, 64), 1, 1},
+               "conv2d_bwd_weight_tiled merge");
 }
 
 // ---- depthwise (both variants) --------------------------------------------------------
@@ -471,7 +497,8 @@ void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& 
   else if (conv_variant(rec.context()) != ConvVariant::Tiled)
     record_rb_weight(rec, s, x, dy, dw, accumulate);
   else
-    record_tiled(rec, s, "conv2d_bwd_weight_tiled", x, dy, dw, accumulate, s.c_out, int64_t(s.c_in) * s.kh * s.kw);
+    record_tiled(rec, s, "conv2d_bwd_weight_tiled", x, dy, dw, accumulate, s.c_out, int64_t(s.c_in) * s.kh * s.kw,
+                 int64_t(s.n) * s.out_h() * s.out_w());
   rec.annotate_flops(first_dispatch, s.flops());  // the GEMM (a 1x1 split-K merge follows it)
 }
 
