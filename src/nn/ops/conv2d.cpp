@@ -251,7 +251,8 @@ void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, cons
                                  std::max<int64_t>(1, split_k / kMinChunk));
     splits = std::min<int64_t>(splits, rec.context().info().max_workgroup_count[2]);
     if (splits > 1) {
-      chunk = (ceil_div(split_k, splits) + BK - 1) / BK * BK;
+      // Whole BK slices, rounded down so that the split still reaches the target.
+      chunk = std::max<int64_t>(BK, split_k / splits / BK * BK);
       splits = ceil_div(split_k, chunk);
     }
   }
