@@ -1,12 +1,14 @@
 #version 450
 // dw (+)= dL/dw, tiled variant for GPUs: M = c_out, N = c_in*kh*kw, K = n*oh*ow. Each
-// workgroup reduces over all of K for its tile (no atomics, no partial buffers).
+// workgroup reduces over all of K for its tile, or (split-K, K_CHUNK > 0, when the tiles
+// are too few to fill a GPU) over chunk z of K, writing partial sums [z][c_out][c_in*kh*kw]
+// that conv2d_split_sum adds in z order (no atomics: deterministic).
 #extension GL_GOOGLE_include_directive : require
 #include "conv2d_common.glsl"
 
 layout(std430, binding = 0) readonly buffer Xb { float x[]; };
 layout(std430, binding = 1) readonly buffer Dyb { float dy[]; };
-layout(std430, binding = 2) buffer Dwb { float dw[]; };  // read when accumulating
+layout(std430, binding = 2) buffer Dwb { float dw[]; };  // or the partials; read when accumulating
 
 #define GEMM_M p.c_out
 #define GEMM_N (p.c_in * p.kh * p.kw)
@@ -26,7 +28,7 @@ float b_at(int k, int col) {
 }
 
 void store(int m, int col, float v) {
-  const int i = m * GEMM_N + col;
+  const int i = (int(gl_WorkGroupID.z) * GEMM_M + m) * GEMM_N + col;
   dw[i] = v + (p.accumulate != 0 ? dw[i] : 0.0);
 }
 

@@ -12,6 +12,9 @@ layout(constant_id = 5) const int BK = 16;
 layout(constant_id = 6) const int TM = 4;
 layout(constant_id = 7) const int TN = 4;
 const int THREADS = (BM / TM) * (BN / TN);  // must equal local_size_x
+// Split-K (backward-weight): workgroup z reduces k in [z * K_CHUNK, (z + 1) * K_CHUNK) only;
+// 0 = all of K. The including shader then stores partial sums per z.
+layout(constant_id = 8) const int K_CHUNK = 0;
 
 shared float As[BK * BM];  // [k][m]
 shared float Bs[BK * BN];  // [k][col]
@@ -22,19 +25,21 @@ void main() {
   const int m0 = int(gl_WorkGroupID.y) * BM, n0 = int(gl_WorkGroupID.x) * BN;
   float acc[TM * TN];
   [[unroll]] for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0;
+  const int k_begin = K_CHUNK > 0 ? int(gl_WorkGroupID.z) * K_CHUNK : 0;
+  const int k_end = K_CHUNK > 0 ? min(k_begin + K_CHUNK, GEMM_K) : GEMM_K;
 
-  for (int k0 = 0; k0 < GEMM_K; k0 += BK) {
+  for (int k0 = k_begin; k0 < k_end; k0 += BK) {
     // Consecutive invocations read consecutive k of A (rows of w are k-contiguous) and
     // consecutive columns of B (pixels are contiguous in NCHW).
     for (int i = tid; i < BM * BK; i += THREADS) {
       const int mm = i / BK, kk = i % BK;
       const int m = m0 + mm, k = k0 + kk;
-      As[kk * BM + mm] = (m < GEMM_M && k < GEMM_K) ? a_at(m, k) : 0.0;
+      As[kk * BM + mm] = (m < GEMM_M && k < k_end) ? a_at(m, k) : 0.0;
     }
     for (int i = tid; i < BK * BN; i += THREADS) {
       const int kk = i / BN, nn = i % BN;
       const int col = n0 + nn, k = k0 + kk;
-      Bs[kk * BN + nn] = (col < GEMM_N && k < GEMM_K) ? b_at(k, col) : 0.0;
+      Bs[kk * BN + nn] = (col < GEMM_N && k < k_end) ? b_at(k, col) : 0.0;
     }
     barrier();
     [[unroll]] for (int kk = 0; kk < BK; ++kk) {

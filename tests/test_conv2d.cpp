@@ -183,6 +183,7 @@ TEST_CASE("conv2d reference backward equals finite differences" * doctest::test_
   check_reference_gradients({1, 2, 5, 5, 3, 3, 3, 2, 1});
   check_reference_gradients({2, 3, 4, 3, 2, 1, 1, 1, 0});
   check_reference_gradients({1, 3, 5, 4, 3, 3, 3, 1, 1, 3});
+  check_reference_gradients({2, 2, 5, 5, 2, 3, 3, 2, 0, 2});  // depthwise, stride 2, no padding
 }
 
 TEST_CASE("conv2d register-blocked variant matches the reference" * doctest::test_suite("conv2d")) {
@@ -239,9 +240,99 @@ TEST_CASE("conv2d tiled variant on multi-tile GEMMs, both tile widths, matches t
   nn::set_conv_variant(ConvVariant::Auto);
 }
 
+TEST_CASE("conv2d tiled backward-weight splits K over workgroup layers when its tiles are few" *
+          doctest::test_suite("conv2d")) {
+  // 16 -> 16 3x3: 3 x 1 tiles, K = 2 * 28 * 28: several chunks of K, merged in order.
+  auto& ctx = vkqat::test::ctx();
+  nn::set_conv_variant(ConvVariant::Tiled);
+  const Case c{"tiled split-K, 16->16 28x28 batch 2", {2, 16, 28, 28, 16, 3, 3, 1, 1}};
+  check_against_reference(c, 900);
+  const Conv2dShape& s = c.s;
+  Tensor x = upload(ctx, s.x_shape(), random_for(s.x_shape(), 1)), dy = upload(ctx, s.y_shape(), random_for(s.y_shape(), 2));
+  Tensor dw1(ctx, s.w_shape()), dw2(ctx, s.w_shape());
+  Recording rec(ctx);
+  nn::conv2d_backward_weight(rec, s, x, dy, dw1, false);
+  nn::conv2d_backward_weight(rec, s, x, dy, dw2, false);
+  rec.finish();
+  rec.run();
+  size_t split = 0, merges = 0;
+  for (const auto& d : rec.dispatch_shapes()) {
+    split += d.kernel == "conv2d_bwd_weight_tiled" && d.groups.z > 1;
+    merges += d.label == "conv2d_bwd_weight_tiled merge";
+  }
+  CHECK(split == 2);
+  CHECK(merges == 2);
+  CHECK(dw1.download() == dw2.download());  // bit for bit: no atomics
+  nn::set_conv_variant(ConvVariant::Auto);
+}
+
 TEST_CASE("conv2d register-blocked variant on multi-block GEMMs matches the reference" *
           doctest::test_suite("conv2d")) {
   check_variant(ConvVariant::RegisterBlocked, cases_large_gemm());
+}
+
+// Depthwise (groups == c): stride 1, 2, 3, pad 0 / 1 / 2, 1x1 images, channel counts not
+// multiples of 4, batch 1, widths that leave a partial 4-column block, 1x1 and 5x5 kernels,
+// n * oh * ow large enough that the blocked backward-weight splits into several chunks, and
+// widths % 4 == 0 (vec4 rows).
+const std::vector<Case>& cases_depthwise() {
+  static const std::vector<Case> all = {
+      {"dw 3x3 s1 p1, c 6 on 7x7", {2, 6, 7, 7, 6, 3, 3, 1, 1, 6}},
+      {"dw 3x3 s2 p1, batch 1, c 5 on 8x8", {1, 5, 8, 8, 5, 3, 3, 2, 1, 5}},
+      {"dw 3x3 s2 p0 on 9x10", {2, 3, 9, 10, 3, 3, 3, 2, 0, 3}},
+      {"dw 3x3 s1 p0 on 6x5", {1, 7, 6, 5, 7, 3, 3, 1, 0, 7}},
+      {"dw 3x3 p1 on 1x1", {3, 4, 1, 1, 4, 3, 3, 1, 1, 4}},
+      {"dw 3x3 s2 p1 on 1x1, batch 1", {1, 3, 1, 1, 3, 3, 3, 2, 1, 3}},
+      {"dw 5x5 s1 p2 on 11x9", {2, 3, 11, 9, 3, 5, 5, 1, 2, 3}},
+      {"dw 5x5 s2 p2 on 13x13", {1, 4, 13, 13, 4, 5, 5, 2, 2, 4}},
+      {"dw 1x1 on 5x7", {2, 3, 5, 7, 3, 1, 1, 1, 0, 3}},
+      {"dw 3x3 s3 p1 on 10x11", {1, 2, 10, 11, 2, 3, 3, 3, 1, 2}},
+      {"dw 3x3 s1 p1 on 28x32, batch 9 (several backward-weight chunks, vec4 rows)", {9, 5, 28, 32, 5, 3, 3, 1, 1, 5}},
+      {"dw 3x3 s1 p1 on 29x29, batch 6 (several chunks, scalar rows)", {6, 3, 29, 29, 3, 3, 3, 1, 1, 3}},
+      {"dw 3x3 s2 p1 on 29x29, batch 2, c 18", {2, 18, 29, 29, 18, 3, 3, 2, 1, 18}},
+      // Widths % 4 == 0: forward and backward-weight read x rows as vec4s (pad 1, 2, 0 give
+      // windows starting 3, 2, 0 floats into a vec4).
+      {"dw 3x3 s1 p1 on 12x8, c 7", {2, 7, 12, 8, 7, 3, 3, 1, 1, 7}},
+      {"dw 5x5 s1 p2 on 6x12", {2, 3, 6, 12, 3, 5, 5, 1, 2, 3}},
+      {"dw 3x3 s1 p0 on 4x4", {1, 2, 4, 4, 2, 3, 3, 1, 0, 2}},
+      {"dw 3x3 s2 p1 on 16x16", {3, 4, 16, 16, 4, 3, 3, 2, 1, 4}},
+  };
+  return all;
+}
+
+TEST_CASE("conv2d depthwise kernels (blocked and direct) match the reference" * doctest::test_suite("conv2d")) {
+  uint32_t seed = 700;
+  for (nn::DepthwiseVariant v : {nn::DepthwiseVariant::Blocked, nn::DepthwiseVariant::Direct}) {
+    nn::set_depthwise_variant(v);
+    for (const Case& c : cases_depthwise()) {
+      INFO(nn::depthwise_variant_name(v) << ": " << c.what);
+      check_against_reference(c, seed += 10);
+    }
+  }
+  nn::set_depthwise_variant(nn::DepthwiseVariant::Auto);
+}
+
+TEST_CASE("conv2d depthwise backward-weight splits large reductions into chunks, deterministically" *
+          doctest::test_suite("conv2d")) {
+  auto& ctx = vkqat::test::ctx();
+  nn::set_depthwise_variant(nn::DepthwiseVariant::Blocked);
+  const Conv2dShape s = cases_depthwise()[10].s;
+  Tensor x = upload(ctx, s.x_shape(), random_for(s.x_shape(), 1)), dy = upload(ctx, s.y_shape(), random_for(s.y_shape(), 2));
+  Tensor dw1(ctx, s.w_shape()), dw2(ctx, s.w_shape());
+  Recording rec(ctx);
+  nn::conv2d_backward_weight(rec, s, x, dy, dw1, false);
+  nn::conv2d_backward_weight(rec, s, x, dy, dw2, false);
+  rec.finish();
+  rec.run();
+  size_t merges = 0, chunked = 0;
+  for (const auto& d : rec.dispatch_shapes()) {
+    merges += d.label == "conv2d_dw_bwd_weight_split merge";
+    chunked += d.kernel == "conv2d_dw_bwd_weight_split" && d.groups.x > 1;
+  }
+  CHECK(merges == 2);
+  CHECK(chunked == 2);
+  CHECK(dw1.download() == dw2.download());  // bit for bit: no atomics
+  nn::set_depthwise_variant(nn::DepthwiseVariant::Auto);
 }
 
 TEST_CASE("conv2d rejects bad shapes" * doctest::test_suite("conv2d")) {

@@ -2,6 +2,9 @@
 // (rtol 1e-4; max pool is exact), tie rule, finite differences of the reference backward
 // (in double), accumulate, shape errors.
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
 
 #include "backend/error.h"
 #include "nn/ops/pool.h"
@@ -152,4 +155,141 @@ TEST_CASE("pool rejects bad shapes" * doctest::test_suite("pool")) {
   CHECK_THROWS_AS(maxpool2x2_backward(rec, x, y_ceil, x, false), Error);
   CHECK_THROWS_AS(maxpool2x2_backward(rec, x, y, y, false), Error);
   maxpool2x2_forward(rec, x, y);  // fine
+}
+
+// ---- general max pool (k x k, stride, pad) ----------------------------------------------
+
+namespace {
+Pool2dShape pool_shape(int n, int c, int h, int w, int k, int stride, int pad) {
+  Pool2dShape s;
+  s.n = n, s.c = c, s.h = h, s.w = w, s.k = k, s.stride = stride, s.pad = pad;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("max pool 2d matches the reference on awkward shapes, with and without ties" *
+          doctest::test_suite("pool")) {
+  Context& ctx = test::ctx();
+  // torchvision's 3x3/s2/p1 stem pool, overlapping stride-1 windows, 1x1 images, batch 1,
+  // odd sizes, a 5x5/s3/p2 window, and a shape big enough for several workgroups.
+  for (Pool2dShape s : {pool_shape(1, 1, 1, 1, 1, 1, 0), pool_shape(1, 1, 1, 1, 3, 2, 1), pool_shape(2, 3, 7, 7, 3, 2, 1),
+                        pool_shape(1, 5, 8, 6, 3, 2, 1), pool_shape(2, 3, 9, 5, 3, 1, 1), pool_shape(1, 2, 6, 7, 2, 2, 0),
+                        pool_shape(3, 4, 11, 13, 5, 3, 2), pool_shape(2, 16, 28, 28, 3, 2, 1),
+                        pool_shape(1, 3, 2, 9, 2, 1, 1)})
+    for (bool ties : {false, true})
+      for (bool accumulate : {false, true}) {
+        CAPTURE(s.str());
+        CAPTURE(ties);
+        CAPTURE(accumulate);
+        s.validate();
+        const size_t n = numel(s.x_shape()), m = numel(s.y_shape());
+        auto xv = test::random_vector(n, 70, ties ? 0.f : -1.f, ties ? 3.f : 1.f);
+        if (ties)  // three values only: most windows hold ties, across overlapping windows too
+          for (auto& v : xv) v = std::floor(v);
+        auto dyv = test::random_vector(m, 71), dx0 = test::random_vector(n, 72);
+        Tensor x(ctx, s.x_shape()), y(ctx, s.y_shape()), dy(ctx, s.y_shape()), dx(ctx, s.x_shape());
+        x.upload(xv);
+        dy.upload(dyv);
+        dx.upload(dx0);
+        Recording rec(ctx);
+        maxpool2d_forward(rec, s, x, y);
+        maxpool2d_backward(rec, s, x, dy, dx, accumulate);
+        rec.run();
+        test::check_close(y.download(), ref::maxpool2d_forward(s, xv), 0, 0, "maxpool2d y");
+        auto dx_want = ref::maxpool2d_backward(s, xv, dyv);
+        if (accumulate)
+          for (size_t i = 0; i < n; ++i) dx_want[i] += dx0[i];
+        // The shader adds each element's windows in the reference's order: exact unless accumulating.
+        test::check_close(dx.download(), dx_want, accumulate ? 1e-6 : 0, accumulate ? 1e-7 : 0, "maxpool2d dx");
+      }
+}
+
+TEST_CASE("max pool 2d with k2 s2 p0 equals max pool 2x2" * doctest::test_suite("pool")) {
+  Context& ctx = test::ctx();
+  for (std::vector<int> shape : {std::vector<int>{1, 3, 5, 3}, {2, 4, 7, 8}}) {
+    CAPTURE(shape_str(shape));
+    Pool2dShape s = pool_shape(shape[0], shape[1], shape[2], shape[3], 2, 2, 0);
+    auto xv = test::random_vector(numel(shape), 73, 0.f, 2.f);
+    for (auto& v : xv) v = std::floor(v);  // ties
+    auto dyv = test::random_vector(numel(s.y_shape()), 74);
+    Tensor x(ctx, shape), y(ctx, s.y_shape()), y2(ctx, s.y_shape()), dy(ctx, s.y_shape()), dx(ctx, shape),
+        dx2(ctx, shape);
+    x.upload(xv);
+    dy.upload(dyv);
+    Recording rec(ctx);
+    maxpool2d_forward(rec, s, x, y);
+    maxpool2x2_forward(rec, x, y2);
+    maxpool2d_backward(rec, s, x, dy, dx, false);
+    maxpool2x2_backward(rec, x, dy, dx2, false);
+    rec.run();
+    test::check_close(y.download(), y2.download(), 0, 0, "general vs 2x2 y");
+    test::check_close(dx.download(), dx2.download(), 0, 0, "general vs 2x2 dx");
+  }
+}
+
+TEST_CASE("max pool 2d: padding never wins, NaN wins, -inf inputs" * doctest::test_suite("pool")) {
+  Context& ctx = test::ctx();
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // 3x3 image, 3x3/s2/p1 windows: 2x2 outputs, each window a 2x2 corner of the image.
+  Pool2dShape s = pool_shape(1, 1, 3, 3, 3, 2, 1);
+  std::vector<float> xv{-5, -7, -inf,  //
+                        -6, nan, -inf,  //
+                        -9, -8, -inf};
+  Tensor x(ctx, s.x_shape()), y(ctx, s.y_shape()), dy(ctx, s.y_shape()), dx(ctx, s.x_shape());
+  x.upload(xv);
+  dy.upload({1, 2, 3, 4});
+  Recording rec(ctx);
+  maxpool2d_forward(rec, s, x, y);
+  maxpool2d_backward(rec, s, x, dy, dx, false);
+  rec.run();
+  auto yv = y.download(), dxv = dx.download();
+  for (int i = 0; i < 4; ++i) CHECK(std::isnan(yv[size_t(i)]));  // every window holds the NaN
+  std::vector<float> dx_want{0, 0, 0, 0, 10, 0, 0, 0, 0};
+  test::check_close(dxv, dx_want, 0, 0, "NaN takes every window's gradient");
+  test::check_close(ref::maxpool2d_backward(s, xv, std::vector<float>{1, 2, 3, 4}), dx_want, 0, 0,
+                    "reference NaN rule");
+  // All -inf: the first element of each clipped window wins (padding is not an element).
+  std::vector<float> all_inf(9, -inf);
+  x.upload(all_inf);
+  rec.run();
+  yv = y.download();
+  for (float v : yv) CHECK(v == -inf);
+  test::check_close(dx.download(), {1, 2, 0, 3, 4, 0, 0, 0, 0}, 0, 0, "-inf windows: first element");
+}
+
+TEST_CASE("max pool 2d reference backward equals finite differences" * doctest::test_suite("pool")) {
+  for (Pool2dShape s : {pool_shape(2, 2, 5, 6, 3, 2, 1), pool_shape(1, 2, 5, 4, 3, 1, 1), pool_shape(1, 1, 1, 1, 3, 2, 1)}) {
+    CAPTURE(s.str());
+    auto x = to_double(test::random_vector(numel(s.x_shape()), 75));  // distinct values: no ties
+    auto w = to_double(test::random_vector(numel(s.y_shape()), 76));
+    auto fd = finite_diff([&](const std::vector<double>& v) { return ref::maxpool2d_forward(s, v); }, x, w);
+    auto bw = ref::maxpool2d_backward(s, x, w);
+    for (size_t i = 0; i < x.size(); ++i) CHECK(bw[i] == doctest::Approx(fd[i]).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("max pool 2d rejects bad shapes, naming the field" * doctest::test_suite("pool")) {
+  Context& ctx = test::ctx();
+  auto fails_with = [](Pool2dShape s, const char* what) {
+    CAPTURE(what);
+    try {
+      s.validate();
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find(what) != std::string::npos);
+    }
+  };
+  fails_with(pool_shape(1, 1, 4, 4, 3, 2, 2), "pad");      // pad > k / 2
+  fails_with(pool_shape(1, 1, 4, 4, 3, 0, 1), "stride");   // stride 0
+  fails_with(pool_shape(1, 1, 4, 4, 0, 1, 0), "kernel");   // k 0
+  fails_with(pool_shape(1, 1, 2, 4, 5, 1, 1), "bigger");   // window larger than the padded input
+  fails_with(pool_shape(0, 1, 4, 4, 2, 2, 0), "n, c, h, w");
+  Pool2dShape s = pool_shape(2, 3, 7, 7, 3, 2, 1);
+  Tensor x(ctx, s.x_shape()), y(ctx, s.y_shape()), wrong(ctx, {2, 3, 3, 3});
+  Recording rec(ctx);
+  CHECK_THROWS_AS(maxpool2d_forward(rec, s, x, wrong), Error);
+  CHECK_THROWS_AS(maxpool2d_forward(rec, s, wrong, y), Error);
+  CHECK_THROWS_AS(maxpool2d_backward(rec, s, x, wrong, x, false), Error);
+  CHECK_THROWS_AS(maxpool2d_backward(rec, s, x, y, y, false), Error);
+  maxpool2d_forward(rec, s, x, y);  // fine
 }

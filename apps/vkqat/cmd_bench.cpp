@@ -157,6 +157,7 @@ int run_bench(const BenchOptions& o) {
   using BenchFn = std::function<std::vector<nn::BenchRecord>(Context&, bool)>;
   const std::vector<std::pair<std::string, BenchFn>> benches = {
       {"conv", nn::bench_conv2d},
+      {"depthwise", nn::bench_conv2d_depthwise},
       {"elementwise", nn::bench_elementwise},
       {"reduce", nn::bench_reductions},
       {"quant", quant::bench_quant},
@@ -165,7 +166,7 @@ int run_bench(const BenchOptions& o) {
       {"data", [](Context&, bool quick) { return nn::bench_data_pipeline(quick); }}};
   for (const std::string& name : o.only)
     if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
-      throw Error("--only " + name + ": unknown section (conv, elementwise, reduce, quant, int, train, data)");
+      throw Error("--only " + name + ": unknown section (conv, depthwise, elementwise, reduce, quant, int, train, data)");
   for (auto& [name, fn] : benches) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
     if (name == "train" && o.profile) continue;  // --profile records the steps without timing them
@@ -175,6 +176,9 @@ int run_bench(const BenchOptions& o) {
       for (const auto& b : r) {
         if (b.images_per_s > 0)
           std::printf("%-52s %9.3f ms %9.1f img/s    %s\n", b.name.c_str(), b.ms, b.images_per_s, b.variant.c_str());
+        else if (b.gflops > 0 && b.gbps > 0)
+          std::printf("%-52s %9.3f ms %9.2f GFLOP/s %8.2f GB/s  %s\n", b.name.c_str(), b.ms, b.gflops, b.gbps,
+                      b.variant.c_str());
         else if (b.gflops > 0)
           std::printf("%-52s %9.3f ms %9.2f GFLOP/s  %s\n", b.name.c_str(), b.ms, b.gflops, b.variant.c_str());
         else
@@ -221,7 +225,7 @@ void add_bench_command(CLI::App& app, Actions& actions) {
                 "with the train section: record the training steps (not timed) and list every dispatch "
                 "(kernel, workgroups, invocations, FLOPs, bytes)");
   cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--only", o->only, "only these sections: conv, elementwise, reduce, quant, int, train, data")->delimiter(',');
+  cmd->add_option("--only", o->only, "only these sections: conv, depthwise, elementwise, reduce, quant, int, train, data")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });
 }
 

@@ -12,8 +12,11 @@
 //    one vec4 load per row and chunk too), sums the partials of a workgroup with
 //    subgroupAdd and those of several workgroups with conv2d_split_sum.
 //  - tiled (GPUs): conv2d_{fwd,bwd_data,bwd_weight}_tiled, 64x64 tiles through shared
-//    memory, 16-deep k slices, 4x4 per invocation.
-//  - depthwise: simple direct kernels conv2d_dw_*, used by both variants.
+//    memory, 16-deep k slices, 4x4 per invocation; backward-weight splits K over workgroup
+//    layers when its tiles are few, merged by conv2d_split_sum.
+//  - depthwise (both variants): conv2d_dw_{fwd,bwd_data}_blocked / conv2d_dw_bwd_weight_split
+//    (conv2d_dw_blocked_body.glsl), or the direct one-output-per-invocation conv2d_dw_* kernels
+//    (VKQAT_DW_VARIANT=direct, for comparison).
 // Notes from tuning on lavapipe (Mesa 22.3, 2 cores, 8-wide subgroups): every SSBO load is
 // a scalar loop over the SIMD lanes, uniform address or not, and costs as much as tens of
 // multiply-adds; a vec4 load costs about 1.5 scalar ones; subgroupShuffle with a constant
@@ -38,6 +41,7 @@ namespace vkqat::nn {
 namespace {
 
 std::atomic<ConvVariant> g_variant{ConvVariant::Auto};
+std::atomic<DepthwiseVariant> g_dw_variant{DepthwiseVariant::Auto};
 
 // Mirrors the push-constant block of shaders/conv2d_common.glsl.
 struct ConvPush {
@@ -230,15 +234,41 @@ void record_1x1_weight(Recording& rec, const Conv2dShape& s, const Tensor& x, co
 // ---- tiled variant (GPUs) -------------------------------------------------------------
 
 void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, const Tensor& a, const Tensor& b,
-                  Tensor& out, bool accumulate, int64_t gemm_m, int64_t gemm_n) {
+                  Tensor& out, bool accumulate, int64_t gemm_m, int64_t gemm_n, int64_t split_k = 0) {
   // 64x64 tiles (256 invocations, 4x4 each); 32x32 where a workgroup may hold fewer than
   // 256 invocations (the Vulkan minimum is 128).
   // Shared memory: (BM + BN) * BK floats, 8 KiB for 64x64 (the minimum limit is 16 KiB).
   const uint32_t tile = pick_workgroup_size(rec.context().info(), 256, 0, 0) >= 256 ? 64 : 32;
   const uint32_t BM = tile, BN = tile, BK = 16, TM = 4, TN = 4;
-  const Kernel& k = rec.context().kernel(shader, {(BM / TM) * (BN / TN), 1, 1}, {BM, BN, BK, TM, TN});
-  rec.dispatch(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate),
-               Groups{ceil_div(gemm_n, BN), ceil_div(gemm_m, BM), 1}, shader);
+  const uint32_t gx = ceil_div(gemm_n, BN), gy = ceil_div(gemm_m, BM);
+  // Split-K (backward-weight, K = split_k): when the tiles are fewer than two per SM of a
+  // 132-SM GPU (ResNet-20's first stage: 3), cut K into chunks of at least 8 BK slices,
+  // one workgroup layer (z) each, and add the partials in z order (conv2d_split_sum).
+  int64_t splits = 1, chunk = 0;
+  if (split_k > 0) {
+    constexpr int64_t kTargetWorkgroups = 264, kMinChunk = 8 * 16;
+    splits = std::clamp<int64_t>(ceil_div(kTargetWorkgroups, int64_t(gx) * gy), 1,
+                                 std::max<int64_t>(1, split_k / kMinChunk));
+    splits = std::min<int64_t>(splits, rec.context().info().max_workgroup_count[2]);
+    if (splits > 1) {
+      // Whole BK slices, rounded down so that the split still reaches the target.
+      chunk = std::max<int64_t>(BK, split_k / splits / BK * BK);
+      splits = ceil_div(split_k, chunk);
+    }
+  }
+  const Kernel& k = rec.context().kernel(shader, {(BM / TM) * (BN / TN), 1, 1},
+                                         {BM, BN, BK, TM, TN, u32(int(splits > 1 ? chunk : 0))});
+  if (splits <= 1) {
+    rec.dispatch(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate), Groups{gx, gy, 1}, shader);
+    return;
+  }
+  const uint32_t count = uint32_t(out.numel());
+  const BufferView partial = rec.transient(uint64_t(splits) * count * sizeof(float));
+  rec.dispatch(k, {a.view(), b.view(), partial}, make_push(s, false), Groups{gx, gy, u32(int(splits))}, shader);
+  const Kernel& merge = rec.context().kernel("conv2d_split_sum", {64, 1, 1});
+  struct { uint32_t count, splits, accumulate; } push{count, u32(int(splits)), accumulate ? 1u : 0u};
+  rec.dispatch(merge, {partial, out.view()}, push, Groups{ceil_div(count, 64), 1, 1},
+               "conv2d_bwd_weight_tiled merge");
 }
 
 // ---- depthwise (both variants) --------------------------------------------------------
@@ -247,6 +277,79 @@ void record_depthwise(Recording& rec, const Conv2dShape& s, const char* shader, 
                       Tensor& out, bool accumulate, int64_t invocations) {
   const Kernel& k = rec.context().kernel(shader, {64, 1, 1});
   rec.dispatch_1d(k, {a.view(), b.view(), out.view()}, make_push(s, accumulate), uint64_t(invocations), shader);
+}
+
+// Columns per invocation of the blocked kernels: 8 on CPU drivers (a 3x3 stride-1 window
+// row then loads 10 inputs for 24 multiply-adds; on lavapipe 8 ran the MobileNetV2 shapes
+// ~1.8x (forward) to ~2.5x (backward-weight) faster than 4), 4 on GPUs (more invocations).
+// A multiple of 4 (vec4 rows); backward-data rounds up to a multiple of the stride (see the
+// shader).
+int dw_columns(const Context& ctx) { return ctx.info().is_cpu() ? 8 : 4; }
+int dw_bwd_data_columns(const Context& ctx, const Conv2dShape& s) {
+  return (dw_columns(ctx) + s.stride - 1) / s.stride * s.stride;
+}
+
+std::vector<uint32_t> dw_spec(const Conv2dShape& s, int columns, int units_per_chunk = 1, uint32_t local = 64,
+                              bool vec4 = false) {
+  return {u32(s.kh), u32(s.kw), u32(s.stride), u32(s.pad), u32(columns), u32(units_per_chunk), local, vec4 ? 1u : 0u};
+}
+// x rows read as aligned vec4s (forward, backward-weight): every row starts on a vec4 and
+// blocks of 4 outputs start their windows at the same offset within one (see the shader).
+bool dw_vec4_rows(const Conv2dShape& s) { return s.w % 4 == 0; }
+
+// Forward (bwd_data = false) or backward-data: one row segment of `columns` per invocation.
+void record_dw_blocked(Recording& rec, const Conv2dShape& s, bool bwd_data, const Tensor& in, const Tensor& w,
+                       Tensor& out, bool accumulate) {
+  const int columns = bwd_data ? dw_bwd_data_columns(rec.context(), s) : dw_columns(rec.context());
+  const int rows = bwd_data ? s.h : s.out_h(), cols = bwd_data ? s.w : s.out_w();
+  const char* name = bwd_data ? "conv2d_dw_bwd_data_blocked" : "conv2d_dw_fwd_blocked";
+  const uint32_t local = pick_workgroup_size(rec.context().info(), 64);
+  const bool vec4 = !bwd_data && dw_vec4_rows(s);
+  const Kernel& k = rec.context().kernel(name, {local, 1, 1}, dw_spec(s, columns, 1, 64, vec4));
+  const int64_t units = int64_t(s.n) * s.c_in * rows * ((cols + columns - 1) / columns);
+  if (bwd_data)
+    rec.dispatch_1d(k, {in.view(), w.view(), out.view()}, make_push(s, accumulate), uint64_t(units), name);
+  else
+    rec.dispatch_1d(k, {in.view(), w.view(), out.view(), vec4_view(in)}, make_push(s, accumulate), uint64_t(units),
+                    name);
+}
+
+// Backward-weight split over (chunk, channel) workgroups. Units (n, oh, column block) of a
+// channel are cut into chunks so that there are enough workgroups to fill the device (a
+// GPU wants hundreds; a CPU driver a few per thread) while every invocation keeps several
+// units to amortize the workgroup reduction; the chunk partials are merged in order.
+void record_dw_weight_split(Recording& rec, const Conv2dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw,
+                            bool accumulate) {
+  Context& ctx = rec.context();
+  const bool cpu = ctx.info().is_cpu();
+  const uint32_t kk = u32(s.kh * s.kw);
+  const uint32_t local = pick_workgroup_size(ctx.info(), 64, kk * uint32_t(sizeof(float)));
+  const int columns = dw_columns(ctx);
+  const int64_t units = int64_t(s.n) * s.out_h() * ((s.out_w() + columns - 1) / columns);
+  const int64_t min_workgroups = cpu ? 16 : 528;           // GPU: 4 per SM of a 132-SM part
+  const int64_t max_units_per_invocation = cpu ? 64 : 16;  // a GPU prefers more, shorter invocations
+  const int64_t min_units_per_invocation = 4;
+  int64_t chunks = std::max(ceil_div(min_workgroups, s.c_out), ceil_div(units, local * max_units_per_invocation));
+  chunks = std::clamp<int64_t>(chunks, 1, std::max<int64_t>(1, units / (local * min_units_per_invocation)));
+  chunks = std::min<int64_t>(chunks, int64_t(ctx.info().max_workgroup_count[0]));
+  const int64_t per_chunk = (units + chunks - 1) / chunks;
+  chunks = (units + per_chunk - 1) / per_chunk;  // no empty chunk
+  const Kernel& k = ctx.kernel("conv2d_dw_bwd_weight_split", {local, 1, 1},
+                               dw_spec(s, columns, int(per_chunk), local, dw_vec4_rows(s)));
+  const Groups groups{u32(int(chunks)), u32(s.c_out), 1};
+  if (chunks == 1) {
+    rec.dispatch(k, {x.view(), dy.view(), dw.view(), vec4_view(x)}, make_push(s, accumulate), groups,
+                 "conv2d_dw_bwd_weight_split");
+    return;
+  }
+  const uint32_t count = uint32_t(dw.numel());
+  const BufferView partial = rec.transient(uint64_t(chunks) * count * sizeof(float));
+  rec.dispatch(k, {x.view(), dy.view(), partial, vec4_view(x)}, make_push(s, false), groups,
+               "conv2d_dw_bwd_weight_split");
+  const Kernel& merge = ctx.kernel("conv2d_split_sum", {64, 1, 1});
+  struct { uint32_t count, splits, accumulate; } push{count, u32(int(chunks)), accumulate ? 1u : 0u};
+  rec.dispatch(merge, {partial, dw.view()}, push, Groups{ceil_div(count, 64), 1, 1},
+               "conv2d_dw_bwd_weight_split merge");
 }
 
 }  // namespace
@@ -310,6 +413,27 @@ ConvVariant conv_variant(const Context& ctx) {
   return ctx.info().is_cpu() && ctx.info().subgroup_shuffle ? ConvVariant::RegisterBlocked : ConvVariant::Tiled;
 }
 
+void set_depthwise_variant(DepthwiseVariant v) { g_dw_variant = v; }
+
+DepthwiseVariant depthwise_variant() {
+  DepthwiseVariant v = g_dw_variant;
+  if (v != DepthwiseVariant::Auto) return v;
+  if (const char* e = std::getenv("VKQAT_DW_VARIANT"); e && *e) {
+    if (!std::strcmp(e, "blocked")) return DepthwiseVariant::Blocked;
+    if (!std::strcmp(e, "direct")) return DepthwiseVariant::Direct;
+    throw Error(std::string("VKQAT_DW_VARIANT must be blocked or direct, got '") + e + "'");
+  }
+  return DepthwiseVariant::Blocked;
+}
+
+const char* depthwise_variant_name(DepthwiseVariant v) {
+  switch (v) {
+    case DepthwiseVariant::Blocked: return "blocked";
+    case DepthwiseVariant::Direct: return "direct";
+    default: return "auto";
+  }
+}
+
 const char* conv_variant_name(ConvVariant v) {
   switch (v) {
     case ConvVariant::RegisterBlocked: return "regblock";
@@ -325,7 +449,9 @@ void conv2d_forward(Recording& rec, const Conv2dShape& s, const Tensor& x, const
   check_tensor("conv2d_forward", s, "x", x, s.x_shape());
   check_tensor("conv2d_forward", s, "w", w, s.w_shape());
   check_tensor("conv2d_forward", s, "y", y, s.y_shape());
-  if (s.depthwise())
+  if (s.depthwise() && depthwise_variant() == DepthwiseVariant::Blocked)
+    record_dw_blocked(rec, s, false, x, w, y, false);
+  else if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_fwd", x, w, y, false, int64_t(s.n) * s.c_out * s.out_h() * s.out_w());
   else if (uses_1x1_kernels(rec.context(), s))
     record_1x1_gemm(rec, s, false, x, w, y, false);
@@ -343,7 +469,9 @@ void conv2d_backward_data(Recording& rec, const Conv2dShape& s, const Tensor& dy
   check_tensor("conv2d_backward_data", s, "dy", dy, s.y_shape());
   check_tensor("conv2d_backward_data", s, "w", w, s.w_shape());
   check_tensor("conv2d_backward_data", s, "dx", dx, s.x_shape());
-  if (s.depthwise())
+  if (s.depthwise() && depthwise_variant() == DepthwiseVariant::Blocked)
+    record_dw_blocked(rec, s, true, dy, w, dx, accumulate);
+  else if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_bwd_data", dy, w, dx, accumulate, int64_t(s.n) * s.c_in * s.h * s.w);
   else if (uses_1x1_kernels(rec.context(), s))
     record_1x1_gemm(rec, s, true, dy, w, dx, accumulate);
@@ -361,14 +489,17 @@ void conv2d_backward_weight(Recording& rec, const Conv2dShape& s, const Tensor& 
   check_tensor("conv2d_backward_weight", s, "x", x, s.x_shape());
   check_tensor("conv2d_backward_weight", s, "dy", dy, s.y_shape());
   check_tensor("conv2d_backward_weight", s, "dw", dw, s.w_shape());
-  if (s.depthwise())
+  if (s.depthwise() && depthwise_variant() == DepthwiseVariant::Blocked)
+    record_dw_weight_split(rec, s, x, dy, dw, accumulate);
+  else if (s.depthwise())
     record_depthwise(rec, s, "conv2d_dw_bwd_weight", x, dy, dw, accumulate, int64_t(s.c_out) * s.kh * s.kw);
   else if (uses_1x1_kernels(rec.context(), s))
     record_1x1_weight(rec, s, x, dy, dw, accumulate);
   else if (conv_variant(rec.context()) != ConvVariant::Tiled)
     record_rb_weight(rec, s, x, dy, dw, accumulate);
   else
-    record_tiled(rec, s, "conv2d_bwd_weight_tiled", x, dy, dw, accumulate, s.c_out, int64_t(s.c_in) * s.kh * s.kw);
+    record_tiled(rec, s, "conv2d_bwd_weight_tiled", x, dy, dw, accumulate, s.c_out, int64_t(s.c_in) * s.kh * s.kw,
+                 int64_t(s.n) * s.out_h() * s.out_w());
   rec.annotate_flops(first_dispatch, s.flops());  // the GEMM (a 1x1 split-K merge follows it)
 }
 

@@ -47,6 +47,17 @@ void set_conv_variant(ConvVariant v);
 ConvVariant conv_variant(const Context& ctx);
 const char* conv_variant_name(ConvVariant v);
 
+// Depthwise kernels. Blocked (the default): conv2d_dw_{fwd,bwd_data}_blocked (a row segment
+// per invocation, inputs under overlapping windows loaded once) and
+// conv2d_dw_bwd_weight_split (channel x chunk workgroups, deterministic two-pass reduction).
+// Direct: the former one-output-per-invocation kernels conv2d_dw_* (backward-weight: one
+// invocation per weight over all of n * oh * ow), kept for comparison in `vkqat bench`.
+// VKQAT_DW_VARIANT=blocked|direct overrides Auto; set_depthwise_variant overrides both.
+enum class DepthwiseVariant { Auto, Blocked, Direct };
+void set_depthwise_variant(DepthwiseVariant v);
+DepthwiseVariant depthwise_variant();  // never Auto
+const char* depthwise_variant_name(DepthwiseVariant v);
+
 namespace ref {
 // Plain loops accumulating in double; same layouts as above.
 std::vector<float> conv2d_forward(const Conv2dShape& s, const std::vector<float>& x,

@@ -1,4 +1,5 @@
 // CPU twin of pool: plain loops, sums in double.
+#include <algorithm>
 #include <cmath>
 
 #include "nn/ops/pool.h"
@@ -63,12 +64,61 @@ std::vector<T> maxpool2x2_backward(const std::vector<T>& x, const std::vector<T>
   return dx;
 }
 
+// General max pool: forward takes each window's argmax, backward scatters dy there, walking the
+// windows in row-major order (the order in which the shader's gather adds them up).
+namespace {
+template <class T>
+size_t window_argmax_k(const Pool2dShape& s, const std::vector<T>& x, size_t plane, int oh, int ow) {
+  const int h0 = oh * s.stride - s.pad, w0 = ow * s.stride - s.pad;
+  const size_t base = plane * size_t(s.h) * s.w;
+  size_t best = 0;
+  bool first = true;
+  T m = T(0);
+  for (int ih = std::max(h0, 0); ih < std::min(h0 + s.k, s.h); ++ih)
+    for (int iw = std::max(w0, 0); iw < std::min(w0 + s.k, s.w); ++iw) {
+      const size_t i = base + size_t(ih) * s.w + iw;
+      if (first || x[i] > m || std::isnan(x[i])) {
+        m = x[i];
+        best = i;
+        first = false;
+      }
+    }
+  return best;
+}
+}  // namespace
+
+template <class T>
+std::vector<T> maxpool2d_forward(const Pool2dShape& s, const std::vector<T>& x) {
+  s.validate();
+  const size_t planes = size_t(s.n) * s.c;
+  std::vector<T> y(planes * s.out_h() * s.out_w());
+  size_t o = 0;
+  for (size_t p = 0; p < planes; ++p)
+    for (int oh = 0; oh < s.out_h(); ++oh)
+      for (int ow = 0; ow < s.out_w(); ++ow) y[o++] = x[window_argmax_k(s, x, p, oh, ow)];
+  return y;
+}
+
+template <class T>
+std::vector<T> maxpool2d_backward(const Pool2dShape& s, const std::vector<T>& x, const std::vector<T>& dy) {
+  s.validate();
+  const size_t planes = size_t(s.n) * s.c;
+  std::vector<T> dx(x.size(), T(0));
+  size_t o = 0;
+  for (size_t p = 0; p < planes; ++p)
+    for (int oh = 0; oh < s.out_h(); ++oh)
+      for (int ow = 0; ow < s.out_w(); ++ow) dx[window_argmax_k(s, x, p, oh, ow)] += dy[o++];
+  return dx;
+}
+
 #define VKQAT_POOL_REF(T)                                                                          \
   template std::vector<T> global_avg_pool_forward(const std::vector<T>&, const std::vector<int>&);  \
   template std::vector<T> global_avg_pool_backward(const std::vector<T>&, const std::vector<int>&); \
   template std::vector<T> maxpool2x2_forward(const std::vector<T>&, const std::vector<int>&);       \
   template std::vector<T> maxpool2x2_backward(const std::vector<T>&, const std::vector<T>&,         \
-                                              const std::vector<int>&);
+                                              const std::vector<int>&);                              \
+  template std::vector<T> maxpool2d_forward(const Pool2dShape&, const std::vector<T>&);               \
+  template std::vector<T> maxpool2d_backward(const Pool2dShape&, const std::vector<T>&, const std::vector<T>&);
 VKQAT_POOL_REF(float)
 VKQAT_POOL_REF(double)
 #undef VKQAT_POOL_REF

@@ -22,6 +22,19 @@ void relu_backward(Recording& rec, const Tensor& t, const Tensor& dy, Tensor& dx
   dispatch_elementwise(rec, "relu_bwd", {t.view(), dy.view(), dx.view()}, dy.numel(), push, "relu_bwd");
 }
 
+void relu6_forward(Recording& rec, const Tensor& x, Tensor& y) {
+  require_same_shape("relu6_forward", x, "x", y, "y");
+  struct { uint32_t n; } push{};
+  dispatch_elementwise(rec, "relu6", {x.view(), y.view()}, x.numel(), push, "relu6");
+}
+
+void relu6_backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate) {
+  require_same_shape("relu6_backward", x, "x", dy, "dy");
+  require_same_shape("relu6_backward", dy, "dy", dx, "dx");
+  struct { uint32_t n, accumulate; } push{0, accumulate ? 1u : 0u};
+  dispatch_elementwise(rec, "relu6_bwd", {x.view(), dy.view(), dx.view()}, dy.numel(), push, "relu6_bwd");
+}
+
 namespace ref {
 template <class T>
 std::vector<T> relu_forward(const std::vector<T>& x) {
@@ -35,6 +48,22 @@ std::vector<T> relu_backward(const std::vector<T>& t, const std::vector<T>& dy) 
   for (size_t i = 0; i < dy.size(); ++i) dx[i] = t[i] > 0 ? dy[i] : T(0);
   return dx;
 }
+template <class T>
+std::vector<T> relu6_forward(const std::vector<T>& x) {
+  std::vector<T> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] < 0 ? T(0) : x[i] > 6 ? T(6) : x[i];  // NaN stays
+  return y;
+}
+template <class T>
+std::vector<T> relu6_backward(const std::vector<T>& x, const std::vector<T>& dy) {
+  std::vector<T> dx(dy.size());
+  for (size_t i = 0; i < dy.size(); ++i) dx[i] = x[i] > 0 && x[i] < 6 ? dy[i] : T(0);
+  return dx;
+}
+template std::vector<float> relu6_forward(const std::vector<float>&);
+template std::vector<double> relu6_forward(const std::vector<double>&);
+template std::vector<float> relu6_backward(const std::vector<float>&, const std::vector<float>&);
+template std::vector<double> relu6_backward(const std::vector<double>&, const std::vector<double>&);
 template std::vector<float> relu_forward(const std::vector<float>&);
 template std::vector<double> relu_forward(const std::vector<double>&);
 template std::vector<float> relu_backward(const std::vector<float>&, const std::vector<float>&);
