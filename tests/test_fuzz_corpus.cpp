@@ -31,6 +31,9 @@
 #define LLVMFuzzerTestOneInput fuzz_stats_one
 #include "../fuzz/fuzz_stats.cpp"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_image_one
+#include "../fuzz/fuzz_image.cpp"
+#undef LLVMFuzzerTestOneInput
 
 namespace fs = std::filesystem;
 
@@ -43,11 +46,12 @@ TEST_CASE("the fuzzing corpus (seeds and past findings) replays without a crash 
   const std::vector<std::pair<const char*, Harness>> harnesses = {
       {"idx", fuzz_idx_one},           {"cifar", fuzz_cifar_one},         {"safetensors", fuzz_safetensors_one},
       {"bits_config", fuzz_bits_config_one}, {"model_config", fuzz_model_config_one},
-      {"int_model", fuzz_int_model_one}, {"stats", fuzz_stats_one}};
+      {"int_model", fuzz_int_model_one}, {"stats", fuzz_stats_one},     {"image", fuzz_image_one}};
   int files = 0;
   for (const auto& [name, run] : harnesses) {
     const fs::path dir = corpus / name;
     REQUIRE_MESSAGE(fs::is_directory(dir), dir);
+    const int before = files;
     for (const auto& e : fs::directory_iterator(dir)) {
       std::ifstream in(e.path(), std::ios::binary);
       const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -55,6 +59,7 @@ TEST_CASE("the fuzzing corpus (seeds and past findings) replays without a crash 
       CHECK_NOTHROW(run(bytes.data(), bytes.size()));
       ++files;
     }
+    CHECK_MESSAGE(files > before, dir << " holds no corpus file");
   }
   MESSAGE(files << " corpus files replayed");
   CHECK(files >= 15);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "nn/data/dataset.h"
 #include "nn/data/image_cache.h"
 #include "nn/data/image_decode.h"
+#include "nn/data/image_encode.h"
 #include "nn/data/image_folder.h"
 
 namespace fs = std::filesystem;
@@ -180,9 +182,15 @@ int run_export(const DataArgs& a) {
       char name[32];
       std::snprintf(name, sizeof name, "%05d.%s", i, a.format.c_str());
       const std::string f = (dir / name).string();
-      const int ok = a.format == "png" ? stbi_write_png(f.c_str(), W, H, C, hwc.data(), W * C)
-                                       : stbi_write_jpg(f.c_str(), W, H, C, hwc.data(), a.quality);
-      if (!ok) throw Error(f + ": cannot write");
+      if (a.format == "png") {
+        if (!stbi_write_png(f.c_str(), W, H, C, hwc.data(), W * C)) throw Error(f + ": cannot write");
+      } else {  // libjpeg-turbo: a 1-component JPEG for gray sets (stbi_write_jpg always writes 3)
+        const std::vector<uint8_t> jpg = nn::encode_jpeg(hwc.data(), W, H, C, a.quality);
+        std::ofstream out(f, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(jpg.data()), std::streamsize(jpg.size()));
+        out.close();
+        if (!out) throw Error(f + ": cannot write");
+      }
     }
     std::printf("%s/%s: %d images\n", a.out.c_str(), split, n);
   }

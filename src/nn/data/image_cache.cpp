@@ -20,12 +20,14 @@
 
 #include "backend/error.h"
 #include "nn/data/image_folder.h"
+#include "nn/json_number.h"
 
 namespace vkqat::nn {
 namespace {
 
 const char kMagic[8] = {'V', 'K', 'Q', 'A', 'T', 'I', 'C', '1'};
 constexpr size_t kRecordBytes = 24;
+constexpr int kMaxBaseSize = 4096;  // written and read: a larger header value is corruption
 
 uint64_t get_u64(const uint8_t* p) {
   uint64_t v;
@@ -66,14 +68,16 @@ MappedCache::MappedCache(const std::string& path) : path_(path) {
     nlohmann::json h = nlohmann::json::parse(data_ + footer + 8, data_ + footer + 8 + json_len, nullptr, false);
     if (h.is_discarded() || !h.is_object()) throw Error(path + ": corrupt cache (header JSON)");
     try {
-      base_size_ = h.at("base_size");
-      channels_ = h.at("channels");
+      base_size_ = json_int<int>(h.at("base_size"), "base_size");  // not h.at(): a float would be UB
+      channels_ = json_int<int>(h.at("channels"), "channels");
       classes_ = h.at("classes").get<std::vector<std::string>>();
       source_ = h.value("source", std::string());
     } catch (const nlohmann::json::exception& e) {
       throw Error(path + ": corrupt cache header: " + e.what());
+    } catch (const Error& e) {
+      throw Error(path + ": corrupt cache header: " + e.what());
     }
-    if ((channels_ != 1 && channels_ != 3) || base_size_ < 1 || classes_.size() < 2)
+    if ((channels_ != 1 && channels_ != 3) || base_size_ < 1 || base_size_ > kMaxBaseSize || classes_.size() < 2)
       throw Error(path + ": corrupt cache header (channels, size or classes)");
     const uint64_t index = (footer + 8 + json_len + 7) / 8 * 8;
     if (index > size_ || (size_ - index) % kRecordBytes != 0) throw Error(path + ": corrupt cache (index size)");
@@ -117,7 +121,8 @@ uint32_t CacheSource::produce(int i, bool train, uint64_t rng_seed, uint8_t* out
 CacheWriteReport write_image_cache(const std::string& root, int base_size, const std::string& out_path,
                                    const DataOptions& o) {
   o.validate();
-  if (base_size < 2 || base_size > 4096) throw Error("--size " + std::to_string(base_size) + ": expected 2..4096");
+  if (base_size < 2 || base_size > kMaxBaseSize)
+    throw Error("--size " + std::to_string(base_size) + ": expected 2.." + std::to_string(kMaxBaseSize));
   const auto t0 = std::chrono::steady_clock::now();
   FolderScan scan = scan_image_folder(root, o.val_split, o.strict);
   // The base transform of a folder whose base size is `base_size` (mode none, size = base).

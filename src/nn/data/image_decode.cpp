@@ -2,6 +2,7 @@
 #include "nn/data/image_decode.h"
 
 #include <jpeglib.h>
+#include <jerror.h>
 #include <stb/stb_image.h>
 
 #include <algorithm>
@@ -22,7 +23,11 @@ struct JpegErr {
 
 void jpeg_error_exit(j_common_ptr cinfo) {
   JpegErr* e = reinterpret_cast<JpegErr*>(cinfo->err);
-  (*cinfo->err->format_message)(cinfo, e->message);
+  if (cinfo->err->msg_code == JERR_NO_BACKING_STORE)  // max_memory_to_use exceeded (jmemnobs has no disk)
+    std::snprintf(e->message, sizeof e->message, "image too large to decode (needs more than %lld MiB of JPEG buffers)",
+                  (long long)(kMaxJpegWorkBytes >> 20));
+  else
+    (*cinfo->err->format_message)(cinfo, e->message);
   std::longjmp(e->jump, 1);
 }
 
@@ -33,7 +38,8 @@ void jpeg_emit_message(j_common_ptr cinfo, int level) {
 void jpeg_silent(j_common_ptr) {}
 
 // Everything that longjmps lives in this function's frame; no C++ object with a
-// destructor is created between setjmp and the longjmp target.
+// destructor is created between setjmp and the longjmp target. *err is the whole message
+// of a failure: libjpeg's own ones are prefixed "corrupt ...", ours ("image too large") not.
 bool jpeg_run(const uint8_t* data, size_t size, bool header_only, int channels, int min_short, ImageInfo* info,
               Image* out, std::string* err) {
   jpeg_decompress_struct cinfo;
@@ -45,10 +51,14 @@ bool jpeg_run(const uint8_t* data, size_t size, bool header_only, int channels, 
   jerr.message[0] = 0;
   if (setjmp(jerr.jump)) {
     jpeg_destroy_decompress(&cinfo);
-    *err = jerr.message;
+    const char* prefix = jerr.mgr.msg_code == JERR_NO_BACKING_STORE ? ""
+                         : header_only                              ? "corrupt JPEG header: "
+                                                                    : "corrupt or truncated JPEG: ";
+    *err = prefix + std::string(jerr.message);
     return false;
   }
   jpeg_create_decompress(&cinfo);
+  cinfo.mem->max_memory_to_use = long(kMaxJpegWorkBytes);
   jpeg_mem_src(&cinfo, data, (unsigned long)size);
   jpeg_read_header(&cinfo, TRUE);
   info->format = ImageFormat::Jpeg;
@@ -153,7 +163,7 @@ ImageInfo probe_image(const uint8_t* data, size_t size) {
     case ImageFormat::Jpeg: {
       ImageInfo info;
       std::string err;
-      if (!jpeg_run(data, size, true, 3, 0, &info, nullptr, &err)) throw DecodeError("corrupt JPEG header: " + err);
+      if (!jpeg_run(data, size, true, 3, 0, &info, nullptr, &err)) throw DecodeError(err);
       if (info.width <= 0 || info.height <= 0) throw DecodeError("corrupt JPEG header (zero size)");
       return info;
     }
@@ -168,8 +178,7 @@ Image decode_image(const uint8_t* data, size_t size, int channels, int min_short
   if (info.format == ImageFormat::Jpeg) {
     ImageInfo again;
     std::string err;
-    if (!jpeg_run(data, size, false, channels, min_short_side, &again, &out, &err))
-      throw DecodeError("corrupt or truncated JPEG: " + err);
+    if (!jpeg_run(data, size, false, channels, min_short_side, &again, &out, &err)) throw DecodeError(err);
     return out;
   }
   if (int64_t(info.width) * info.height > kMaxDecodePixels)

@@ -28,6 +28,11 @@ struct ImageInfo {
 // Largest decoded image accepted, in pixels (after JPEG's reduced-DCT scaling): a header
 // claiming more (e.g. 30000x30000 = 900 MP) is refused before any pixel memory is taken.
 constexpr int64_t kMaxDecodePixels = int64_t(1) << 27;  // 134 MP
+// Largest working memory libjpeg may take for a progressive or multi-scan JPEG, whose
+// whole-image coefficient buffer (2 bytes per sample of the full-size image, whatever
+// the reduced-DCT scale) can be far larger than the decoded image: a 30000x30000
+// progressive header decoded at 1/8 would otherwise ask for 2.7 GB.
+constexpr int64_t kMaxJpegWorkBytes = int64_t(1) << 30;  // 1 GiB
 
 // An 8-bit HWC image.
 struct Image {

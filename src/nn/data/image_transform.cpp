@@ -107,7 +107,9 @@ void ImageTransform::apply(const uint8_t* base, int h, int w, bool train, std::m
       for (int x = 0; x < S; ++x) {
         const int sx = (flip ? S - 1 - x : x) + dx;  // crop, then mirror the crop
         const bool inside = sy >= 0 && sy < S && sx >= 0 && sx < S;
-        const uint8_t* px = base + (size_t(cy + sy) * w + cx + sx) * C;
+        // The pixel's address only when inside: in the padding it would point before the
+        // image (a pointer overflow, undefined even unread; found by fuzz_image).
+        const uint8_t* px = inside ? base + (size_t(cy + sy) * w + cx + sx) * C : nullptr;
         for (int c = 0; c < C; ++c) out[c * plane + size_t(y) * S + x] = inside ? px[c] : 0;
       }
     }
