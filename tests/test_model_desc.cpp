@@ -103,6 +103,7 @@ TEST_CASE("bad model descriptions: an Error naming the file and the layer") {
   expect_error([](json& j) { j["layers"].insert(j["layers"].begin() + 1, json{{"name", "d"}, {"op", "dropout"}, {"p", 1.5}}); },
                {"'d'", "'p' must be in [0, 1)"});
   expect_error([](json& j) { j["layers"] = json::array(); }, {"no layers"});
+  expect_error([](json& j) { layer(j, "sum")["inputs"] = {"bn2", "bn2"}; }, {"'act1'", "used by no later layer"});
   expect_error([](json& j) { layer(j, "fc")["out"] = 4; }, {"'fc'", "not [classes] = [3]"});
   expect_error([](json& j) { j["layers"].erase(8); }, {"'pool'", "not [classes]"});
   expect_error([](json& j) { j["classes"] = 7.5; }, {"'classes' must be an integer"});

@@ -249,6 +249,15 @@ void infer_shapes(ModelDescription& d) {
     }
     if (numel(l.shape) > kMaxElementsPerImage) fail("output " + dims_str(l.shape) + " is too large");
   }
+  // Every output but the last feeds a later layer: a dead layer would get no gradient.
+  std::vector<bool> used(d.layers.size(), false);
+  for (const auto& l : d.layers)
+    for (int k : l.input_index)
+      if (k >= 0) used[size_t(k)] = true;
+  for (size_t i = 0; i + 1 < d.layers.size(); ++i)
+    if (!used[i])
+      throw Error(where + ": layer '" + d.layers[i].name + "' (" + layer_op_name(d.layers[i].op) +
+                  "): its output is used by no later layer (only the last layer's may be unused)");
   const LayerDesc& last = d.layers.back();
   if (last.shape != std::vector<int>{d.classes})
     throw Error(where + ": layer '" + last.name + "' (" + layer_op_name(last.op) + "), the last, gives " +
