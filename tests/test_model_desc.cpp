@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "backend/error.h"
+#include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
 #include "nn/model/model_desc.h"
 #include "nn/model/network.h"
@@ -103,7 +104,8 @@ TEST_CASE("bad model descriptions: an Error naming the file and the layer") {
   expect_error([](json& j) { j["layers"].insert(j["layers"].begin() + 1, json{{"name", "d"}, {"op", "dropout"}, {"p", 1.5}}); },
                {"'d'", "'p' must be in [0, 1)"});
   expect_error([](json& j) { j["layers"] = json::array(); }, {"no layers"});
-  expect_error([](json& j) { layer(j, "sum")["inputs"] = {"bn2", "bn2"}; }, {"'act1'", "used by no later layer"});
+  expect_error([](json& j) { layer(j, "sum")["inputs"] = {"bn2", "bn2"}; layer(j, "dw")["inputs"] = {"bn1"}; },
+               {"'act1'", "used by no later layer"});
   expect_error([](json& j) { layer(j, "fc")["out"] = 4; }, {"'fc'", "not [classes] = [3]"});
   expect_error([](json& j) { j["layers"].erase(8); }, {"'pool'", "not [classes]"});
   expect_error([](json& j) { j["classes"] = 7.5; }, {"'classes' must be an integer"});
@@ -151,4 +153,44 @@ TEST_CASE("built-in model descriptions give the hand-written classes' state dict
   nn::ModelConfig bad;
   bad.name = "resnet21";
   CHECK_THROWS_WITH(nn::describe_model(bad), doctest::Contains("unknown model"));
+}
+
+TEST_CASE("a model file in the model config: stored in checkpoints, rebuilt by build_network, checked against the data") {
+  const auto dir = test::fresh_dir("model_file_config");
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "net.json").string();
+  std::ofstream(path) << base_description().dump();
+  nn::ModelConfig mc;
+  mc.name = nn::kModelFileName;
+  mc.model_file = path;
+  mc.in_channels = 2, mc.height = 8, mc.width_px = 8, mc.classes = 3;
+  const nn::ModelConfig back = nn::ModelConfig::from_json(mc.to_json());
+  CHECK(back.model_file == path);
+  CHECK(nn::ModelConfig::from_json(nn::ModelConfig{}.to_json()).model_file.empty());  // built-ins: no field
+  auto net = nn::build_network(test::ctx(), back, 2);
+  CHECK(net->state().size() == nn::state_shapes(nn::load_model_description(path)).size());
+  CHECK(net->has_residual_blocks());
+  mc.classes = 10;  // the data has other classes than the description
+  CHECK_THROWS_WITH(nn::build_network(test::ctx(), mc, 2),
+                    doctest::Contains((path + ": takes [2,8,8] images and 3 classes, the data has [2,8,8] and 10").c_str()));
+  json bad = mc.to_json();
+  bad["model_file"] = 5;
+  CHECK_THROWS_WITH(nn::ModelConfig::from_json(bad), doctest::Contains("'model_file' must be a string"));
+}
+
+TEST_CASE("GraphNetwork refuses, naming the layer, what it cannot run yet") {
+  nn::ModelConfig mc;
+  mc.in_channels = 2, mc.height = 8, mc.width_px = 8, mc.classes = 3;
+  auto refused = [&](const std::function<void(json&)>& edit, const std::string& want) {
+    json j = base_description();
+    edit(j);
+    mc.model_file = "x.json";
+    const nn::ModelDescription d = nn::parse_model_description(j, "x.json");
+    CHECK_THROWS_WITH(nn::GraphNetwork(test::ctx(), d, mc, 2), doctest::Contains(want.c_str()));
+  };
+  refused([](json& j) { layer(j, "conv1")["bias"] = true; }, "layer 'conv1' (conv): conv bias is not supported");
+  refused([](json& j) { layer(j, "act2")["op"] = "relu6"; }, "layer 'act2' (relu6): not supported by the engine yet");
+  refused([](json& j) { j["layers"].insert(j["layers"].begin() + 7, json{{"name", "mp"}, {"op", "maxpool"}, {"kernel", 3}}); },
+          "layer 'mp' (maxpool): only the 2x2 stride-2");
+  refused([](json& j) { layer(j, "dw")["groups"] = 2; }, "layer 'dw' (conv): groups 2 is neither 1 nor depthwise");
 }

@@ -24,6 +24,8 @@ struct ModelConfig {
 };
 
 std::vector<std::string> model_names();
+// ModelConfig::name of a run whose model is a description file (ModelConfig::model_file).
+inline constexpr const char* kModelFileName = "model-file";
 
 // Where quantizers sit, in forward order. Statistics (and, in time, export and exact
 // evaluation) walk this list instead of knowing a model's class.
