@@ -35,6 +35,8 @@ struct GraphNetwork::Node {
   int shortcut = -1;    // Residual: which input (0/1) is the shortcut
   bool written = false;  // while recording backward: the gradient buffer holds a value
   int drop_input = -1;   // tests: an add input whose gradient is left out
+  int grad_from_add = -1;  // this output's only consumer is that add: its gradient is the add's
+  bool grad_is_alias = false;
 };
 
 static std::vector<int> batched(int batch, const std::vector<int>& s) {
@@ -135,6 +137,7 @@ void GraphNetwork::drop_add_input_grad_for_test(const std::string& add_layer, in
   const int i = desc_.index_of(add_layer);
   if (i < 0 || node(i).d.op != LayerOp::Add) throw Error("drop_add_input_grad_for_test: no add layer " + add_layer);
   node(i).drop_input = input;
+  plan();  // that input no longer reads the add's gradient buffer
 }
 
 void GraphNetwork::plan() {
@@ -175,6 +178,19 @@ void GraphNetwork::plan() {
     bn.relu = r;
     node(r).mode = Mode::Skip;
   }
+  // An add passes its gradient through unchanged: an input whose only consumer it is (and
+  // whose gradient the aux module does not add to) reads the add's gradient buffer instead of
+  // a copy (the 1x1 shortcut's BN, pre-activation blocks' conv2).
+  for (auto& np : nodes_) np->grad_from_add = -1;
+  for (int a = 0; a < n_layers; ++a) {
+    Node& add = node(a);
+    if (add.d.op != LayerOp::Add || add.d.input_index[0] == add.d.input_index[1]) continue;
+    for (int k = 0; k < 2; ++k) {
+      const int j = add.d.input_index[size_t(k)];
+      if (j < 0 || (add.mode == Mode::Residual && j == add.bn_node)) continue;
+      if (node(j).consumers.size() == 1 && !node(j).tapped && add.drop_input != k) node(j).grad_from_add = a;
+    }
+  }
   // Buffers: allocated once, only where the chosen kernels read or write them.
   for (auto& np : nodes_) {
     Node& n = *np;
@@ -186,7 +202,14 @@ void GraphNetwork::plan() {
     const bool no_grad = n.d.op == LayerOp::BatchNorm &&
                          (n.mode == Mode::BnRelu || n.mode == Mode::Residual || clip_in_bn);
     if (!no_out && !n.out.defined()) n.out = Tensor(ctx_, shape);
-    if (!no_grad && !n.grad.defined()) n.grad = Tensor(ctx_, shape);
+    if (n.grad_from_add < 0 && n.grad_is_alias) n.grad = Tensor(), n.grad_is_alias = false;  // tapped since
+    if (!no_grad && !n.grad.defined() && n.grad_from_add < 0) n.grad = Tensor(ctx_, shape);
+  }
+  for (auto& np : nodes_) {  // after the adds' own buffers exist
+    Node& n = *np;
+    if (n.grad_from_add < 0 || n.grad_is_alias) continue;
+    n.grad = Tensor::alias(node(n.grad_from_add).grad, batched(batch_, n.d.shape));
+    n.grad_is_alias = true;
   }
 }
 
@@ -365,6 +388,11 @@ Tensor* GraphNetwork::grad_target(int i, int k, bool& accumulate) {
   return &node(j).grad;
 }
 
+bool GraphNetwork::passes_through(int add, int k) {
+  const int j = node(add).d.input_index[size_t(k)];
+  return j >= 0 && node(j).grad_from_add == add;
+}
+
 static void copy_or_add(Recording& rec, const Tensor& src, Tensor& dst, bool accumulate_into) {
   if (accumulate_into)
     accumulate(rec, Tensor::alias(src, dst.shape()), dst);
@@ -426,12 +454,15 @@ void GraphNetwork::backward(Recording& rec) {
             b.bn->backward(rec, bx, n.out, n.grad, *dbx, false, acc_b);
           }
           if (n.drop_input == n.shortcut) break;
-          if (Tensor* ds = grad_target(i, n.shortcut, acc)) copy_or_add(rec, n.grad, *ds, acc);
+          if (Tensor* ds = grad_target(i, n.shortcut, acc))
+            if (!passes_through(i, n.shortcut)) copy_or_add(rec, n.grad, *ds, acc);
           break;
         }
         bool acc0 = false, acc1 = false;
         Tensor* d0 = n.drop_input == 0 ? nullptr : grad_target(i, 0, acc0);
         Tensor* d1 = n.drop_input == 1 ? nullptr : grad_target(i, 1, acc1);
+        if (d0 && passes_through(i, 0)) d0 = nullptr;  // its gradient buffer is this add's
+        if (d1 && passes_through(i, 1)) d1 = nullptr;
         if (d0 && d1 && d0 != d1) {
           add_backward(rec, n.grad, *d0, acc0, *d1, acc1);
         } else {

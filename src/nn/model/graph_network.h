@@ -46,6 +46,8 @@ class GraphNetwork : public Network {
   void plan();  // chooses the fusions from the current quantizers and taps
   // The gradient buffer of input `k` of node i for a write, or null (the image needs none).
   Tensor* grad_target(int i, int k, bool& accumulate);
+  // Whether input k of this add reads the add's own gradient buffer (no copy needed).
+  bool passes_through(int add, int k);
 
   ModelDescription desc_;
   std::vector<std::unique_ptr<Node>> nodes_;
