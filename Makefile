@@ -64,7 +64,7 @@ test-asan: deps
 # build-fuzz/corpus/NAME, findings to build-fuzz/crash-NAME-*. Fails if any harness crashes.
 FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZERS ?= idx cifar safetensors bits_config model_config int_model stats image
+FUZZERS ?= idx cifar safetensors bits_config model_config model_desc int_model stats image
 fuzz: deps
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DVKQAT_FUZZ=ON
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZERS))

@@ -25,6 +25,9 @@
 #define LLVMFuzzerTestOneInput fuzz_model_config_one
 #include "../fuzz/fuzz_model_config.cpp"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_model_desc_one
+#include "../fuzz/fuzz_model_desc.cpp"
+#undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_int_model_one
 #include "../fuzz/fuzz_int_model.cpp"
 #undef LLVMFuzzerTestOneInput
@@ -46,6 +49,7 @@ TEST_CASE("the fuzzing corpus (seeds and past findings) replays without a crash 
   const std::vector<std::pair<const char*, Harness>> harnesses = {
       {"idx", fuzz_idx_one},           {"cifar", fuzz_cifar_one},         {"safetensors", fuzz_safetensors_one},
       {"bits_config", fuzz_bits_config_one}, {"model_config", fuzz_model_config_one},
+      {"model_desc", fuzz_model_desc_one},
       {"int_model", fuzz_int_model_one}, {"stats", fuzz_stats_one},     {"image", fuzz_image_one}};
   int files = 0;
   for (const auto& [name, run] : harnesses) {

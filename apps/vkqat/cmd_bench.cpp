@@ -33,11 +33,12 @@ struct BenchOptions {
 // random data: full precision vs W4A4 CG-PACT + SAT + aux, the quantization overhead, and
 // the two halves of that overhead (quantizers alone, the aux module alone).
 struct TrainStepCase {
-  TrainStepCase(Context& ctx, bool quant, bool with_aux) {
+  // graph: the same model from its description on GraphNetwork (nn/model/graph_network.h).
+  TrainStepCase(Context& ctx, bool quant, bool with_aux, bool graph = false) {
     cfg.batch = 128;
     nn::ModelConfig& m = cfg.model;
     m.in_channels = 1, m.height = m.width_px = 28, m.classes = 10;
-    net = nn::build_network(ctx, m, cfg.batch);
+    net = graph ? nn::build_graph_network(ctx, m, cfg.batch) : nn::build_network(ctx, m, cfg.batch);
     net->init(0);
     const nn::QuantPlugins plugins = quant::quant_plugins();
     if (quant) {
@@ -82,7 +83,9 @@ std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick) {
   Case cases[] = {{"fp32", {ctx, false, false}, {}},
                   {"w4a4 cgpact+sat+aux", {ctx, true, true}, {}},
                   {"w4a4 cgpact+sat (no aux)", {ctx, true, false}, {}},
-                  {"fp32+aux", {ctx, false, true}, {}}};
+                  {"fp32+aux", {ctx, false, true}, {}},
+                  {"fp32 graph", {ctx, false, false, true}, {}},
+                  {"w4a4 cgpact+sat+aux graph", {ctx, true, true, true}, {}}};
   // Alternate the steps and take each one's median: a slow spell of a shared machine then
   // hits all of them, and the ratios stay honest.
   const int rounds = quick ? 3 : 7;

@@ -12,4 +12,5 @@ void add_bench_command(CLI::App& app, Actions& actions);
 void add_training_commands(CLI::App& app, Actions& actions);  // train, eval, inspect
 void add_deploy_commands(CLI::App& app, Actions& actions);    // export, infer (integer model)
 void add_data_command(CLI::App& app, Actions& actions);       // data info, data cache, data export
+void add_model_command(CLI::App& app, Actions& actions);      // model show
 }  // namespace vkqat::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   vkqat::cli::add_training_commands(app, actions);
   vkqat::cli::add_deploy_commands(app, actions);
   vkqat::cli::add_data_command(app, actions);
+  vkqat::cli::add_model_command(app, actions);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "backend/error.h"
+#include "nn/model/model_desc.h"
 #include "nn/train/run_state.h"
 
 namespace vkqat::cli {
@@ -23,6 +24,7 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--std", d.std, "per-channel normalization std (1 or 3 values)")->delimiter(',');
   t->add_flag("--strict", d.strict, "folder: unreadable image files are fatal instead of skipped");
   t->add_option("--model", a.cfg.model.name, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn")->capture_default_str();
+  t->add_option("--model-file", a.model_file, "a JSON model description (see README, models/), instead of --model");
   t->add_option("--width", a.cfg.model.width, "channels of the first stage (16 = standard)")->capture_default_str();
   t->add_option("--epochs", a.cfg.epochs, "epochs")->capture_default_str();
   t->add_option("--batch-size", a.cfg.batch, "batch size")->capture_default_str();
@@ -66,7 +68,7 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
 
 // Every flag of add_train_options (and --stats-every), for note_given.
 static const char* const kTrainFlags[] = {
-    "--data", "--data-dir", "--model", "--width", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
+    "--data", "--data-dir", "--model", "--model-file", "--width", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
     "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
     "--sat-conv", "--aux", "--aux-weight", "--init", "--resume", "--out", "--device", "--train-limit",
     "--test-limit", "--image-size", "--augment", "--workers", "--val-split", "--in-channels", "--mean", "--std", "--strict",
@@ -82,6 +84,14 @@ void note_given(CLI::App* t, TrainArgs& a) {
 void finish_train_args(TrainArgs& a) {
   if (a.resume.empty() && a.cfg.out.empty()) throw Error("--out RUN_DIR is required (or --resume RUN_DIR)");
   if (a.stats_every < 0) throw Error("--stats-every must be >= 0");
+  if (!a.model_file.empty()) {
+    if (a.given.count("--model")) throw Error("--model and --model-file name two models: give one");
+    // Checked now (an error names the file and the layer); stored absolute in the run's
+    // config and checkpoints, so eval and --resume rebuild it from anywhere.
+    nn::load_model_description(a.model_file);
+    a.cfg.model.model_file = std::filesystem::absolute(a.model_file).lexically_normal().string();
+    a.cfg.model.name = nn::kModelFileName;
+  }
   a.quant.apply_preset(a.quant.quantizer, a.wquant, a.aquant);
   a.quant.wbits = a.cfg.wbits;
   a.quant.abits = a.cfg.abits;
@@ -116,6 +126,7 @@ void check_resume_flags(const TrainArgs& a) {
       {"--data", [](auto& c, auto&) { return nlohmann::json(c.data); }},
       {"--model", [](auto& c, auto&) { return nlohmann::json(c.model.name); }},
       {"--width", [](auto& c, auto&) { return nlohmann::json(c.model.width); }},
+      {"--model-file", [](auto& c, auto&) { return nlohmann::json(c.model.model_file); }},
       {"--batch-size", [](auto& c, auto&) { return nlohmann::json(c.batch); }},
       {"--lr", [](auto& c, auto&) { return nlohmann::json(c.lr); }},
       {"--momentum", [](auto& c, auto&) { return nlohmann::json(c.momentum); }},

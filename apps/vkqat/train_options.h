@@ -14,6 +14,7 @@ struct TrainArgs {
   nn::TrainConfig cfg;
   quant::QuantConfig quant;
   std::string resume, bits_config;
+  std::string model_file;  // --model-file (made absolute into cfg.model.model_file)
   std::string wquant, aquant;  // empty: the --quantizer preset's
   int device = -1;
   int stats_every = 0;

@@ -2,13 +2,17 @@
 
 #include "nn/json_number.h"
 #include "backend/error.h"
+#include "nn/model/graph_network.h"
+#include "nn/model/model_builders.h"
 #include "nn/model/resnet.h"
 
 namespace vkqat::nn {
 
 nlohmann::json ModelConfig::to_json() const {
-  return {{"model", name}, {"width", width}, {"in_channels", in_channels}, {"height", height},
-          {"image_width", width_px}, {"classes", classes}};
+  nlohmann::json j = {{"model", name}, {"width", width}, {"in_channels", in_channels}, {"height", height},
+                      {"image_width", width_px}, {"classes", classes}};
+  if (!model_file.empty()) j["model_file"] = model_file;
+  return j;
 }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
@@ -20,6 +24,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
     c.height = json_int<int>(j.at("height"), "height");
     c.width_px = json_int<int>(j.at("image_width"), "image_width");
     c.classes = json_int<int>(j.at("classes"), "classes");
+    if (j.contains("model_file")) {
+      if (!j["model_file"].is_string()) throw Error("'model_file' must be a string");
+      c.model_file = j["model_file"].get<std::string>();
+    }
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("model config: ") + e.what());
   } catch (const Error& e) {
@@ -87,7 +95,16 @@ uint64_t Network::parameter_count() const {
   return n;
 }
 
+std::unique_ptr<Network> build_graph_network(Context& ctx, const ModelConfig& cfg, int batch) {
+  if (batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(batch));
+  if (!cfg.model_file.empty())
+    return std::make_unique<GraphNetwork>(ctx, load_model_description(cfg.model_file), cfg, batch);
+  if (cfg.width < 1 || cfg.width > 1024) throw Error("--width must be in 1..1024, got " + std::to_string(cfg.width));
+  return std::make_unique<GraphNetwork>(ctx, describe_model(cfg), cfg, batch);
+}
+
 std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch) {
+  if (!cfg.model_file.empty()) return build_graph_network(ctx, cfg, batch);
   if (batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(batch));
   if (cfg.width < 1 || cfg.width > 1024) throw Error("--width must be in 1..1024, got " + std::to_string(cfg.width));
   if (cfg.classes < 2) throw Error("model needs at least 2 classes, got " + std::to_string(cfg.classes));

@@ -16,11 +16,16 @@ struct ModelConfig {
   std::string name = "resnet20";  // resnet20|resnet32|resnet56|preact-resnet20|plain-cnn
   int width = 16;                 // channels of the first stage (16 = standard)
   int in_channels = 1, height = 28, width_px = 28, classes = 10;
+  // --model-file: a JSON model description (model_desc.h), absolute; set, it replaces `name`
+  // and `width` (GraphNetwork runs it).
+  std::string model_file;
   nlohmann::json to_json() const;
   static ModelConfig from_json(const nlohmann::json& j);  // throws Error on bad fields
 };
 
 std::vector<std::string> model_names();
+// ModelConfig::name of a run whose model is a description file (ModelConfig::model_file).
+inline constexpr const char* kModelFileName = "model-file";
 
 // Where quantizers sit, in forward order. Statistics (and, in time, export and exact
 // evaluation) walk this list instead of knowing a model's class.
@@ -94,5 +99,7 @@ class Network {
 
 // Throws Error naming the model or field when the configuration is invalid.
 std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch);
+// The built-in model's description (describe_model) run by GraphNetwork, or cfg.model_file's.
+std::unique_ptr<Network> build_graph_network(Context& ctx, const ModelConfig& cfg, int batch);
 
 }  // namespace vkqat::nn

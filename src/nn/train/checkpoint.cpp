@@ -94,7 +94,7 @@ nlohmann::json checkpoint_metadata(const SafeTensors& st) {
       throw Error(where + ": " + e.what());
     }
     const auto names = model_names();
-    if (std::find(names.begin(), names.end(), mc.name) == names.end())
+    if (mc.model_file.empty() && std::find(names.begin(), names.end(), mc.name) == names.end())
       throw Error(where + " names an unknown model '" + mc.name + "'");
     if (mc.width < 1 || mc.width > 1024 || mc.in_channels < 1 || mc.in_channels > 3 || mc.height < 1 ||
         mc.height > 1024 || mc.width_px < 1 || mc.width_px > 1024 || mc.classes < 2 || mc.classes > 100000)

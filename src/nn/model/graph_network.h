@@ -1,0 +1,59 @@
+#pragma once
+// One engine for any model description (model_desc.h), Caffe's Net in miniature: layers run
+// in order forward and in reverse backward, a tensor feeding several layers gets their
+// gradients summed (the first writer overwrites, the rest add), every activation and gradient
+// buffer is allocated once for the batch. The fused kernels are chosen by pattern when the
+// step is recorded, not written per model:
+//   batchnorm -> relu (its only consumer)            BN forward/backward with the ReLU inside;
+//   batchnorm -> relu with an activation quantizer   BN's forward_quantized / backward_quantized
+//                                                    (PACT in BN's passes);
+//   batchnorm -> add -> relu (each the only consumer of the one before; training)
+//                                                    the residual sum (and PACT or the ReLU)
+//                                                    in BN's pass.
+// Quantization: a conv reading the image is LayerRole::First, the last linear Last (its input
+// quantized as "NAME.act"), every relu's activation quantizer is named after the relu layer.
+#include <memory>
+
+#include "nn/model/model_desc.h"
+#include "nn/model/network.h"
+
+namespace vkqat::nn {
+
+class GraphNetwork : public Network {
+ public:
+  // Throws Error naming the description and layer for what the engine cannot run yet
+  // (conv bias, grouped but not depthwise convs, general max pool, relu6, dropout) or when
+  // the description's input and classes differ from cfg's.
+  GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch);
+  ~GraphNetwork() override;
+  void forward(Recording& rec, bool train) override;
+  void backward(Recording& rec) override;
+  bool has_residual_blocks() const override;
+  void apply_quant_policy(QuantPolicy& policy) override;
+  std::vector<FeatureTap> feature_taps() override;
+  QuantSites quant_sites() override;
+  const ModelDescription& description() const { return desc_; }
+  // Tests only: the gradient of one input of this add layer is dropped (as a forgotten
+  // shortcut gradient would be), for the gradient check to catch.
+  void drop_add_input_grad_for_test(const std::string& add_layer, int input);
+
+ protected:
+  void init_layers(InitRng& rng) override;
+
+ private:
+  struct Node;
+  Node& node(int i) { return *nodes_[size_t(i)]; }
+  void plan();  // chooses the fusions from the current quantizers and taps
+  // The gradient buffer of input `k` of node i for a write, or null (the image needs none).
+  Tensor* grad_target(int i, int k, bool& accumulate);
+  // Whether input k of this add reads the add's own gradient buffer (no copy needed).
+  bool passes_through(int add, int k);
+
+  ModelDescription desc_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  Tensor d_image_;  // sink for gradients of non-conv layers that read the image
+  Tensor grid_scratch_;
+  Tensor undefined_;
+};
+
+}  // namespace vkqat::nn

@@ -1,0 +1,183 @@
+// GraphNetwork (nn/model/graph_network.h), the engine that runs model descriptions: a user
+// description with a residual block and a depthwise conv passes the whole-network gradient
+// check (and the check catches a dropped shortcut gradient there too); the built-in models'
+// descriptions give the hand-written classes' logits and parameter gradients.
+#include <map>
+
+#include "net_gradcheck.h"
+#include "nn/model/graph_network.h"
+#include "nn/model/model_builders.h"
+
+using namespace vkqat;
+using namespace gradcheck;
+using nlohmann::json;
+
+namespace {
+
+// 8x8x1 images, 10 classes: stem, one residual block with a depthwise 3x3 and a 1x1 conv,
+// a 2x2 max pool, a flatten after the global pool. Taps: the stem's BN and the sum.
+nn::ModelDescription user_description() {
+  return nn::parse_model_description(json::parse(R"({
+    "input": {"channels": 1, "height": 8, "width": 8}, "classes": 10,
+    "layers": [
+      {"name": "conv1", "op": "conv", "out": 4, "kernel": 3, "padding": 1},
+      {"name": "bn1", "op": "batchnorm"},
+      {"name": "conv1.act", "op": "relu"},
+      {"name": "layer1.0.conv1", "op": "conv", "out": 4, "kernel": 3, "padding": 1, "groups": 4},
+      {"name": "layer1.0.bn1", "op": "batchnorm"},
+      {"name": "layer1.0.act1", "op": "relu"},
+      {"name": "layer1.0.conv2", "op": "conv", "out": 4, "kernel": 1},
+      {"name": "layer1.0.bn2", "op": "batchnorm"},
+      {"name": "layer1.0", "op": "add", "inputs": ["layer1.0.bn2", "conv1.act"]},
+      {"name": "layer1.0.act2", "op": "relu"},
+      {"name": "pool", "op": "maxpool", "kernel": 2},
+      {"name": "avgpool", "op": "gavgpool"},
+      {"name": "flatten", "op": "flatten"},
+      {"name": "fc", "op": "linear", "out": 10}
+    ],
+    "taps": ["bn1", "layer1.0"]})"),
+                                     "user.json");
+}
+
+std::unique_ptr<nn::Network> user_net() {
+  const nn::ModelDescription d = user_description();
+  nn::ModelConfig mc;
+  mc.model_file = "user.json";
+  mc.in_channels = 1, mc.height = 8, mc.width_px = 8, mc.classes = 10;
+  return std::make_unique<nn::GraphNetwork>(test::ctx(), d, mc, GradCheckNet::kBatch);
+}
+
+}  // namespace
+
+TEST_CASE("graph network gradient check: a user description with a residual block and a depthwise conv" *
+          doctest::test_suite("net-gradcheck")) {
+  for (bool with_aux : {false, true}) {
+    CAPTURE(with_aux);
+    GradCheckNet g(user_net(), with_aux);
+    int checked = 0;
+    const auto bad = check_gradients(g, &checked);
+    report(bad);
+    CHECK(bad.empty());
+    CHECK(checked >= 2 * int(g.parameters().size()) - 1);
+  }
+}
+
+TEST_CASE("graph network gradient check can fail: a dropped shortcut gradient is caught" *
+          doctest::test_suite("net-gradcheck")) {
+  for (bool with_aux : {false, true}) {
+    CAPTURE(with_aux);
+    GradCheckNet g(user_net(), with_aux, [](nn::Network& n) {
+      dynamic_cast<nn::GraphNetwork&>(n).drop_add_input_grad_for_test("layer1.0", 1);
+    });
+    int checked = 0;
+    const auto bad = check_gradients(g, &checked);
+    bool stem_caught = false;
+    for (const Mismatch& m : bad) stem_caught = stem_caught || m.param.rfind("conv1.", 0) == 0 || m.param.rfind("bn1.", 0) == 0;
+    CHECK(stem_caught);
+    for (const Mismatch& m : bad) CHECK(m.param.rfind("fc.", 0) != 0);  // after the block: untouched
+  }
+}
+
+namespace {
+
+struct StepResult {
+  std::vector<float> logits;
+  std::map<std::string, std::vector<float>> grads;
+};
+
+// One training step's forward and backward (with the aux module if asked) of `net`, weights
+// taken from `weights` when given, on fixed random images.
+StepResult train_step(nn::Network& net, const quant::QuantConfig* q, bool with_aux,
+                      const std::map<std::string, std::vector<float>>* weights) {
+  Context& ctx = test::ctx();
+  net.init(7);
+  if (weights)
+    for (const auto& [name, t] : net.state()) {
+      REQUIRE_MESSAGE(weights->count(name), name);
+      t->upload(weights->at(name));
+    }
+  if (q) net.apply_quant_policy(*quant::make_quant_policy(*q));
+  std::unique_ptr<nn::AuxiliaryHead> aux;
+  if (with_aux) {
+    aux = quant::quant_plugins().aux(ctx, net);
+    aux->init(7);
+  }
+  const int batch = net.batch();
+  nn::Tensor labels(ctx, {batch}, nn::DType::U32), loss(ctx, {1}, nn::DType::F32, MemoryKind::Host),
+      correct(ctx, {1}, nn::DType::U32, MemoryKind::Host), aux_loss(ctx, {1}, nn::DType::F32, MemoryKind::Host),
+      aux_correct(ctx, {1}, nn::DType::U32, MemoryKind::Host);
+  net.input().upload(test::random_vector(size_t(net.input().numel()), 11, -2.f, 2.f));
+  std::vector<uint32_t> y(static_cast<size_t>(batch), 0u);
+  for (int i = 0; i < batch; ++i) y[size_t(i)] = uint32_t((i * 7) % net.config().classes);
+  ctx.upload(labels.view(), y.data(), y.size() * 4);
+  Recording rec(ctx);
+  net.forward(rec, true);
+  if (aux) aux->forward(rec, true);
+  nn::cross_entropy(rec, net.logits(), labels, loss, correct, &net.d_logits());
+  if (aux) {
+    nn::cross_entropy(rec, aux->logits(), labels, aux_loss, aux_correct, &aux->d_logits(), 0.5f);
+    aux->backward(rec);
+  }
+  net.backward(rec);
+  rec.finish();
+  rec.run();
+  StepResult r;
+  r.logits = net.logits().download();
+  for (nn::Parameter* p : net.parameters()) r.grads[p->name] = p->grad.download();
+  return r;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, double(std::fabs(x)));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-written classes' logits and gradients") {
+  quant::QuantConfig w4a4;  // CG-PACT activations (PACT in BN's passes), DoReFa weights
+  w4a4.wbits = 4, w4a4.abits = 4;
+  struct Case {
+    std::string model;
+    bool quantized, aux;
+  };
+  for (const Case& c : {Case{"resnet20", false, false}, Case{"resnet20", true, false}, Case{"resnet20", true, true},
+                        Case{"resnet20", false, true}, Case{"preact-resnet20", false, false},
+                        Case{"preact-resnet20", true, true}, Case{"plain-cnn", false, false}}) {
+    CAPTURE(c.model);
+    CAPTURE(c.quantized);
+    CAPTURE(c.aux);
+    nn::ModelConfig mc;
+    mc.name = c.model;
+    mc.width = 4;
+    mc.in_channels = 3, mc.height = 12, mc.width_px = 12, mc.classes = 10;
+    auto hand = nn::build_network(test::ctx(), mc, 4);
+    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(hand.get()));
+    const StepResult want = train_step(*hand, c.quantized ? &w4a4 : nullptr, c.aux, nullptr);
+    std::map<std::string, std::vector<float>> weights;
+    for (const auto& [name, t] : hand->state()) weights[name] = t->download();
+    auto graph = nn::build_graph_network(test::ctx(), mc, 4);
+    REQUIRE(dynamic_cast<nn::GraphNetwork*>(graph.get()));
+    const StepResult got = train_step(*graph, c.quantized ? &w4a4 : nullptr, c.aux, &weights);
+    // The same kernels on the same values: equal up to the order in which a tensor's several
+    // gradients are summed (float addition is not associative: preact-resnet20 W4A4 + aux
+    // differs by 1.7e-5 in one PACT alpha), so 1e-4 of each tensor's largest value; a lost or
+    // doubled path moves gradients by far more.
+    constexpr double kTol = 1e-4;
+    REQUIRE(got.logits.size() == want.logits.size());
+    const double ls = max_abs(want.logits);
+    for (size_t i = 0; i < want.logits.size(); ++i) CHECK(std::fabs(got.logits[i] - want.logits[i]) <= kTol * ls);
+    REQUIRE(got.grads.size() == want.grads.size());
+    for (const auto& [name, g] : want.grads) {
+      CAPTURE(name);
+      REQUIRE(got.grads.count(name));
+      const std::vector<float>& h = got.grads.at(name);
+      REQUIRE(h.size() == g.size());
+      const double scale = std::max(max_abs(g), 1e-12);
+      double worst = 0;
+      for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::fabs(double(h[i]) - g[i]) / scale);
+      CHECK(worst <= kTol);
+    }
+  }
+}
