@@ -9,30 +9,30 @@ namespace vkqat::nn {
 using detail::dispatch_elementwise;
 using detail::require_same_shape;
 
-void relu_forward(Recording& rec, const Tensor& x, Tensor& y) {
-  require_same_shape("relu_forward", x, "x", y, "y");
+namespace {
+// ReLU and ReLU6 share their shaders' shape (relu6 is relu's with RELU_CAP): one forward
+// and one backward recorder, named by the kernel.
+void clamp_forward(Recording& rec, const char* kernel, const Tensor& x, Tensor& y) {
+  require_same_shape(kernel, x, "x", y, "y");
   struct { uint32_t n; } push{};
-  dispatch_elementwise(rec, "relu", {x.view(), y.view()}, x.numel(), push, "relu");
+  dispatch_elementwise(rec, kernel, {x.view(), y.view()}, x.numel(), push, kernel);
 }
+void clamp_backward(Recording& rec, const char* kernel, const Tensor& t, const Tensor& dy, Tensor& dx,
+                    bool accumulate) {
+  require_same_shape(kernel, t, "mask source", dy, "dy");
+  require_same_shape(kernel, dy, "dy", dx, "dx");
+  struct { uint32_t n, accumulate; } push{0, accumulate ? 1u : 0u};
+  dispatch_elementwise(rec, kernel, {t.view(), dy.view(), dx.view()}, dy.numel(), push, kernel);
+}
+}  // namespace
 
+void relu_forward(Recording& rec, const Tensor& x, Tensor& y) { clamp_forward(rec, "relu", x, y); }
 void relu_backward(Recording& rec, const Tensor& t, const Tensor& dy, Tensor& dx, bool accumulate) {
-  require_same_shape("relu_backward", t, "mask source", dy, "dy");
-  require_same_shape("relu_backward", dy, "dy", dx, "dx");
-  struct { uint32_t n, accumulate; } push{0, accumulate ? 1u : 0u};
-  dispatch_elementwise(rec, "relu_bwd", {t.view(), dy.view(), dx.view()}, dy.numel(), push, "relu_bwd");
+  clamp_backward(rec, "relu_bwd", t, dy, dx, accumulate);
 }
-
-void relu6_forward(Recording& rec, const Tensor& x, Tensor& y) {
-  require_same_shape("relu6_forward", x, "x", y, "y");
-  struct { uint32_t n; } push{};
-  dispatch_elementwise(rec, "relu6", {x.view(), y.view()}, x.numel(), push, "relu6");
-}
-
+void relu6_forward(Recording& rec, const Tensor& x, Tensor& y) { clamp_forward(rec, "relu6", x, y); }
 void relu6_backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate) {
-  require_same_shape("relu6_backward", x, "x", dy, "dy");
-  require_same_shape("relu6_backward", dy, "dy", dx, "dx");
-  struct { uint32_t n, accumulate; } push{0, accumulate ? 1u : 0u};
-  dispatch_elementwise(rec, "relu6_bwd", {x.view(), dy.view(), dx.view()}, dy.numel(), push, "relu6_bwd");
+  clamp_backward(rec, "relu6_bwd", x, dy, dx, accumulate);
 }
 
 namespace ref {
