@@ -1,5 +1,6 @@
 // conv2d: both kernel variants against the CPU reference, the reference backward against
 // finite differences, accumulate, and shape errors.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -240,14 +241,10 @@ TEST_CASE("conv2d tiled variant on multi-tile GEMMs, both tile widths, matches t
   nn::set_conv_variant(ConvVariant::Auto);
 }
 
-TEST_CASE("conv2d tiled backward-weight splits K over workgroup layers when its tiles are few" *
-          doctest::test_suite("conv2d")) {
-  // 16 -> 16 3x3: 3 x 1 tiles, K = 2 * 28 * 28: several chunks of K, merged in order.
+// Runs the backward-weight of `s` twice on the same random x and dy in one recording and
+// returns its dispatches; split reductions must give both runs the same bits (no atomics).
+std::vector<vkqat::DispatchShape> backward_weight_twice(const Conv2dShape& s) {
   auto& ctx = vkqat::test::ctx();
-  nn::set_conv_variant(ConvVariant::Tiled);
-  const Case c{"tiled split-K, 16->16 28x28 batch 2", {2, 16, 28, 28, 16, 3, 3, 1, 1}};
-  check_against_reference(c, 900);
-  const Conv2dShape& s = c.s;
   Tensor x = upload(ctx, s.x_shape(), random_for(s.x_shape(), 1)), dy = upload(ctx, s.y_shape(), random_for(s.y_shape(), 2));
   Tensor dw1(ctx, s.w_shape()), dw2(ctx, s.w_shape());
   Recording rec(ctx);
@@ -255,14 +252,19 @@ TEST_CASE("conv2d tiled backward-weight splits K over workgroup layers when its 
   nn::conv2d_backward_weight(rec, s, x, dy, dw2, false);
   rec.finish();
   rec.run();
-  size_t split = 0, merges = 0;
-  for (const auto& d : rec.dispatch_shapes()) {
-    split += d.kernel == "conv2d_bwd_weight_tiled" && d.groups.z > 1;
-    merges += d.label == "conv2d_bwd_weight_tiled merge";
-  }
-  CHECK(split == 2);
-  CHECK(merges == 2);
-  CHECK(dw1.download() == dw2.download());  // bit for bit: no atomics
+  CHECK(dw1.download() == dw2.download());
+  return rec.dispatch_shapes();
+}
+
+TEST_CASE("conv2d tiled backward-weight splits K over workgroup layers when its tiles are few" *
+          doctest::test_suite("conv2d")) {
+  // 16 -> 16 3x3: 3 x 1 tiles, K = 2 * 28 * 28: several chunks of K, merged in order.
+  nn::set_conv_variant(ConvVariant::Tiled);
+  const Case c{"tiled split-K, 16->16 28x28 batch 2", {2, 16, 28, 28, 16, 3, 3, 1, 1}};
+  check_against_reference(c, 900);
+  const auto d = backward_weight_twice(c.s);
+  CHECK(std::count_if(d.begin(), d.end(), [](const auto& e) { return e.kernel == "conv2d_bwd_weight_tiled" && e.groups.z > 1; }) == 2);
+  CHECK(std::count_if(d.begin(), d.end(), [](const auto& e) { return e.label == "conv2d_bwd_weight_tiled merge"; }) == 2);
   nn::set_conv_variant(ConvVariant::Auto);
 }
 
@@ -314,24 +316,11 @@ TEST_CASE("conv2d depthwise kernels (blocked and direct) match the reference" * 
 
 TEST_CASE("conv2d depthwise backward-weight splits large reductions into chunks, deterministically" *
           doctest::test_suite("conv2d")) {
-  auto& ctx = vkqat::test::ctx();
   nn::set_depthwise_variant(nn::DepthwiseVariant::Blocked);
   const Conv2dShape s = cases_depthwise()[10].s;
-  Tensor x = upload(ctx, s.x_shape(), random_for(s.x_shape(), 1)), dy = upload(ctx, s.y_shape(), random_for(s.y_shape(), 2));
-  Tensor dw1(ctx, s.w_shape()), dw2(ctx, s.w_shape());
-  Recording rec(ctx);
-  nn::conv2d_backward_weight(rec, s, x, dy, dw1, false);
-  nn::conv2d_backward_weight(rec, s, x, dy, dw2, false);
-  rec.finish();
-  rec.run();
-  size_t merges = 0, chunked = 0;
-  for (const auto& d : rec.dispatch_shapes()) {
-    merges += d.label == "conv2d_dw_bwd_weight_split merge";
-    chunked += d.kernel == "conv2d_dw_bwd_weight_split" && d.groups.x > 1;
-  }
-  CHECK(merges == 2);
-  CHECK(chunked == 2);
-  CHECK(dw1.download() == dw2.download());  // bit for bit: no atomics
+  const auto d = backward_weight_twice(s);
+  CHECK(std::count_if(d.begin(), d.end(), [](const auto& e) { return e.label == "conv2d_dw_bwd_weight_split merge"; }) == 2);
+  CHECK(std::count_if(d.begin(), d.end(), [](const auto& e) { return e.kernel == "conv2d_dw_bwd_weight_split" && e.groups.x > 1; }) == 2);
   nn::set_depthwise_variant(nn::DepthwiseVariant::Auto);
 }
 
