@@ -47,22 +47,33 @@ TEST_CASE("relu forward and backward match the CPU reference" * doctest::test_su
   }
 }
 
-TEST_CASE("relu reference backward equals finite differences" * doctest::test_suite("relu")) {
-  auto x = to_double(away_from_zero(test::random_vector(60, 4), 0.05f));
-  auto w = to_double(test::random_vector(60, 5));
+namespace {
+// backward(x, w) against central differences of the loss sum(forward(x) * w).
+template <class Forward, class Backward>
+void check_finite_differences(const std::vector<double>& x, const std::vector<double>& w, Forward forward,
+                              Backward backward) {
   auto loss = [&](const std::vector<double>& v) {
-    auto y = ref::relu_forward(v);
+    auto y = forward(v);
     double s = 0;
     for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
     return s;
   };
-  auto dx = ref::relu_backward(x, w);
+  auto dx = backward(x, w);
   for (size_t i = 0; i < x.size(); ++i) {
     std::vector<double> xp = x, xm = x;
     xp[i] += 1e-6;
     xm[i] -= 1e-6;
     CHECK(dx[i] == doctest::Approx((loss(xp) - loss(xm)) / 2e-6).epsilon(1e-6));
   }
+}
+}  // namespace
+
+TEST_CASE("relu reference backward equals finite differences" * doctest::test_suite("relu")) {
+  auto x = to_double(away_from_zero(test::random_vector(60, 4), 0.05f));
+  auto w = to_double(test::random_vector(60, 5));
+  check_finite_differences(
+      x, w, [](const std::vector<double>& v) { return ref::relu_forward(v); },
+      [](const std::vector<double>& v, const std::vector<double>& dy) { return ref::relu_backward(v, dy); });
 }
 
 TEST_CASE("relu rejects mismatched shapes" * doctest::test_suite("relu")) {
@@ -151,19 +162,9 @@ TEST_CASE("relu6 reference backward equals finite differences" * doctest::test_s
     for (float kink : {0.f, 6.f})
       if (std::fabs(v - kink) < 0.05f) v = v < kink ? kink - 0.05f : kink + 0.05f;
   auto x = to_double(xf), w = to_double(test::random_vector(80, 15));
-  auto loss = [&](const std::vector<double>& v) {
-    auto y = ref::relu6_forward(v);
-    double s = 0;
-    for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
-    return s;
-  };
-  auto dx = ref::relu6_backward(x, w);
-  for (size_t i = 0; i < x.size(); ++i) {
-    std::vector<double> xp = x, xm = x;
-    xp[i] += 1e-6;
-    xm[i] -= 1e-6;
-    CHECK(dx[i] == doctest::Approx((loss(xp) - loss(xm)) / 2e-6).epsilon(1e-6));
-  }
+  check_finite_differences(
+      x, w, [](const std::vector<double>& v) { return ref::relu6_forward(v); },
+      [](const std::vector<double>& v, const std::vector<double>& dy) { return ref::relu6_backward(v, dy); });
 }
 
 TEST_CASE("relu6 rejects mismatched shapes" * doctest::test_suite("relu")) {
