@@ -211,6 +211,9 @@ int IntModel::count(IntOp op) const {
   return k;
 }
 
+// Channels of any integer layer: keeps the fc's int32 sum (c_in * 255 * 255) below 2^31.
+constexpr int kMaxChannels = 4096;
+
 void int_model_shapes(IntModel& m, const std::string& where) {
   const nn::ModelConfig& mc = m.model;
   if (m.nodes.empty() || m.nodes.back().op != IntOp::Fc) throw Error(where + ": the last layer must be the fc");
@@ -242,7 +245,7 @@ void int_model_shapes(IntModel& m, const std::string& where) {
     switch (n.op) {
       case IntOp::Conv: {
         if (c.c_in != ic) fail("c_in " + std::to_string(c.c_in) + ", its input has " + std::to_string(ic) + " channels");
-        if (c.c_out < 1 || c.c_out > 65536 || c.k < 1 || c.k > 15 || c.stride < 1 || c.stride > 8 || c.pad < 0 ||
+        if (c.c_out < 1 || c.c_out > kMaxChannels || c.k < 1 || c.k > 15 || c.stride < 1 || c.stride > 8 || c.pad < 0 ||
             c.pad >= c.k)
           fail("implausible geometry");
         if (c.groups != 1 && !c.depthwise()) fail("groups " + std::to_string(c.groups) + " is neither 1 nor depthwise");
@@ -278,6 +281,9 @@ void int_model_shapes(IntModel& m, const std::string& where) {
         n.c = c.c_out, n.h = n.w = 1;
         break;
     }
+    // The engine's buffers stay allocatable whatever a file says.
+    const int64_t codes = int64_t(n.c) * n.h * n.w;
+    if (codes > (int64_t(1) << 26)) fail("output of " + std::to_string(codes) + " codes per image is implausibly large");
   }
 }
 
