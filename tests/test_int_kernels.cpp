@@ -2,7 +2,9 @@
 // pipeline (src/quant/int_reference.cpp), bit for bit, on random codes: every conv mode,
 // 2/4/8-bit weights, 4/8-bit activations, awkward shapes, on both conv paths (portable and
 // integer dot product, the latter forced where the device emulates it); the
-// VKQAT_INT_CONV override; code packing round trips; bad shapes throw.
+// VKQAT_INT_CONV override; the depthwise conv and max pool on codes; code packing round
+// trips; bad shapes throw.
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <random>
@@ -25,12 +27,14 @@ std::vector<int32_t> random_codes(size_t n, int levels, uint32_t seed) {
   return v;
 }
 
-IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int levels, IntConvMode mode, uint32_t seed) {
+IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int levels, IntConvMode mode, uint32_t seed,
+                    int groups = 1) {
   IntConv c;
   c.name = "test_conv";
-  c.c_in = c_in, c.c_out = c_out, c.k = k, c.stride = stride, c.pad = k / 2, c.wbits = wbits;
-  std::vector<int32_t> codes = random_codes(size_t(c_out) * k * k * c_in, (1 << wbits) - 1, seed);
-  c.codes = quant::pack_codes(std::vector<int>(codes.begin(), codes.end()), c_out, k * k, c_in, wbits);
+  c.c_in = c_in, c.c_out = c_out, c.k = k, c.stride = stride, c.pad = k / 2, c.wbits = wbits, c.groups = groups;
+  const int gi = c_in / groups;
+  std::vector<int32_t> codes = random_codes(size_t(c_out) * k * k * gi, (1 << wbits) - 1, seed);
+  c.codes = quant::pack_codes(std::vector<int>(codes.begin(), codes.end()), c_out, k * k, gi, wbits);
   if (mode == IntConvMode::Raw) return c;
   c.levels = levels;
   std::mt19937 rng(seed + 1);
@@ -45,7 +49,7 @@ IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int level
   }
   // Bring acc * mult into the range where codes vary: scale down the multipliers.
   for (int o = 0; o < c_out; ++o) {
-    const double fan = double(c_in) * k * k * ((1 << wbits) - 1) * 40.0;
+    const double fan = double(gi) * k * k * ((1 << wbits) - 1) * 40.0;
     c.rq.mult[o] = int32_t(double(c.rq.mult[o]) * std::ldexp(1.0, c.rq.shift[o] - 30) * levels / fan);
     c.rq.mult2[o] = int32_t(double(c.rq.mult2[o]) * std::ldexp(1.0, c.rq.shift[o] - 30) * levels / fan);
   }
@@ -53,8 +57,8 @@ IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int level
 }
 
 void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int wbits, IntConvMode mode,
-                uint32_t seed, quant::IntConvPath path = quant::IntConvPath::Portable, int levels = 15) {
-  IntConv c = random_conv(c_in, c_out, k, stride, wbits, levels, mode, seed);
+                uint32_t seed, quant::IntConvPath path = quant::IntConvPath::Portable, int levels = 15, int groups = 1) {
+  IntConv c = random_conv(c_in, c_out, k, stride, wbits, levels, mode, seed, groups);
   const int oh = (h + 2 * c.pad - k) / stride + 1, ow = (w + 2 * c.pad - k) / stride + 1;
   const int x_levels = mode == IntConvMode::Stem ? 255 : levels;
   std::vector<int32_t> x = random_codes(size_t(n) * c_in * h * w, x_levels, seed + 7);
@@ -81,7 +85,7 @@ void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int
       seen[size_t(want[i])] = true, ++distinct_codes;
   }
   INFO("n" << n << " c" << c_in << "->" << c_out << " " << h << "x" << w << " k" << k << " s" << stride << " w"
-           << wbits << "bit a" << levels << " mode " << int(mode) << " path "
+           << wbits << "bit a" << levels << " groups " << groups << " mode " << int(mode) << " path "
            << (path == quant::IntConvPath::Dot ? "dot" : "portable"));
   CHECK_MESSAGE(bad == 0, bad << " of " << got.size() << " differ, first [" << first << "] got " << int32_t(got[first])
                               << " want " << want[first]);
@@ -206,6 +210,56 @@ TEST_CASE("VKQAT_INT_CONV picks the integer conv path; the default follows the d
   const quant::IntConvGpu g(ctx, c);
   CHECK(g.path == quant::IntConvPath::Dot);
   CHECK(g.codes.numel() == 4 * 9 * 2);  // 8-bit containers: 2 words for 6 channels
+}
+
+TEST_CASE("int_conv_dw (depthwise) matches the CPU integer reference bit for bit; the dot path leaves it portable" *
+          doctest::test_suite("int")) {
+  uint32_t seed = 300;
+  for (int wbits : {2, 4, 8})
+    for (IntConvMode mode : {IntConvMode::Requant, IntConvMode::Stem, IntConvMode::Residual, IntConvMode::Raw}) {
+      check_conv(2, 7, 9, 11, 7, 3, 1, wbits, mode, seed++, quant::IntConvPath::Portable, 15, 7);  // odd sizes
+      check_conv(1, 13, 6, 5, 13, 3, 2, wbits, mode, seed++, quant::IntConvPath::Portable, 255, 13);  // stride 2
+      check_conv(3, 5, 7, 7, 5, 5, 1, wbits, mode, seed++, quant::IntConvPath::Portable, 7, 5);      // 5x5
+      check_conv(1, 33, 1, 3, 33, 3, 2, wbits, mode, seed++, quant::IntConvPath::Portable, 15, 33);  // 1-row image
+    }
+  // A depthwise layer keeps its own (portable) shader whatever path is asked for.
+  Context& ctx = test::ctx();
+  if (!test::lacks_integer_dot_product()) {
+    const quant::IntConvGpu g(ctx, random_conv(6, 6, 3, 1, 4, 15, IntConvMode::Requant, 3, 6), quant::IntConvPath::Dot);
+    CHECK(g.path == quant::IntConvPath::Portable);
+    check_conv(2, 6, 5, 5, 6, 3, 1, 4, IntConvMode::Residual, 41, quant::IntConvPath::Dot, 15, 6);
+  }
+  CHECK_THROWS_WITH_AS(quant::IntConvGpu(ctx, random_conv(8, 8, 3, 1, 4, 15, IntConvMode::Requant, 3, 2)),
+                       doctest::Contains("neither 1 nor depthwise"), Error);
+}
+
+TEST_CASE("int_maxpool (max pool on codes) matches the CPU reference; bad geometry throws" *
+          doctest::test_suite("int")) {
+  Context& ctx = test::ctx();
+  struct Case {
+    int n, c, h, w, k, s, p;
+  };
+  uint32_t seed = 500;
+  for (const Case& t : {Case{2, 3, 9, 9, 3, 2, 1}, Case{1, 5, 8, 7, 2, 2, 0}, Case{3, 2, 5, 6, 3, 1, 1},
+                        Case{1, 17, 13, 13, 3, 2, 1}, Case{2, 4, 1, 1, 1, 1, 0}, Case{1, 3, 2, 3, 3, 2, 1}}) {
+    INFO("n" << t.n << " c" << t.c << " " << t.h << "x" << t.w << " k" << t.k << " s" << t.s << " p" << t.p);
+    const auto x = random_codes(size_t(t.n) * t.c * t.h * t.w, 15, seed++);
+    const auto want = quant::ref::int_maxpool(x, t.n, t.c, t.h, t.w, t.k, t.s, t.p);
+    nn::Tensor xt(ctx, {int(x.size())}, nn::DType::I32), yt(ctx, {int(want.size())}, nn::DType::I32);
+    xt.upload_u32(std::vector<uint32_t>(x.begin(), x.end()));
+    Recording rec(ctx);
+    quant::int_maxpool_forward(rec, xt, t.n * t.c, t.h, t.w, t.k, t.s, t.p, yt);
+    rec.finish();
+    rec.run();
+    const auto got = yt.download_u32();
+    CHECK(std::vector<int32_t>(got.begin(), got.end()) == want);
+    // The reference is a max: every output is one of its window's inputs and none is smaller.
+    if (t.k == 3 && t.s == 2 && t.p == 1) CHECK(want[0] == std::max({x[0], x[1], x[size_t(t.w)], x[size_t(t.w) + 1]}));
+  }
+  nn::Tensor x(ctx, {16}, nn::DType::I32), y(ctx, {4}, nn::DType::I32);
+  Recording bad(ctx);
+  CHECK_THROWS_AS(quant::int_maxpool_forward(bad, x, 1, 4, 4, 2, 2, 2, y), Error);  // padding > kernel / 2
+  CHECK_THROWS_AS(quant::int_maxpool_forward(bad, x, 1, 4, 4, 3, 1, 1, y), Error);  // y too small
 }
 
 TEST_CASE("int_pool matches the reference; bad shapes throw" * doctest::test_suite("int")) {

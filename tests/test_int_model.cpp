@@ -4,6 +4,7 @@
 // file round-trips and is small (width 16: <= 1/6 of FP32 at 4 bits, <= 1/10 at 2 bits),
 // (d) bad inputs (FP32 / unsupported checkpoints, corrupt files, shape mismatch) throw.
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <set>
@@ -77,10 +78,19 @@ void check_parity(int bits) {
   const fs::path model_path = dir / "model.safetensors";
   quant::write_int_model(model_path.string(), quant::export_int_model(ckpt.string()));
   const quant::IntModel m = quant::read_int_model(model_path.string());
-  CHECK(m.stem.wbits == 8);
-  CHECK(m.blocks[0].c1.wbits == bits);
-  CHECK(m.blocks[0].c1.levels == (1 << bits) - 1);
-  CHECK(m.fc_wbits == 8);
+  auto conv = [&](const char* name) -> const quant::IntNode& {
+    REQUIRE(m.index_of(name) >= 0);
+    return m.nodes[size_t(m.index_of(name))];
+  };
+  CHECK(conv("conv1").conv.wbits == 8);
+  CHECK(conv("conv1").mode == quant::IntConvMode::Stem);
+  CHECK(conv("layer1.0.conv1").conv.wbits == bits);
+  CHECK(conv("layer1.0.conv1").conv.levels == (1 << bits) - 1);
+  CHECK(conv("layer2.0.downsample.0").mode == quant::IntConvMode::Raw);
+  CHECK(conv("layer2.0.conv2").inputs == std::vector<std::string>{"layer2.0.conv1", "layer2.0.downsample.0"});
+  CHECK(conv("layer2.1.conv2").inputs == std::vector<std::string>{"layer2.1.conv1", "layer2.0.conv2"});
+  CHECK(m.fc().conv.wbits == 8);
+  CHECK(m.count(quant::IntOp::Conv) == 1 + 9 * 2 + 2);  // stem, 9 blocks, 2 downsample convs
 
   nn::Dataset test = nn::first_n(nn::load_dataset("fashion-mnist", "", false), 300);
   // (a) layer by layer, GPU vs CPU integer reference, on the first 16 images at batch 16.
@@ -167,10 +177,21 @@ TEST_CASE("integer model files: round trip and size vs the FP32 checkpoint (widt
     const quant::IntModel m = quant::export_int_model(ckpt.string());
     quant::write_int_model(out.string(), m);
     const quant::IntModel back = quant::read_int_model(out.string());
-    CHECK(back.blocks.size() == m.blocks.size());
-    CHECK(back.blocks[4].c2.rq.bias == m.blocks[4].c2.rq.bias);
-    CHECK(back.blocks[3].down->codes == m.blocks[3].down->codes);
-    CHECK(back.fc_codes == m.fc_codes);
+    REQUIRE(back.nodes.size() == m.nodes.size());
+    for (size_t i = 0; i < m.nodes.size(); ++i) {
+      const quant::IntNode &a = back.nodes[i], &b = m.nodes[i];
+      INFO(b.name);
+      CHECK(a.name == b.name);
+      CHECK(a.inputs == b.inputs);
+      CHECK(a.mode == b.mode);
+      CHECK(a.conv.codes == b.conv.codes);
+      CHECK(a.conv.rq.mult == b.conv.rq.mult);
+      CHECK(a.conv.rq.mult2 == b.conv.rq.mult2);
+      CHECK(a.conv.rq.shift == b.conv.rq.shift);
+      CHECK(a.conv.rq.bias == b.conv.rq.bias);
+      CHECK((a.mult == b.mult && a.shift == b.shift && a.bias == b.bias && a.logit_scale == b.logit_scale));
+      CHECK((a.c == b.c && a.h == b.h && a.w == b.w));
+    }
     const double ratio = double(fs::file_size(out)) / double(fp32_bytes);
     MESSAGE(bits << "-bit model: " << fs::file_size(out) << " bytes, FP32 checkpoint " << fp32_bytes << " (ratio 1/"
                  << 1 / ratio << ")");
@@ -218,6 +239,28 @@ TEST_CASE("bad inputs: FP32 / unsupported checkpoints, corrupt model files, shap
   const fs::path wrong = dir / "wrong.safetensors";
   nn::write_safetensors(wrong.string(), st);
   CHECK_THROWS_WITH_AS(quant::read_int_model(wrong.string()), doctest::Contains("layer1.0.conv1.requant.shift"), Error);
+  // A vkqat-int-1 file (the ResNet-only layout) asks for a re-export; a graph whose layer
+  // reads a later one is refused naming the layer.
+  auto rewrite_meta = [&](const std::function<void(nlohmann::json&)>& edit, const fs::path& out) {
+    nn::SafeTensors t = nn::read_safetensors(good.string());
+    nlohmann::json meta = nlohmann::json::parse(t.metadata["vkqat_int"]);
+    edit(meta);
+    t.metadata["vkqat_int"] = meta.dump();
+    nn::write_safetensors(out.string(), t);
+    return out.string();
+  };
+  CHECK_THROWS_WITH_AS(
+      quant::read_int_model(rewrite_meta([](nlohmann::json& j) { j["format"] = "vkqat-int-1"; }, dir / "v1.safetensors")),
+      doctest::Contains("re-export"), Error);
+  CHECK_THROWS_WITH_AS(quant::read_int_model(rewrite_meta(
+                           [](nlohmann::json& j) { j["graph"][2]["inputs"] = {"fc.act", "conv1"}; }, dir / "fwd.safetensors")),
+                       doctest::Contains("is not an earlier layer"), Error);
+  CHECK_THROWS_WITH_AS(quant::read_int_model(rewrite_meta(
+                           [](nlohmann::json& j) { j["graph"][1]["groups"] = 2; }, dir / "groups.safetensors")),
+                       doctest::Contains("layer 'layer1.0.conv1' (conv): groups 2"), Error);
+  CHECK_THROWS_WITH_AS(quant::read_int_model(rewrite_meta(
+                           [](nlohmann::json& j) { j["graph"][1]["op"] = "softmax"; }, dir / "op.safetensors")),
+                       doctest::Contains("unknown op 'softmax'"), Error);
   // Model / data shape mismatch.
   const quant::IntModel m = quant::read_int_model(good.string());
   nn::Dataset cifar_like;

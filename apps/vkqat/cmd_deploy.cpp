@@ -32,8 +32,9 @@ int run_export(const std::string& checkpoint, const std::string& out) {
   const quant::IntModel m = quant::export_int_model(checkpoint);
   quant::write_int_model(out, m);
   const auto in_bytes = std::filesystem::file_size(checkpoint), out_bytes = std::filesystem::file_size(out);
-  std::printf("%s: integer %s (width %d, %zu blocks), %llu bytes (%.1fx smaller than %s, %llu bytes)\n", out.c_str(),
-              m.model.name.c_str(), m.model.width, m.blocks.size(), (unsigned long long)out_bytes,
+  std::printf("%s: integer %s (width %d, %d convs, %zu layers), %llu bytes (%.1fx smaller than %s, %llu bytes)\n",
+              out.c_str(), m.model.name.c_str(), m.model.width, m.count(quant::IntOp::Conv), m.nodes.size(),
+              (unsigned long long)out_bytes,
               double(in_bytes) / double(out_bytes), checkpoint.c_str(), (unsigned long long)in_bytes);
   return 0;
 }

@@ -17,6 +17,12 @@ constexpr int kRows = 2, kCols = 4;  // out rows x columns per invocation
 struct ConvPush {
   int32_t n, c_in, h, w, c_out, oh, ow, words, levels, wlevels;
 };
+struct DwPush {
+  int32_t n, c, h, w, oh, ow, k, stride, pad, levels, wlevels;
+};
+struct MaxPoolPush {
+  int32_t planes, h, w, oh, ow, k, stride, pad;
+};
 struct PoolPush {
   int32_t rows, hw, mult, shift, levels;
 };
@@ -79,7 +85,10 @@ std::string int_conv_variant(const Context& ctx) {
 
 IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l) : IntConvGpu(ctx, l, int_conv_path(ctx)) {}
 
-IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l, IntConvPath conv_path) : layer(l), path(conv_path) {
+IntConvGpu::IntConvGpu(Context& ctx, const IntConv& l, IntConvPath conv_path)
+    : layer(l), path(l.groups > 1 ? IntConvPath::Portable : conv_path) {  // depthwise: its own portable shader
+  if (l.groups > 1 && !l.depthwise())
+    throw Error("IntConvGpu " + l.name + ": groups " + std::to_string(l.groups) + " is neither 1 nor depthwise");
   if (path == IntConvPath::Dot) {
     require_int_dot(ctx, ("IntConvGpu " + l.name).c_str());
     // int_conv_dot.comp reads 8-bit containers, 4 in channels per word (codes < 2^wbits <= 256).
@@ -121,9 +130,20 @@ void int_conv_forward(Recording& rec, const IntConvGpu& g, ref::IntConvMode mode
     if (!res) throw Error(op + ": residual mode needs the shortcut tensor");
     require(op.c_str(), *res, "res", y.numel());
   }
-  const int mb = c.c_out >= 8 ? 8 : 4;
   const uint32_t spec_mode = mode == ref::IntConvMode::Requant ? 0 : mode == ref::IntConvMode::Stem ? 1
                              : mode == ref::IntConvMode::Residual ? 2 : 3;
+  const BufferView rqv = raw ? g.codes.view() : g.rq.view();
+  const BufferView resv = res ? res->view() : x.view();
+  if (c.depthwise()) {
+    require(op.c_str(), g.codes, "codes", int64_t(c.c_out) * c.k * c.k);
+    const uint32_t local = pick_workgroup_size(rec.context().info(), 64);
+    const Kernel& k =
+        rec.context().kernel("int_conv_dw", {local, 1, 1}, {uint32_t(int_container_bits(c.wbits)), spec_mode});
+    DwPush push{n, c.c_in, h, w, oh, ow, c.k, c.stride, c.pad, c.levels, c.wlevels()};
+    rec.dispatch_1d(k, {x.view(), g.codes.view(), rqv, resv, y.view()}, push, uint64_t(y.numel()), "int_conv_dw");
+    return;
+  }
+  const int mb = c.c_out >= 8 ? 8 : 4;
   const bool dot = g.path == IntConvPath::Dot;
   std::vector<uint32_t> spec = {uint32_t(c.k), uint32_t(c.k), uint32_t(c.stride), uint32_t(c.pad)};
   if (!dot) spec.push_back(uint32_t(int_container_bits(c.wbits)));
@@ -133,8 +153,6 @@ void int_conv_forward(Recording& rec, const IntConvGpu& g, ref::IntConvMode mode
   require(op.c_str(), g.codes, "codes", int64_t(c.c_out) * c.k * c.k * words);
   ConvPush push{n, c.c_in, h, w, c.c_out, oh, ow, words, c.levels, c.wlevels()};
   const uint64_t blocks = uint64_t(n) * ((oh + kRows - 1) / kRows) * ((ow + kCols - 1) / kCols);
-  const BufferView rqv = raw ? g.codes.view() : g.rq.view();
-  const BufferView resv = res ? res->view() : x.view();
   rec.dispatch(k, {x.view(), g.codes.view(), rqv, resv, y.view()}, push,
                Groups{uint32_t((blocks + kLocal - 1) / kLocal), uint32_t((c.c_out + mb - 1) / mb), 1},
                dot ? "int_conv_dot" : "int_conv");
@@ -147,42 +165,71 @@ void int_pool_forward(Recording& rec, const Tensor& x, int rows, int hw, int32_t
   rec.dispatch_1d(k, {x.view(), y.view()}, PoolPush{rows, hw, mult, shift, levels}, uint64_t(rows), "int_pool");
 }
 
+void int_maxpool_forward(Recording& rec, const Tensor& x, int planes, int h, int w, int kernel, int stride, int pad,
+                         Tensor& y) {
+  const int oh = (h + 2 * pad - kernel) / stride + 1, ow = (w + 2 * pad - kernel) / stride + 1;
+  if (planes < 1 || oh < 1 || ow < 1 || kernel < 1 || stride < 1 || pad < 0 || 2 * pad > kernel)
+    throw Error("int_maxpool_forward: bad geometry (kernel " + std::to_string(kernel) + ", stride " +
+                std::to_string(stride) + ", padding " + std::to_string(pad) + " on " + std::to_string(h) + "x" +
+                std::to_string(w) + ")");
+  require("int_maxpool_forward", x, "x", int64_t(planes) * h * w);
+  require("int_maxpool_forward", y, "y", int64_t(planes) * oh * ow);
+  const Kernel& k = rec.context().kernel("int_maxpool", {pick_workgroup_size(rec.context().info(), 64), 1, 1});
+  rec.dispatch_1d(k, {x.view(), y.view()}, MaxPoolPush{planes, h, w, oh, ow, kernel, stride, pad}, uint64_t(y.numel()),
+                  "int_maxpool");
+}
+
 IntEngine::IntEngine(Context& ctx, const IntModel& m, int batch, std::optional<IntConvPath> path)
     : ctx_(ctx), model_(m), batch_(batch), rec_(ctx) {
   if (batch < 1) throw Error("IntEngine: batch must be >= 1");
   const IntConvPath conv_path = path ? *path : int_conv_path(ctx);
   const nn::ModelConfig& mc = m.model;
-  int h = mc.height, w = mc.width_px;
-  image_ = i32_tensor(ctx, int64_t(batch) * mc.in_channels * h * w);
-  auto add = [&](const IntConv& c, ref::IntConvMode mode, Tensor* in, Tensor* res, int hh, int ww) {
-    auto l = std::make_unique<Layer>(Layer{IntConvGpu(ctx, c, conv_path), mode, hh, ww, in, res, Tensor()});
-    const int oh = (hh + 2 * c.pad - c.k) / c.stride + 1, ow = (ww + 2 * c.pad - c.k) / c.stride + 1;
-    l->out = i32_tensor(ctx, int64_t(batch) * c.c_out * oh * ow);
+  image_ = i32_tensor(ctx, int64_t(batch) * mc.in_channels * mc.height * mc.width_px);
+  for (const IntNode& nd : m.nodes) {
+    auto l = std::make_unique<Layer>();
+    l->node = &nd;
+    if (nd.op == IntOp::Conv) l->conv = IntConvGpu(ctx, nd.conv, conv_path);
+    if (nd.op == IntOp::Fc) {
+      l->fc_codes = Tensor(ctx, {int(nd.conv.codes.size())}, DType::U32);
+      l->fc_codes.upload_u32(nd.conv.codes);
+      l->fc_bias = Tensor(ctx, {nd.conv.c_out});
+      l->fc_bias.upload(nd.bias);
+      l->out = Tensor(ctx, {batch, nd.conv.c_out});
+    } else {
+      l->out = i32_tensor(ctx, int64_t(batch) * nd.c * nd.h * nd.w);
+    }
     layers_.push_back(std::move(l));
-    return &layers_.back()->out;
-  };
-  Tensor* x = add(m.stem, ref::IntConvMode::Stem, &image_, nullptr, h, w);
-  for (const IntBlock& b : m.blocks) {
-    Tensor* shortcut = x;
-    if (b.down) shortcut = add(*b.down, ref::IntConvMode::Raw, x, nullptr, h, w);
-    Tensor* y1 = add(b.c1, ref::IntConvMode::Requant, x, nullptr, h, w);
-    const int oh = (h - 1) / b.c1.stride + 1, ow = (w - 1) / b.c1.stride + 1;
-    x = add(b.c2, ref::IntConvMode::Residual, y1, shortcut, oh, ow);
-    h = oh, w = ow;
   }
-  const int c_in = m.fc_in();
-  pooled_ = i32_tensor(ctx, int64_t(batch) * c_in);
-  fc_codes_ = Tensor(ctx, {int(m.fc_codes.size())}, DType::U32);
-  fc_codes_.upload_u32(m.fc_codes);
-  fc_bias_ = Tensor(ctx, {mc.classes});
-  fc_bias_.upload(m.fc_bias);
-  logits_ = Tensor(ctx, {batch, mc.classes});
-  for (auto& l : layers_) int_conv_forward(rec_, l->conv, l->mode, *l->in, batch, l->h, l->w, l->res, l->out);
-  int_pool_forward(rec_, *x, batch * c_in, h * w, m.pool_mult, m.pool_shift, m.fc_levels, pooled_);
-  const Kernel& k = ctx.kernel("int_fc", {kLocal, 1, 1}, {uint32_t(int_container_bits(m.fc_wbits))});
-  FcPush fp{batch, c_in, mc.classes, packed_words_per_tap(c_in, m.fc_wbits), (1 << m.fc_wbits) - 1, m.fc_logit_scale};
-  rec_.dispatch_1d(k, {pooled_.view(), fc_codes_.view(), fc_bias_.view(), logits_.view()}, fp,
-                   uint64_t(batch) * mc.classes, "int_fc");
+  auto input = [&](const IntNode& nd, size_t k) -> Tensor& {
+    const int j = nd.input_index.at(k);
+    return j < 0 ? image_ : layers_[size_t(j)]->out;
+  };
+  for (auto& l : layers_) {
+    const IntNode& nd = *l->node;
+    const int j = nd.input_index.at(0);
+    const int c = j < 0 ? mc.in_channels : m.nodes[size_t(j)].c;
+    const int h = j < 0 ? mc.height : m.nodes[size_t(j)].h, w = j < 0 ? mc.width_px : m.nodes[size_t(j)].w;
+    switch (nd.op) {
+      case IntOp::Conv:
+        int_conv_forward(rec_, l->conv, nd.mode, input(nd, 0), batch, h, w,
+                         nd.mode == IntConvMode::Residual ? &input(nd, 1) : nullptr, l->out);
+        break;
+      case IntOp::MaxPool:
+        int_maxpool_forward(rec_, input(nd, 0), batch * c, h, w, nd.kernel, nd.stride, nd.pad, l->out);
+        break;
+      case IntOp::AvgPool:
+        int_pool_forward(rec_, input(nd, 0), batch * c, h * w, nd.mult, nd.shift, nd.levels, l->out);
+        break;
+      case IntOp::Fc: {
+        const IntConv& fc = nd.conv;
+        const Kernel& k = ctx.kernel("int_fc", {kLocal, 1, 1}, {uint32_t(int_container_bits(fc.wbits))});
+        FcPush fp{batch, fc.c_in, fc.c_out, packed_words_per_tap(fc.c_in, fc.wbits), fc.wlevels(), nd.logit_scale};
+        rec_.dispatch_1d(k, {input(nd, 0).view(), l->fc_codes.view(), l->fc_bias.view(), l->out.view()}, fp,
+                         uint64_t(batch) * fc.c_out, "int_fc");
+        break;
+      }
+    }
+  }
   rec_.finish();
 }
 
@@ -196,7 +243,7 @@ std::vector<float> IntEngine::run(const std::vector<uint8_t>& pixels, int count)
   for (size_t i = 0; i < pixels.size(); ++i) px[i] = pixels[i];
   image_.upload_u32(px);
   rec_.run();
-  std::vector<float> logits = logits_.download();
+  std::vector<float> logits = layers_.back()->out.download();
   logits.resize(size_t(count) * mc.classes);
   return logits;
 }
@@ -208,8 +255,8 @@ std::vector<std::pair<std::string, std::vector<int32_t>>> IntEngine::layer_outpu
     const size_t per_image = all.size() / size_t(batch_);
     out.push_back({name, std::vector<int32_t>(all.begin(), all.begin() + per_image * count)});
   };
-  for (const auto& l : layers_) take(l->conv.layer.name, l->out);
-  take("fc.act", pooled_);
+  for (const auto& l : layers_)
+    if (l->node->op != IntOp::Fc) take(l->node->name, l->out);
   return out;
 }
 

@@ -1,8 +1,9 @@
 #pragma once
-// GPU inference of the integer model (int_model.h): every layer is one dispatch of
-// shaders/int_conv.comp (packed weight codes, int32 accumulation, 64-bit requantization
-// fused into the epilogue, residual adds in the integer domain), then int_pool (fc.act
-// codes) and int_fc (float logits). Activations are int32 codes, NCHW. The whole network
+// GPU inference of the integer model (int_model.h), walking its layer list: every layer is
+// one dispatch: convs of shaders/int_conv.comp (packed weight codes, int32 accumulation,
+// 64-bit requantization fused into the epilogue, residual adds in the integer domain) or
+// int_conv_dw.comp (depthwise), int_maxpool (max pool on codes), int_pool (the classifier's
+// input codes) and int_fc (float logits). Activations are int32 codes, NCHW. The whole network
 // is recorded once for a fixed batch and replayed.
 //
 // Kernel variant (chosen per device, like the conv2d variants): the portable path
@@ -51,6 +52,9 @@ struct IntConvGpu {
 // the shortcut (same size as y) for IntConvMode::Residual.
 void int_conv_forward(Recording& rec, const IntConvGpu& c, ref::IntConvMode mode, const nn::Tensor& x, int n, int h,
                       int w, const nn::Tensor* res, nn::Tensor& y);
+// y [planes, oh, ow] = max of x [planes, h, w] codes over each window (ref::int_maxpool).
+void int_maxpool_forward(Recording& rec, const nn::Tensor& x, int planes, int h, int w, int kernel, int stride, int pad,
+                         nn::Tensor& y);
 // y [rows] = requant(sum of x over hw) (x: [rows, hw]).
 void int_pool_forward(Recording& rec, const nn::Tensor& x, int rows, int hw, int32_t mult, int shift, int levels,
                       nn::Tensor& y);
@@ -62,23 +66,22 @@ class IntEngine {
   int batch() const { return batch_; }
   // pixels: `count` <= batch images of C x H x W bytes; returns logits [count, classes].
   std::vector<float> run(const std::vector<uint8_t>& pixels, int count);
-  // Every layer's output of the last run (names and order of ref::IntTrace), first `count` images.
+  // Every layer's output but the fc's, of the last run (names and order of ref::IntTrace),
+  // first `count` images.
   std::vector<std::pair<std::string, std::vector<int32_t>>> layer_outputs(int count) const;
   Recording& recording() { return rec_; }
 
  private:
   struct Layer {
-    IntConvGpu conv;
-    ref::IntConvMode mode;
-    int h, w;  // input size
-    nn::Tensor* in;
-    nn::Tensor* res;
-    nn::Tensor out;
+    const IntNode* node;
+    IntConvGpu conv;             // Conv
+    nn::Tensor fc_codes, fc_bias;  // Fc
+    nn::Tensor out;              // I32 codes / accumulators; the fc's: F32 logits
   };
   Context& ctx_;
   const IntModel& model_;
   int batch_;
-  nn::Tensor image_, pooled_, fc_codes_, fc_bias_, logits_;
+  nn::Tensor image_;
   std::vector<std::unique_ptr<Layer>> layers_;
   Recording rec_;
 };

@@ -3,10 +3,12 @@
 #include <cmath>
 
 #include "backend/error.h"
+#include "nn/model/model_builders.h"
 #include "nn/safetensors.h"
 #include "nn/train/checkpoint.h"
 #include "quant/dorefa.h"
 #include "quant/policy.h"
+#include "quant/sat.h"
 
 namespace vkqat::quant {
 namespace {
@@ -95,21 +97,242 @@ struct Exporter {
     rq.bias[o] = std::llround(b * f);
   }
 
-  IntConv conv(const std::string& name, int c_in, int c_out, int k, int stride, LayerRole role,
-               std::vector<double>* sat_scale) const {
-    IntConv c;
-    c.name = name, c.c_in = c_in, c.c_out = c_out, c.k = k, c.stride = stride, c.pad = k / 2;
-    c.wbits = bits_of(name, "wbits", role == LayerRole::Middle ? q.wbits : q.edge_bits);
-    std::vector<double> wq;
-    c.codes = pack_codes(weight_codes(name, c_out, c_in, k, c.wbits, &wq), c_out, k * k, c_in, c.wbits);
-    // sat_conv rescales every conv's weight (quant/policy.h), folded into the multiplier.
-    sat_scale->assign(1, q.sat_conv ? sat_factor(wq, int64_t(c_out) * k * k) : 1.0);
-    return c;
-  }
   static Requant sized(int c) {
     Requant r;
     r.mult.resize(size_t(c)), r.mult2.resize(size_t(c)), r.shift.resize(size_t(c)), r.bias.resize(size_t(c));
     return r;
+  }
+};
+
+// What a description layer's output is, as far as the integer model is concerned.
+struct Value {
+  enum class Kind { Image, Codes, Conv, BnConv, Sum, Pooled } kind = Kind::Image;
+  std::string node;  // Codes / Pooled: the integer layer whose codes these are
+  double step = 0;   // Codes / Pooled: the value of one code
+  int layer = -1;    // the description layer that made it
+  int conv = -1;     // Conv / BnConv: the conv layer (BnConv: `layer` is the batchnorm)
+  int a = -1, b = -1;  // Sum: the add's inputs (description indices)
+  int hw = 0;          // Pooled: pixels summed per channel
+};
+
+// A conv + BN as integer weights and the float affine of its accumulator: y = scale acc + shift.
+struct Folded {
+  IntNode node;
+  std::vector<double> scale, shift;
+};
+
+// Walks a model description in order, emitting an integer layer wherever an activation
+// quantizer (or max pool on codes, or the classifier) makes one, and refusing, naming the
+// layer, what has no integer form.
+struct GraphExport {
+  Exporter& ex;
+  const nn::ModelDescription& d;
+  IntModel& m;
+  std::vector<Value> vals;
+
+  [[noreturn]] void refuse(int i, const std::string& why) const {
+    const nn::LayerDesc& l = d.layers[size_t(i)];
+    ex.fail("layer '" + l.name + "' (" + nn::layer_op_name(l.op) + ") has no integer form: " + why);
+  }
+  const Value& value(int j) const {
+    static const Value image;
+    return j < 0 ? image : vals[size_t(j)];
+  }
+  const std::string& lname(int j) const { return d.layers[size_t(j)].name; }
+  std::string describe(const Value& v) const {
+    using K = Value::Kind;
+    switch (v.kind) {
+      case K::Image: return "the image";
+      case K::Codes: return "the codes of '" + v.node + "'";
+      case K::Conv: return "the raw output of conv '" + lname(v.conv) + "' (no batchnorm and activation quantizer after it)";
+      case K::BnConv: return "conv + batchnorm '" + lname(v.layer) + "' with no activation quantizer after it";
+      case K::Sum:
+        return "add '" + lname(v.layer) +
+               "' with no activation quantizer after it (a linear bottleneck: training keeps that sum in float, so no "
+               "integer model of what reads it is exact)";
+      case K::Pooled: return "the global average pool '" + lname(v.layer) + "' (only the final linear may read it)";
+    }
+    return "?";
+  }
+  void emit(int i, IntNode n) {
+    if (m.index_of(n.name) >= 0) refuse(i, "'" + n.name + "' would feed two activation quantizers");
+    m.nodes.push_back(std::move(n));
+  }
+
+  Folded fold(const Value& v) const {
+    const nn::LayerDesc& cl = d.layers[size_t(v.conv)];
+    const Value& in = value(cl.input_index[0]);
+    const bool stem = in.kind == Value::Kind::Image;
+    Folded f;
+    IntNode& n = f.node;
+    n.name = cl.name;
+    n.op = IntOp::Conv;
+    n.mode = stem ? IntConvMode::Stem : IntConvMode::Requant;
+    n.inputs = {stem ? std::string("input") : in.node};
+    IntConv& c = n.conv;
+    c.name = cl.name;
+    c.c_in = cl.input_index[0] < 0 ? d.in_channels : d.layers[size_t(cl.input_index[0])].shape[0];
+    c.c_out = cl.out, c.k = cl.kernel, c.stride = cl.stride, c.pad = cl.padding, c.groups = cl.groups;
+    if (c.groups != 1 && !c.depthwise())
+      refuse(v.conv, "groups " + std::to_string(c.groups) + " (the integer kernels do dense and depthwise convs)");
+    const auto role = stem ? Exporter::LayerRole::First : Exporter::LayerRole::Middle;
+    c.wbits = ex.bits_of(c.name, "wbits", role == Exporter::LayerRole::Middle ? ex.q.wbits : ex.q.edge_bits);
+    std::vector<double> wq;
+    c.codes = pack_codes(ex.weight_codes(c.name, c.c_out, c.group_in(), c.k, c.wbits, &wq), c.c_out, c.k * c.k,
+                         c.group_in(), c.wbits);
+    // sat_conv rescales every conv's weight (quant/policy.h), folded into the multiplier.
+    const double sat = ex.q.sat_conv ? Exporter::sat_factor(wq, sat_conv_fan_out({c.c_out, c.group_in(), c.k, c.k})) : 1.0;
+    ex.bn(lname(v.layer), c.c_out, f.scale, f.shift);
+    for (double& s : f.scale) s *= sat / c.wlevels() * (stem ? 1.0 : in.step);
+    return f;
+  }
+
+  // A quantized activation (relu / relu6 replaced by its quantizer) on `v`: the conv(s) that
+  // make v, requantized to its codes.
+  Value activation(int i, const Value& v) {
+    using K = Value::Kind;
+    if (v.kind != K::BnConv && v.kind != K::Sum) refuse(i, "it reads " + describe(v));
+    int levels;
+    double alpha;
+    ex.act(lname(i), levels, alpha);
+    const double q = levels / alpha;
+    Value out;
+    out.kind = K::Codes, out.layer = i, out.step = alpha / levels;
+    if (v.kind == K::BnConv) {
+      Folded f = fold(v);
+      IntConv& c = f.node.conv;
+      c.levels = levels;
+      c.rq = Exporter::sized(c.c_out);
+      const bool stem = f.node.mode == IntConvMode::Stem;
+      const double pix_std = m.std[0], pix_mean = m.mean[0];
+      // Stem: conv(x) = (sum w' p / (255 std) - (mean / std) sum_inside w') / nw.
+      for (int o = 0; o < c.c_out; ++o)
+        ex.requant(o, stem ? f.scale[o] / (255.0 * pix_std) * q : f.scale[o] * q,
+                   stem ? -f.scale[o] * pix_mean / pix_std * q : 0.0, f.shift[o] * q, c.rq, c.name);
+      if (!stem) c.rq.mult2.clear();
+      out.node = c.name;
+      emit(i, std::move(f.node));
+      return out;
+    }
+    // A residual sum: one input is a conv + BN (the main branch, requantized), the other the
+    // shortcut: codes (identity) or a second conv + BN whose raw accumulator joins the sum.
+    const Value &va = value(v.a), &vb = value(v.b);
+    const bool a_main = va.kind == K::BnConv;
+    const Value &main = a_main ? va : vb, &shortcut = a_main ? vb : va;
+    if (main.kind != K::BnConv || (shortcut.kind != K::BnConv && shortcut.kind != K::Codes))
+      refuse(v.layer, "an add needs a conv + batchnorm and either codes or a second conv + batchnorm; it adds " +
+                          describe(va) + " and " + describe(vb));
+    Folded f = fold(main);
+    if (f.node.mode == IntConvMode::Stem) refuse(v.layer, "a conv reading the image cannot be a residual branch");
+    IntConv& c = f.node.conv;
+    c.levels = levels;
+    c.rq = Exporter::sized(c.c_out);
+    f.node.mode = IntConvMode::Residual;
+    std::vector<double> m2(size_t(c.c_out), shortcut.step * q), bias(f.shift);
+    if (shortcut.kind == K::BnConv) {
+      Folded r = fold(shortcut);
+      if (r.node.mode == IntConvMode::Stem) refuse(v.layer, "a conv reading the image cannot be a residual branch");
+      r.node.mode = IntConvMode::Raw;  // outputs its accumulator; its scale and shift join the sum's requantization
+      for (int o = 0; o < c.c_out; ++o) m2[o] = r.scale[o] * q, bias[o] += r.shift[o];
+      f.node.inputs.push_back(r.node.name);
+      emit(v.layer, std::move(r.node));
+    } else {
+      f.node.inputs.push_back(shortcut.node);
+    }
+    for (int o = 0; o < c.c_out; ++o) ex.requant(o, f.scale[o] * q, m2[o], bias[o] * q, c.rq, c.name);
+    out.node = c.name;
+    emit(i, std::move(f.node));
+    return out;
+  }
+
+  // The classifier: its input quantizer NAME.act on the pooled codes, then the fc.
+  void classifier(int i, const Value& pooled) {
+    const nn::LayerDesc& l = d.layers[size_t(i)];
+    if (i + 1 != int(d.layers.size()) || pooled.kind != Value::Kind::Pooled)
+      refuse(i, "only a final linear classifier reading a global average pool has an integer kernel (it reads " +
+                    describe(pooled) + ")");
+    int levels;
+    double alpha;
+    ex.act(l.name + ".act", levels, alpha);
+    IntNode pool;
+    pool.name = l.name + ".act", pool.op = IntOp::AvgPool, pool.inputs = {pooled.node}, pool.levels = levels;
+    Requant rq = Exporter::sized(1);
+    // Global average pool of the codes -> NAME.act codes: round(sum step / HW * n / alpha).
+    ex.requant(0, pooled.step / double(pooled.hw) * levels / alpha, 0, 0, rq, pool.name);
+    pool.mult = rq.mult[0], pool.shift = rq.shift[0];
+    emit(i, pool);
+    // fc: logits = acc * (alpha / n) / nw * sat + bias.
+    IntNode fc;
+    fc.name = l.name, fc.op = IntOp::Fc, fc.inputs = {pool.name};
+    IntConv& c = fc.conv;
+    c.name = l.name, c.c_in = d.layers[size_t(l.input_index[0])].shape[0], c.c_out = l.out, c.k = 1, c.pad = 0;
+    c.wbits = ex.bits_of(l.name, "wbits", ex.q.edge_bits);
+    std::vector<double> wq;
+    c.codes = pack_codes(ex.weight_codes(l.name, c.c_out, c.c_in, 0, c.wbits, &wq), c.c_out, 1, c.c_in, c.wbits);
+    const double fc_sat = ex.q.sat ? Exporter::sat_factor(wq, c.c_out) : 1.0;
+    fc.logit_scale = float(alpha / levels / c.wlevels() * fc_sat);
+    fc.bias = ex.st.get_f32(l.name + ".bias", {c.c_out});
+    emit(i, fc);
+  }
+
+  void run() {
+    using K = Value::Kind;
+    using nn::LayerOp;
+    for (int i = 0; i < int(d.layers.size()); ++i) {
+      const nn::LayerDesc& l = d.layers[size_t(i)];
+      const Value& in = value(l.input_index[0]);
+      Value v;
+      v.layer = i;
+      switch (l.op) {
+        case LayerOp::Conv:
+          if (in.kind != K::Image && in.kind != K::Codes) refuse(i, "it reads " + describe(in));
+          if (l.bias) refuse(i, "conv bias (the integer model folds a batchnorm instead)");
+          v.kind = K::Conv, v.conv = i;
+          break;
+        case LayerOp::BatchNorm:
+          if (in.kind != K::Conv)
+            refuse(i, "a batchnorm folds only into the conv right before it (it reads " + describe(in) +
+                          "; pre-activation BN has no integer kernel)");
+          v.kind = K::BnConv, v.conv = in.conv;
+          break;
+        case LayerOp::Relu:
+        case LayerOp::Relu6:
+          v = activation(i, in);
+          break;
+        case LayerOp::Add:
+          for (int j : l.input_index) {
+            const Value& x = value(j);
+            if (x.kind != K::Codes && x.kind != K::BnConv) refuse(i, "it adds " + describe(x));
+          }
+          v.kind = K::Sum, v.a = l.input_index[0], v.b = l.input_index[1];
+          break;
+        case LayerOp::MaxPool: {
+          if (in.kind != K::Codes) refuse(i, "max pool runs on codes, it reads " + describe(in));
+          IntNode n;
+          n.name = l.name, n.op = IntOp::MaxPool, n.inputs = {in.node};
+          n.kernel = l.kernel, n.stride = l.stride, n.pad = l.padding;
+          emit(i, n);
+          v = in, v.layer = i, v.node = l.name;
+          break;
+        }
+        case LayerOp::GlobalAvgPool: {
+          if (in.kind != K::Codes) refuse(i, "it reads " + describe(in));
+          const std::vector<int>& s = d.layers[size_t(l.input_index[0])].shape;
+          v = in, v.kind = K::Pooled, v.layer = i, v.hw = s.at(1) * s.at(2);
+          break;
+        }
+        case LayerOp::Flatten:
+        case LayerOp::Dropout:  // identities at inference
+          v = in;
+          break;
+        case LayerOp::Linear:
+          classifier(i, in);
+          break;
+      }
+      vals.push_back(v);
+    }
+    if (m.nodes.empty() || m.nodes.back().op != IntOp::Fc)
+      ex.fail("the model does not end in a linear classifier: no integer form");
   }
 };
 
@@ -133,7 +356,6 @@ IntModel export_int_model(const std::string& checkpoint) {
   m.model = nn::ModelConfig::from_json(meta["model"]);
   m.quant = quant_json;
   m.source = checkpoint;
-  const std::vector<BlockSpec> specs = int_resnet_blocks(m.model);
   try {
     const auto& norm = meta.at("normalization");
     m.mean = norm.at("mean").get<std::array<float, 3>>();
@@ -144,76 +366,10 @@ IntModel export_int_model(const std::string& checkpoint) {
   for (int c = 1; c < m.model.in_channels; ++c)
     if (m.mean[c] != m.mean[0] || m.std[c] != m.std[0])
       ex.fail("the integer stem needs the same normalization for every input channel");
-  using Role = Exporter::LayerRole;
-  const double pix_mean = m.mean[0], pix_std = m.std[0];
-
-  // Stem: conv(x) = (sum w' p / (255 std) - (mean / std) sum_inside w') / nw.
-  std::vector<double> sat, g, b;
-  int levels;
-  double alpha;
-  m.stem = ex.conv("conv1", m.model.in_channels, m.model.width, 3, 1, Role::First, &sat);
-  ex.bn("bn1", m.model.width, g, b);
-  ex.act("conv1.act", levels, alpha);
-  m.stem.levels = levels;
-  m.stem.rq = Exporter::sized(m.model.width);
-  double q_out = levels / alpha;
-  for (int o = 0; o < m.model.width; ++o) {
-    const double s = g[o] * sat[0] / m.stem.wlevels() * q_out;
-    ex.requant(o, s / (255.0 * pix_std), -s * pix_mean / pix_std, b[o] * q_out, m.stem.rq, "conv1");
-  }
-  double s_in = alpha / levels;  // value of one code of the current activation
-  for (const BlockSpec& spec : specs) {
-    IntBlock blk;
-    const std::string& nm = spec.name;
-    blk.c1 = ex.conv(nm + ".conv1", spec.c_in, spec.c_out, 3, spec.stride, Role::Middle, &sat);
-    ex.bn(nm + ".bn1", spec.c_out, g, b);
-    ex.act(nm + ".act1", levels, alpha);
-    blk.c1.levels = levels;
-    blk.c1.rq = Exporter::sized(spec.c_out);
-    q_out = levels / alpha;
-    for (int o = 0; o < spec.c_out; ++o)
-      ex.requant(o, g[o] * sat[0] * s_in / blk.c1.wlevels() * q_out, 0, b[o] * q_out, blk.c1.rq, blk.c1.name);
-    blk.c1.rq.mult2.clear();
-    const double s_mid = alpha / levels;
-
-    blk.c2 = ex.conv(nm + ".conv2", spec.c_out, spec.c_out, 3, 1, Role::Middle, &sat);
-    ex.bn(nm + ".bn2", spec.c_out, g, b);
-    ex.act(nm + ".act2", levels, alpha);
-    blk.c2.levels = levels;
-    blk.c2.rq = Exporter::sized(spec.c_out);
-    q_out = levels / alpha;
-    std::vector<double> gd, bd, sat_d;
-    if (spec.down) {
-      blk.down = ex.conv(nm + ".downsample.0", spec.c_in, spec.c_out, 1, spec.stride, Role::Middle, &sat_d);
-      ex.bn(nm + ".downsample.1", spec.c_out, gd, bd);
-    }
-    for (int o = 0; o < spec.c_out; ++o) {
-      const double m2 = spec.down ? gd[o] * sat_d[0] * s_in / blk.down->wlevels() * q_out : s_in * q_out;
-      const double bias = (b[o] + (spec.down ? bd[o] : 0.0)) * q_out;
-      ex.requant(o, g[o] * sat[0] * s_mid / blk.c2.wlevels() * q_out, m2, bias, blk.c2.rq, blk.c2.name);
-    }
-    s_in = alpha / levels;
-    m.blocks.push_back(std::move(blk));
-  }
-
-  // Global average pool of the codes -> fc.act codes: round(sum s_in / HW * n_fc / alpha_fc).
-  int hw = m.model.height, ww = m.model.width_px;
-  for (const BlockSpec& spec : specs) hw = (hw - 1) / spec.stride + 1, ww = (ww - 1) / spec.stride + 1;
-  ex.act("fc.act", levels, alpha);
-  m.fc_levels = levels;
-  Requant pool = Exporter::sized(1);
-  ex.requant(0, s_in / double(hw * ww) * levels / alpha, 0, 0, pool, "fc.act");
-  m.pool_mult = pool.mult[0];
-  m.pool_shift = pool.shift[0];
-
-  // fc: logits = acc * (alpha_fc / n_fc) / nw * sat + bias.
-  const int classes = m.model.classes, c_in = m.fc_in();
-  m.fc_wbits = ex.bits_of("fc", "wbits", q.edge_bits);
-  std::vector<double> wq;
-  m.fc_codes = pack_codes(ex.weight_codes("fc", classes, c_in, 0, m.fc_wbits, &wq), classes, 1, c_in, m.fc_wbits);
-  const double fc_sat = q.sat ? Exporter::sat_factor(wq, classes) : 1.0;
-  m.fc_logit_scale = float(alpha / levels / ((1 << m.fc_wbits) - 1) * fc_sat);
-  m.fc_bias = st.get_f32("fc.bias", {classes});
+  const nn::ModelDescription desc =
+      m.model.model_file.empty() ? nn::describe_model(m.model) : nn::load_model_description(m.model.model_file);
+  GraphExport{ex, desc, m, {}}.run();
+  int_model_shapes(m, checkpoint);
   return m;
 }
 

@@ -7,10 +7,19 @@
 // channel, the multiplier in (2^29, 2^30] where the bias allows); SAT's factor
 // 1/sqrt(n Var[Wq]) is folded into the fc's logit scale (and a conv's multiplier with
 // --sat-conv); the aux module is not exported.
-// Supported: resnet20/32/56 checkpoints of --quantizer cgpact, dorefa-pact or dorefa with
-// every weight at 2..8 bits and every activation at 1..8 bits; anything else (an FP32
-// checkpoint, lsq, minmax, 1-bit weights, different normalization per input channel)
-// throws Error naming the checkpoint and what is unsupported.
+// The network is the checkpoint's model description (built-in or --model-file), walked in
+// order (int_model.h): conv + BN + quantized ReLU / ReLU6 -> a requantized conv (the stem,
+// reading pixels, folds the normalization), a residual add + quantized ReLU -> the main
+// branch's conv requantized with the shortcut (identity codes, or a BN'd shortcut conv's raw
+// accumulator), max pool on codes, global average pool + the classifier's input quantizer +
+// the final linear. Depthwise convs are integer convs of one input channel per group.
+// Supported: --quantizer cgpact, dorefa-pact or dorefa with every weight at 2..8 bits and
+// every activation at 1..8 bits. Everything else throws Error naming the checkpoint and,
+// for the graph, the layer with no integer form: an FP32 checkpoint, lsq, minmax, 1-bit
+// weights, different normalization per input channel, a pre-activation BN (preact-resnet),
+// an add with no activation quantizer after it (MobileNetV2's linear bottleneck: training
+// keeps the sum in float, so an integer model could not be exact), grouped non-depthwise
+// convs, conv bias, a linear other than the final classifier.
 #include <string>
 
 #include "quant/int_model.h"

@@ -16,7 +16,9 @@ std::vector<int32_t> int_conv(const IntConv& c, IntConvMode mode, const std::vec
                               const std::vector<int32_t>* residual) {
   const int oh = (h + 2 * c.pad - c.k) / c.stride + 1, ow = (w + 2 * c.pad - c.k) / c.stride + 1, kk = c.k * c.k;
   if (x.size() != size_t(n) * c.c_in * h * w) throw Error("ref::int_conv " + c.name + ": input size mismatch");
-  const std::vector<int> codes = unpack_codes(c.codes, c.c_out, kk, c.c_in, c.wbits);
+  if (c.groups < 1 || c.c_in % c.groups || c.c_out % c.groups) throw Error("ref::int_conv " + c.name + ": bad groups");
+  const int gi = c.group_in(), go = c.c_out / c.groups;
+  const std::vector<int> codes = unpack_codes(c.codes, c.c_out, kk, gi, c.wbits);
   const int nw = c.wlevels();
   std::vector<int32_t> y(size_t(n) * c.c_out * oh * ow);
   if (mode == IntConvMode::Residual && (!residual || residual->size() != y.size()))
@@ -26,12 +28,13 @@ std::vector<int32_t> int_conv(const IntConv& c, IntConvMode mode, const std::vec
       for (int r = 0; r < oh; ++r)
         for (int q = 0; q < ow; ++q) {
           int64_t acc = 0, border = 0;
-          for (int ci = 0; ci < c.c_in; ++ci)
+          for (int cg = 0; cg < gi; ++cg)
             for (int kh = 0; kh < c.k; ++kh)
               for (int kw = 0; kw < c.k; ++kw) {
                 const int iy = r * c.stride - c.pad + kh, ix = q * c.stride - c.pad + kw;
                 if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-                const int wq = 2 * codes[(size_t(o) * kk + kh * c.k + kw) * c.c_in + ci] - nw;
+                const int ci = (o / go) * gi + cg;
+                const int wq = 2 * codes[(size_t(o) * kk + kh * c.k + kw) * gi + cg] - nw;
                 acc += int64_t(wq) * x[((size_t(b) * c.c_in + ci) * h + iy) * w + ix];
                 border += wq;
               }
@@ -45,6 +48,25 @@ std::vector<int32_t> int_conv(const IntConv& c, IntConvMode mode, const std::vec
           if (mode == IntConvMode::Residual) v += int64_t((*residual)[idx]) * c.rq.mult2[o];
           y[idx] = int_requant(v, c.rq.shift[o], c.levels);
         }
+  return y;
+}
+
+std::vector<int32_t> int_maxpool(const std::vector<int32_t>& x, int n, int c, int h, int w, int kernel, int stride,
+                                 int pad) {
+  if (x.size() != size_t(n) * c * h * w) throw Error("ref::int_maxpool: input size mismatch");
+  const int oh = (h + 2 * pad - kernel) / stride + 1, ow = (w + 2 * pad - kernel) / stride + 1;
+  std::vector<int32_t> y(size_t(n) * c * oh * ow);
+  for (int p = 0; p < n * c; ++p)
+    for (int r = 0; r < oh; ++r)
+      for (int q = 0; q < ow; ++q) {
+        int32_t best = 0;  // codes are >= 0 and every window holds at least one pixel
+        for (int kh = 0; kh < kernel; ++kh)
+          for (int kw = 0; kw < kernel; ++kw) {
+            const int iy = r * stride - pad + kh, ix = q * stride - pad + kw;
+            if (iy >= 0 && iy < h && ix >= 0 && ix < w) best = std::max(best, x[(size_t(p) * h + iy) * w + ix]);
+          }
+        y[(size_t(p) * oh + r) * ow + q] = best;
+      }
   return y;
 }
 
@@ -76,27 +98,32 @@ IntTrace int_forward(const IntModel& m, const std::vector<uint8_t>& pixels, int 
   const nn::ModelConfig& mc = m.model;
   if (pixels.size() != size_t(n) * mc.in_channels * mc.height * mc.width_px)
     throw Error("ref::int_forward: pixel count does not match the model's input shape");
+  const std::vector<int32_t> image(pixels.begin(), pixels.end());
   IntTrace t;
-  std::vector<int32_t> x(pixels.begin(), pixels.end());
-  int h = mc.height, w = mc.width_px;
-  x = int_conv(m.stem, IntConvMode::Stem, x, n, h, w);
-  t.layers.push_back({m.stem.name, x});
-  for (const IntBlock& b : m.blocks) {
-    const int s = b.c1.stride, oh = (h - 1) / s + 1, ow = (w - 1) / s + 1;
-    std::vector<int32_t> shortcut = x;
-    if (b.down) {
-      shortcut = int_conv(*b.down, IntConvMode::Raw, x, n, h, w);
-      t.layers.push_back({b.down->name, shortcut});
+  std::vector<std::vector<int32_t>> out(m.nodes.size());
+  for (size_t i = 0; i < m.nodes.size(); ++i) {
+    const IntNode& nd = m.nodes[i];
+    const int j = nd.input_index.at(0);
+    const std::vector<int32_t>& x = j < 0 ? image : out[size_t(j)];
+    const int c = j < 0 ? mc.in_channels : m.nodes[size_t(j)].c;
+    const int h = j < 0 ? mc.height : m.nodes[size_t(j)].h, w = j < 0 ? mc.width_px : m.nodes[size_t(j)].w;
+    switch (nd.op) {
+      case IntOp::Conv:
+        out[i] = int_conv(nd.conv, nd.mode, x, n, h, w,
+                          nd.mode == IntConvMode::Residual ? &out[size_t(nd.input_index.at(1))] : nullptr);
+        break;
+      case IntOp::MaxPool:
+        out[i] = int_maxpool(x, n, c, h, w, nd.kernel, nd.stride, nd.pad);
+        break;
+      case IntOp::AvgPool:
+        out[i] = int_pool(x, n, c, h * w, nd.mult, nd.shift, nd.levels);
+        break;
+      case IntOp::Fc:
+        t.logits = int_fc(nd.conv.codes, nd.conv.wbits, nd.conv.c_in, nd.conv.c_out, nd.logit_scale, nd.bias, x, n);
+        continue;
     }
-    std::vector<int32_t> y1 = int_conv(b.c1, IntConvMode::Requant, x, n, h, w);
-    t.layers.push_back({b.c1.name, y1});
-    x = int_conv(b.c2, IntConvMode::Residual, y1, n, oh, ow, &shortcut);
-    t.layers.push_back({b.c2.name, x});
-    h = oh, w = ow;
+    t.layers.push_back({nd.name, out[i]});
   }
-  std::vector<int32_t> pooled = int_pool(x, n, m.fc_in(), h * w, m.pool_mult, m.pool_shift, m.fc_levels);
-  t.layers.push_back({"fc.act", pooled});
-  t.logits = int_fc(m.fc_codes, m.fc_wbits, m.fc_in(), mc.classes, m.fc_logit_scale, m.fc_bias, pooled, n);
   return t;
 }
 
