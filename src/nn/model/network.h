@@ -56,6 +56,11 @@ class Network {
   virtual void forward(Recording& rec, bool train) = 0;
   // Reads d_logits(), writes every parameter's grad (overwriting).
   virtual void backward(Recording& rec) = 0;
+  // Records what moves per-step state on (dropout's mask counter): once per training step,
+  // after the step's last forward/backward (the trainer records it with the optimizer).
+  virtual void advance_step(Recording& /*rec*/) {}
+  // Sets that per-step state for training step `step` (a resumed run draws the same masks).
+  virtual void set_step(int64_t /*step*/) {}
   // Whether the net has residual blocks (the auxiliary module needs them).
   virtual bool has_residual_blocks() const = 0;
   // Gives every weight and activation the quantizer the policy chooses (before recording).

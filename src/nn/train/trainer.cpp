@@ -216,6 +216,7 @@ void record_optimizer(Recording& rec, Network& net, AuxiliaryHead* aux, const Tr
     o.weight_decay = p->weight_decay ? cfg.weight_decay : 0.f;
     sgd_update(rec, p->value, p->grad, p->momentum, *b.step_params, 0, o);
   }
+  net.advance_step(rec);  // after the step's forward/backward: the next step draws new dropout masks
 }
 
 // Quantizers that start from data (LSQ activation steps) see the first training batch in
