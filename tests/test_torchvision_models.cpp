@@ -5,12 +5,15 @@
 // sizes; a PyTorch file without vkqat metadata gives the model's config from its shapes.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "backend/error.h"
 #include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
+#include "nn/train/checkpoint.h"
+#include "nn/train/trainer.h"
 #include "quant/policy.h"
 #include "testutil.h"
 
@@ -201,4 +204,88 @@ TEST_CASE("torchvision models: a PyTorch state dict gives channels, classes, wid
   rs.tensors.erase("fc.weight");
   CHECK_THROWS_WITH(nn::config_from_state_shapes(config("resnet34", 1, 32, 10), rs),
                     doctest::Contains("tensor 'fc.weight' is missing"));
+}
+
+TEST_CASE("torchvision parity: PyTorch-trained ResNet-18, ResNet-50 and MobileNetV2 give PyTorch's logits and accuracy") {
+  std::ifstream in(torchvision_data() / "fixtures.json");
+  REQUIRE(in);
+  const json manifest = json::parse(in);
+  REQUIRE(manifest["models"].size() == 3);
+  for (const auto& fx : manifest["models"]) {
+    const std::string name = fx["name"], model = fx["model"];
+    CAPTURE(name);
+    const std::string file = (torchvision_data() / (name + ".safetensors")).string();
+    const nn::SafeTensors st = nn::read_safetensors(file);
+    REQUIRE(nn::checkpoint_metadata(st).is_null());  // a plain PyTorch file
+    const nn::SafeTensors batch = nn::read_safetensors((torchvision_data() / (name + "_batch.safetensors")).string());
+    const std::vector<int64_t> xs = batch.at("inputs").shape;
+    REQUIRE(xs.size() == 4);
+    // The config from the tensors' shapes alone (asked for 3 channels, 1000 classes, width 64).
+    const nn::ModelConfig mc = nn::config_from_state_shapes(config(model, 3, int(xs[2]), 1000), st);
+    CHECK(mc.in_channels == xs[1]);
+    if (fx.contains("width")) CHECK(mc.width == fx["width"].get<int>());
+    if (fx.contains("width_mult"))
+      CHECK(nn::state_shapes(nn::describe_model(mc)).size() == st.tensors.size() - [&] {
+              size_t n = 0;
+              for (const auto& [k, t] : st.tensors) n += ends_with(k, ".num_batches_tracked");
+              return n;
+            }());
+    auto net = nn::build_network(test::ctx(), mc, int(xs[0]));
+    nn::load_network_state(*net, st);
+    net->input().upload(batch.get_f32("inputs"));
+    Recording rec(test::ctx());
+    net->forward(rec, /*train=*/false);
+    rec.finish();
+    rec.run();
+    const std::vector<float> got = net->logits().download(), want = batch.get_f32("logits");
+    REQUIRE(got.size() == want.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+    MESSAGE(name << ": max |logit - PyTorch's| = " << worst);
+    CHECK(worst <= 1e-3);
+    // `vkqat eval`'s path: the first SUBSET Fashion-MNIST test images, the model named only.
+    nn::EvalRequest req;
+    req.checkpoint = file, req.model = model, req.limit = manifest["subset"].get<int>();
+    const nn::EvalResult r = nn::evaluate_checkpoint(test::ctx(), req);
+    CHECK(int(std::lround(r.acc * req.limit)) == fx["pytorch_correct"].get<int>());
+  }
+}
+
+TEST_CASE("torchvision models train: a few steps at a tiny size, FP32 and W4A4 CG-PACT + SAT + aux, losses finite") {
+  REQUIRE_MESSAGE(std::filesystem::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
+                  "Debian package dataset-fashion-mnist is required (make test installs it)");
+  for (const std::string model : nn::torchvision_model_names())
+    for (bool quantized : {false, true}) {
+      CAPTURE(model);
+      CAPTURE(quantized);
+      nn::TrainConfig c;
+      c.model.name = model;
+      c.model.width = 4, c.model.width_mult = 0.25;
+      c.epochs = 1, c.batch = 16, c.lr = 0.05f;
+      c.train_limit = 48, c.test_limit = 16, c.log_every = 1;
+      const auto dir = test::fresh_dir("tv_train_" + model + (quantized ? "_q" : ""));
+      c.out = dir.string();
+      if (quantized) {
+        quant::QuantConfig q;
+        q.wbits = q.abits = c.wbits = c.abits = 4;
+        q.sat = true;
+        c.quant = q.to_json();
+        c.aux = true;
+      }
+      const nn::TrainSummary s = nn::Trainer(test::ctx(), c, quant::quant_plugins()).run();
+      CHECK(std::isfinite(s.test_loss));
+      std::ifstream metrics(dir / "metrics.jsonl");
+      int steps = 0;
+      for (std::string line; std::getline(metrics, line);) {
+        const json j = json::parse(line);
+        if (j.value("type", "") != "step") continue;
+        CHECK(j["loss"].is_number());  // a NaN loss is written as null
+        if (j["loss"].is_number()) CHECK(std::isfinite(j["loss"].get<double>()));
+        ++steps;
+      }
+      CHECK(steps == 3);
+      // The checkpoint holds each BN's num_batches_tracked (torchvision's load_state_dict wants it).
+      const nn::SafeTensors ck = nn::read_safetensors((dir / "checkpoint.safetensors").string());
+      CHECK(ck.has(model.rfind("resnet", 0) == 0 ? "bn1.num_batches_tracked" : "features.0.1.num_batches_tracked"));
+    }
 }
