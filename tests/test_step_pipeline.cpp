@@ -1,9 +1,7 @@
 // The overlapped step pipeline (two staging slots, step totals copied per slot,
 // multi-tensor SGD) trains bit for bit like the synchronous path it replaced, FP32 and
 // W4A4 CG-PACT + SAT + aux, across an epoch boundary and an interrupt + resume.
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "backend/error.h"
 #include "nn/safetensors.h"
@@ -25,22 +23,8 @@ nn::TrainConfig tiny_config(const fs::path& out, bool quantized) {
   c.test_limit = 64;
   c.log_every = 3;
   c.out = out.string();
-  if (quantized) {
-    quant::QuantConfig q;
-    q.wbits = q.abits = 4;
-    q.sat = true;
-    c.wbits = c.abits = 4;
-    c.quant = q.to_json();
-    c.aux = true;
-  }
+  if (quantized) quant::use_cgpact_sat_aux(c);
   return c;
-}
-
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::ifstream in(p);
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
 }
 
 // Everything a run leaves that must not depend on the pipeline: every checkpoint tensor
@@ -53,7 +37,7 @@ void check_same_run(const fs::path& a, const fs::path& b) {
     INFO(name);
     CHECK(wb.at(name).data == t.data);
   }
-  auto ma = read_jsonl(a / "metrics.jsonl"), mb = read_jsonl(b / "metrics.jsonl");
+  auto ma = test::read_jsonl(a / "metrics.jsonl"), mb = test::read_jsonl(b / "metrics.jsonl");
   REQUIRE(ma.size() == mb.size());
   REQUIRE(ma.size() >= 8);  // 3 step records + 1 epoch record per epoch
   for (size_t i = 0; i < ma.size(); ++i) {
@@ -112,12 +96,11 @@ TEST_CASE("an unknown step pipeline is refused naming where it came from" * doct
   CHECK(nn::step_pipeline("sync") == nn::StepPipeline::Sync);
   CHECK(nn::step_pipeline("overlap") == nn::StepPipeline::Overlap);
   CHECK_THROWS_WITH_AS(nn::step_pipeline("async"), doctest::Contains("'async' is unknown"), Error);
-  const char* was = std::getenv("VKQAT_PIPELINE");
-  const std::string saved = was ? was : "";
-  setenv("VKQAT_PIPELINE", "fast", 1);
-  CHECK_THROWS_WITH_AS(nn::step_pipeline(""), doctest::Contains("VKQAT_PIPELINE 'fast'"), Error);
-  CHECK(nn::step_pipeline("sync") == nn::StepPipeline::Sync);  // the config wins over the variable
-  unsetenv("VKQAT_PIPELINE");
+  {
+    test::ScopedEnv env("VKQAT_PIPELINE", "fast");
+    CHECK_THROWS_WITH_AS(nn::step_pipeline(""), doctest::Contains("VKQAT_PIPELINE 'fast'"), Error);
+    CHECK(nn::step_pipeline("sync") == nn::StepPipeline::Sync);  // the config wins over the variable
+  }
+  test::ScopedEnv unset("VKQAT_PIPELINE", "");  // empty counts as unset
   CHECK(nn::step_pipeline("") == nn::StepPipeline::Overlap);
-  if (was) setenv("VKQAT_PIPELINE", saved.c_str(), 1);
 }

@@ -146,14 +146,7 @@ std::vector<nn::BenchRecord> bench_training_loop(Context& ctx, bool quick) {
       c.log_every = 50;
       c.stop_after_steps = steps_per_round;
       c.pipeline = pipeline;
-      if (quant) {
-        quant::QuantConfig q;
-        q.wbits = q.abits = 4;
-        q.sat = true;
-        c.wbits = c.abits = 4;
-        c.quant = q.to_json();
-        c.aux = true;
-      }
+      if (quant) quant::use_cgpact_sat_aux(c);
       const std::string name = std::string(quant ? "w4a4 cgpact+sat+aux " : "fp32 ") + pipeline;
       c.out = (dir / name).string();
       std::replace(c.out.begin(), c.out.end(), ' ', '_');
