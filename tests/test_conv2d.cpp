@@ -339,3 +339,38 @@ TEST_CASE("conv2d rejects bad shapes" * doctest::test_suite("conv2d")) {
   Tensor x_ok(ctx, s.x_shape());
   check_throws_error([&] { Recording rec(ctx); nn::conv2d_backward_weight(rec, s, x_ok, dy, dw, false); }, "dw shape");
 }
+
+// Tiled forward / backward-data take 32x32 tiles when 64x64 ones would launch fewer than
+// 264 workgroups (two per SM of a 132-SM GPU), and 64x64 tiles on grids that large: both
+// against the reference, and which tile ran, from the invocations per workgroup.
+TEST_CASE("conv2d tiled forward and backward-data pick 32x32 tiles for small grids" * doctest::test_suite("conv2d")) {
+  auto& ctx = vkqat::test::ctx();
+  if (ctx.info().max_workgroup_invocations < 256) return;  // 32x32 everywhere: covered above
+  nn::set_conv_variant(ConvVariant::Tiled);
+  struct Grid {
+    Case c;
+    uint32_t fwd_invocations, bwd_data_invocations;  // 256: 64x64 tiles, 64: 32x32 tiles
+  };
+  const Grid grids[] = {
+      // ResNet-20's third stage at batch 8: N = 392, 7 x 1 tiles of 64x64 -> 13 x 2 of 32x32.
+      {{"3x3 64->64 on 7x7, batch 8", {8, 64, 7, 7, 64, 3, 3, 1, 1}}, 64, 64},
+      // N = 22 * 28 * 28 = 17248: 270 x 2 (forward) and 270 x 1 (backward-data) 64x64 tiles.
+      {{"3x3 8->80 on 28x28, batch 22", {22, 8, 28, 28, 80, 3, 3, 1, 1}}, 256, 256},
+  };
+  uint32_t seed = 1300;
+  for (const Grid& g : grids) {
+    INFO("tile choice: " << g.c.what);
+    check_against_reference(g.c, seed += 10);
+    const Conv2dShape& s = g.c.s;
+    Tensor x(ctx, s.x_shape()), w(ctx, s.w_shape()), y(ctx, s.y_shape()), dx(ctx, s.x_shape());
+    Recording rec(ctx);
+    nn::conv2d_forward(rec, s, x, w, y);
+    nn::conv2d_backward_data(rec, s, y, w, dx, false);
+    REQUIRE(rec.dispatch_shapes().size() == 2);
+    CHECK(rec.dispatch_shapes()[0].invocations_per_workgroup() == g.fwd_invocations);
+    CHECK(rec.dispatch_shapes()[1].invocations_per_workgroup() == g.bwd_data_invocations);
+    if (g.fwd_invocations == 64)
+      CHECK(rec.dispatch_shapes()[0].workgroups() == uint64_t((s.n * s.out_h() * s.out_w() + 31) / 32) * ((s.c_out + 31) / 32));
+  }
+  nn::set_conv_variant(ConvVariant::Auto);
+}

@@ -59,13 +59,6 @@ nn::TrainConfig folder_config(const std::string& data, const std::string& dir, c
   return c;
 }
 
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::ifstream in(p);
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("train on an image folder: learns, classes.json, metadata, eval from folder and cache" * doctest::test_suite("image")) {
@@ -82,7 +75,7 @@ TEST_CASE("train on an image folder: learns, classes.json, metadata, eval from f
   CHECK(meta["classes"] == nlohmann::json({"stripes_h", "stripes_v"}));
   CHECK(meta["data_options"]["image_size"] == 16);
   CHECK(meta["model"]["in_channels"] == 3);
-  for (const nlohmann::json& r : read_jsonl(run / "metrics.jsonl")) {
+  for (const nlohmann::json& r : test::read_jsonl(run / "metrics.jsonl")) {
     REQUIRE(r.contains("data_wait"));
     CHECK(r["data_wait"].get<double>() >= 0.0);
     CHECK(r["data_wait"].get<double>() <= 1.0);

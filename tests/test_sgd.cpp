@@ -110,3 +110,82 @@ TEST_CASE("sgd rejects bad arguments" * doctest::test_suite("sgd")) {
   CHECK_THROWS_AS(sgd_update(rec, w, grad, buf, step_params, 0, bad), Error);
   rec.finish();
 }
+
+namespace {
+
+// Parameters of awkward sizes (one element, odd counts, around the 512-float chunk of the
+// multi-tensor kernel), half of them with weight decay: each trained `steps` times by
+// sgd_update_multi and by one sgd_update per tensor, which must agree bit for bit.
+// Returns the multi-tensor dispatch count.
+int check_multi_matches_per_tensor(float momentum, bool nesterov, uint64_t max_span_bytes, int steps) {
+  Context& ctx = test::ctx();
+  const std::vector<int> sizes = {1, 3, 7, 12, 511, 512, 513, 1000, 4099, 2, 65537};
+  struct Param {
+    Tensor w, grad, buf;
+    float wd;
+  };
+  std::vector<Param> multi, single;
+  for (std::vector<Param>* set : {&multi, &single})
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const int n = sizes[i];
+      Param p{Tensor(ctx, {n}), Tensor(ctx, {n}), Tensor(ctx, {n}), i % 2 ? 5e-4f : 0.f};
+      p.w.upload(test::random_vector(size_t(n), uint32_t(17 + i)));
+      p.buf.zero();
+      set->push_back(std::move(p));
+    }
+  Tensor step_params(ctx, {3});
+  Recording rec_multi(ctx), rec_single(ctx);
+  std::vector<SgdTensor> table;
+  for (Param& p : multi) table.push_back({&p.w, &p.grad, &p.buf, p.wd});
+  const int dispatches = sgd_update_multi(rec_multi, table, step_params, 1, momentum, nesterov, max_span_bytes);
+  for (Param& p : single) {
+    SgdOptions o;
+    o.momentum = momentum, o.nesterov = nesterov, o.weight_decay = p.wd;
+    sgd_update(rec_single, p.w, p.grad, p.buf, step_params, 1, o);
+  }
+  rec_multi.finish(), rec_single.finish();
+  for (int step = 0; step < steps; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      auto g = test::random_vector(size_t(sizes[i]), uint32_t(100 * step + i), -0.5f, 0.5f);
+      multi[i].grad.upload(g), single[i].grad.upload(g);
+    }
+    step_params.upload({9.f, 0.05f / float(step + 1), -3.f});
+    rec_multi.run(), rec_single.run();
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      INFO("tensor of " << sizes[i] << " step " << step << " momentum " << momentum << " nesterov " << nesterov);
+      CHECK(multi[i].w.download() == single[i].w.download());
+      CHECK(multi[i].buf.download() == single[i].buf.download());
+      CHECK(multi[i].w.download() != std::vector<float>(size_t(sizes[i]), 0.f));
+    }
+  }
+  return dispatches;
+}
+
+}  // namespace
+
+TEST_CASE("multi-tensor sgd is bit-identical to one sgd dispatch per tensor" * doctest::test_suite("sgd")) {
+  for (bool nesterov : {false, true}) CHECK(check_multi_matches_per_tensor(0.9f, nesterov, 0, 3) >= 1);
+  check_multi_matches_per_tensor(0.f, false, 0, 2);
+}
+
+TEST_CASE("multi-tensor sgd splits groups at the storage buffer range" * doctest::test_suite("sgd")) {
+  // As on a device with a small maxStorageBufferRange: a 64 KiB limit cannot hold the
+  // 65537-float tensor (refused with an error), 300 KiB holds it but not every tensor's
+  // span (the weights, gradients and momenta are interleaved in memory): several dispatches.
+  CHECK_THROWS_AS(check_multi_matches_per_tensor(0.9f, false, 64 << 10, 1), Error);
+  const int split = check_multi_matches_per_tensor(0.9f, true, 300 << 10, 2);
+  CHECK(split >= 2);
+}
+
+TEST_CASE("multi-tensor sgd rejects bad arguments" * doctest::test_suite("sgd")) {
+  Context& ctx = test::ctx();
+  Tensor w(ctx, {5}), grad(ctx, {5}), buf(ctx, {5}), short_grad(ctx, {4}), step_params(ctx, {1});
+  Recording rec(ctx);
+  CHECK_THROWS_AS(sgd_update_multi(rec, {{&w, &short_grad, &buf, 0.f}}, step_params, 0, 0.9f, false), Error);
+  CHECK_THROWS_AS(sgd_update_multi(rec, {{&w, &grad, &buf, -1.f}}, step_params, 0, 0.9f, false), Error);
+  CHECK_THROWS_AS(sgd_update_multi(rec, {{&w, &grad, &buf, 0.f}}, step_params, 1, 0.9f, false), Error);
+  CHECK_THROWS_AS(sgd_update_multi(rec, {{&w, &grad, &buf, 0.f}}, step_params, 0, 0.f, true), Error);
+  CHECK_THROWS_AS(sgd_update_multi(rec, {{&w, nullptr, &buf, 0.f}}, step_params, 0, 0.9f, false), Error);
+  CHECK(sgd_update_multi(rec, {}, step_params, 0, 0.9f, false) == 0);
+  rec.finish();
+}

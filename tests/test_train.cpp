@@ -29,13 +29,6 @@ nn::TrainConfig small_config(const fs::path& out) {
   return c;
 }
 
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::ifstream in(p);
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 bool have_fashion_mnist() { return fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"); }
 }  // namespace
 
@@ -45,7 +38,7 @@ TEST_CASE("a small ResNet learns Fashion-MNIST: loss falls, accuracy rises" * do
   nn::Trainer tr(test::ctx(), small_config(dir));
   nn::EvalResult before = tr.evaluate();
   nn::TrainSummary s = tr.run();
-  auto m = read_jsonl(dir / "metrics.jsonl");
+  auto m = test::read_jsonl(dir / "metrics.jsonl");
   std::vector<double> step_loss;
   for (auto& r : m)
     if (r["type"] == "step") step_loss.push_back(r["loss"]);
@@ -101,7 +94,7 @@ TEST_CASE("resume after an interruption equals the uninterrupted run, bit for bi
   size_t differing = 0;
   for (auto& [name, t] : wa.tensors) differing += wb.at(name).data != t.data;
   CHECK(differing == 0);
-  auto ma = read_jsonl(a / "metrics.jsonl"), mb = read_jsonl(b / "metrics.jsonl");
+  auto ma = test::read_jsonl(a / "metrics.jsonl"), mb = test::read_jsonl(b / "metrics.jsonl");
   REQUIRE(ma.size() == mb.size());
   for (size_t i = 0; i < ma.size(); ++i) {
     CHECK(ma[i]["step"] == mb[i]["step"]);

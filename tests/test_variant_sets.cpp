@@ -29,14 +29,7 @@ nn::TrainConfig one_step_config(const fs::path& out, bool w4a4) {
   c.test_limit = 32;
   c.log_every = 1;
   c.out = out.string();
-  if (w4a4) {
-    quant::QuantConfig q;
-    q.wbits = q.abits = 4;
-    q.sat = true;
-    c.wbits = c.abits = 4;
-    c.quant = q.to_json();
-    c.aux = true;
-  }
+  if (w4a4) quant::use_cgpact_sat_aux(c);
   return c;
 }
 

@@ -7,12 +7,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include "backend/context.h"
@@ -22,6 +24,14 @@ namespace vkqat::test {
 // One Context per test process, created with VK_LAYER_KHRONOS_validation and
 // synchronization validation. Any validation message fails the running test case.
 Context& ctx();
+
+// The records of a JSON-lines file (metrics.jsonl), in order.
+inline std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
 
 // An empty path for a test's files under the temp directory, unique to this process
 // ("vkqat-test-NAME-PID", removed first; not created).

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <iostream>
+#include <unistd.h>
 
 #include "backend/context.h"
 #include "backend/error.h"
@@ -113,6 +115,79 @@ std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick) {
   return out;
 }
 
+// The training loop itself (Trainer on Fashion-MNIST: data loading, staging, submits, fence
+// waits, logging), each model under VKQAT_PIPELINE=sync and overlap: ms per step and the
+// host's time blocked on step fences per step. The trainers alternate in rounds of a few
+// steps (each round a run() stopped by --stop-after-steps) and each reports its median round.
+std::vector<nn::BenchRecord> bench_training_loop(Context& ctx, bool quick) {
+  const std::string data_dir = nn::default_data_dir("fashion-mnist");
+  if (!std::filesystem::exists(data_dir + "/train-images-idx3-ubyte.gz")) {
+    std::fprintf(stderr, "bench: train loop skipped: no Fashion-MNIST in %s (Debian package dataset-fashion-mnist)\n",
+                 data_dir.c_str());
+    return {};
+  }
+  const int rounds = quick ? 3 : 5, steps_per_round = quick ? 4 : 8;
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("vkqat-bench-loop-" + std::to_string(getpid()));
+  struct Loop {
+    std::string name;
+    std::unique_ptr<nn::Trainer> trainer;
+    std::vector<double> ms, wait_ms;
+  };
+  std::vector<Loop> loops;
+  for (bool quant : {false, true})
+    for (const char* pipeline : {"sync", "overlap"}) {
+      nn::TrainConfig c;
+      c.model.width = 16;
+      c.batch = 128;
+      c.epochs = 1000;  // never reached: rounds stop after steps_per_round
+      c.train_limit = 128 * (rounds + 1) * steps_per_round + 128;  // no epoch end inside the bench
+      c.test_limit = 128;
+      c.log_every = 50;
+      c.stop_after_steps = steps_per_round;
+      c.pipeline = pipeline;
+      if (quant) quant::use_cgpact_sat_aux(c);
+      const std::string name = std::string(quant ? "w4a4 cgpact+sat+aux " : "fp32 ") + pipeline;
+      c.out = (dir / name).string();
+      std::replace(c.out.begin(), c.out.end(), ' ', '_');
+      std::replace(c.out.begin(), c.out.end(), '+', '_');
+      loops.push_back({name, std::make_unique<nn::Trainer>(ctx, c, quant::quant_plugins()), {}, {}});
+    }
+  for (int round = 0; round <= rounds; ++round)  // round 0 warms up (pipelines, the driver's lazy work)
+    for (Loop& l : loops) {
+      const nn::Trainer::PipelineStats before = l.trainer->pipeline_stats();
+      l.trainer->run();
+      const nn::Trainer::PipelineStats after = l.trainer->pipeline_stats();
+      const double n = double(after.steps - before.steps);
+      if (round > 0 && n > 0) {
+        l.ms.push_back(1e3 * (after.step_seconds - before.step_seconds) / n);
+        l.wait_ms.push_back(1e3 * (after.host_wait_seconds - before.host_wait_seconds) / n);
+      }
+    }
+  std::filesystem::remove_all(dir, ec);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  std::vector<nn::BenchRecord> out;
+  for (size_t i = 0; i < loops.size(); ++i) {
+    nn::BenchRecord r;
+    r.name = "train_loop resnet20 w16 b128 " + loops[i].name;
+    r.ms = median(loops[i].ms);
+    r.images_per_s = 128 * 1000.0 / std::max(1e-9, r.ms);
+    r.host_wait_ms = median(loops[i].wait_ms);
+    char note[160];
+    if (i % 2 == 1)
+      std::snprintf(note, sizeof note, "host wait %.2f ms/step; x%.3f of sync (medians of %d alternating rounds of %d)",
+                    r.host_wait_ms, r.ms / std::max(1e-9, out.back().ms), rounds, steps_per_round);
+    else
+      std::snprintf(note, sizeof note, "host wait %.2f ms/step", r.host_wait_ms);
+    r.variant = note;
+    out.push_back(r);
+  }
+  return out;
+}
+
 // Every dispatch of one training step (FP32 and W4A4 CG-PACT + SAT + aux): kernel, the
 // variant set, workgroups, invocations per workgroup, FLOPs (convolutions; other kernels
 // report 0) and the bytes of the bound views (an upper bound on bytes moved). A dispatch
@@ -165,7 +240,12 @@ int run_bench(const BenchOptions& o) {
       {"reduce", nn::bench_reductions},
       {"quant", quant::bench_quant},
       {"int", quant::bench_int},
-      {"train", bench_training_step},
+      {"train",
+       [](Context& c, bool quick) {
+         std::vector<nn::BenchRecord> r = bench_training_step(c, quick), loop = bench_training_loop(c, quick);
+         r.insert(r.end(), loop.begin(), loop.end());
+         return r;
+       }},
       {"data", [](Context&, bool quick) { return nn::bench_data_pipeline(quick); }}};
   for (const std::string& name : o.only)
     if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
@@ -198,6 +278,7 @@ int run_bench(const BenchOptions& o) {
       if (b.gflops > 0) r["gflops"] = b.gflops;
       if (b.gbps > 0) r["gbps"] = b.gbps;
       if (b.images_per_s > 0) r["images_per_s"] = b.images_per_s;
+      if (b.host_wait_ms >= 0) r["host_wait_ms_per_step"] = b.host_wait_ms;
       out.push_back(r);
     }
     // With --profile: {"records": [...], "train_step_dispatches": [...]}; without, the list.

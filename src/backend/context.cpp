@@ -496,14 +496,16 @@ const Kernel& Context::kernel(const std::string& shader, std::array<uint32_t, 3>
   return kernels_->get(shader, local_size, spec, subgroup_size);
 }
 
-void Context::submit_and_wait(VkCommandBuffer cmd) {
+void Context::submit(VkCommandBuffer cmd, VkFence fence) {
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cmd;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
-  }
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  vk_check(vkQueueSubmit(queue_, 1, &si, fence), "vkQueueSubmit");
+}
+
+void Context::submit_and_wait(VkCommandBuffer cmd) {
+  submit(cmd, fence_);
   VkResult r = vkWaitForFences(device_, 1, &fence_, VK_TRUE, UINT64_MAX);
   vkResetFences(device_, 1, &fence_);
   vk_check(r, "vkWaitForFences");

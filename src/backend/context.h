@@ -120,8 +120,10 @@ class Context {
   const Kernel& kernel(const std::string& shader, std::array<uint32_t, 3> local_size = {64, 1, 1},
                        const std::vector<uint32_t>& spec = {}, uint32_t subgroup_size = 0);
 
-  // Runs one command buffer and waits (used by Recording::run and the staging path).
+  // Runs one command buffer and waits (the staging path).
   void submit_and_wait(VkCommandBuffer cmd);
+  // Submits one command buffer that signals `fence` when done, without waiting (Recording::submit).
+  void submit(VkCommandBuffer cmd, VkFence fence);
   VkCommandPool command_pool() const { return command_pool_; }
 
   // Held around every vkQueueSubmit of submit_and_wait: another thread that submits to or

@@ -1,6 +1,7 @@
 #include "backend/recording.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -50,6 +51,9 @@ Recording::Recording(Context& ctx, bool profile) : ctx_(ctx) {
 
 Recording::~Recording() {
   VkDevice dev = ctx_.device();
+  // Freeing a command buffer the device still executes is undefined: wait (no throwing here).
+  if (in_flight_) vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
+  if (fence_) vkDestroyFence(dev, fence_, nullptr);
   if (cmd_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &cmd_);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev, p, nullptr);
   for (VkQueryPool p : query_pools_) vkDestroyQueryPool(dev, p, nullptr);
@@ -247,9 +251,40 @@ void Recording::finish() {
   finished_ = true;
 }
 
+void Recording::order_after_earlier_submissions() {
+  if (finished_ || !labels_.empty()) throw Error("Recording: order_after_earlier_submissions() after a command");
+  VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  mb.dstAccessMask = all_of(kCompute | kTransfer);
+  vkCmdPipelineBarrier(cmd_, stages_of(kCompute | kTransfer), stages_of(kCompute | kTransfer), 0, 1, &mb, 0, nullptr,
+                       0, nullptr);
+  ++barriers_;
+}
+
 void Recording::run() {
+  submit();
+  wait();
+}
+
+void Recording::submit() {
+  if (in_flight_) throw Error("Recording: submit() while the previous submission is in flight (wait() first)");
   if (!finished_) finish();
-  ctx_.submit_and_wait(cmd_);
+  if (!fence_) {
+    VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    vk_check(vkCreateFence(ctx_.device(), &fi, nullptr, &fence_), "vkCreateFence");
+  }
+  ctx_.submit(cmd_, fence_);
+  in_flight_ = true;
+}
+
+double Recording::wait() {
+  if (!in_flight_) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  VkResult r = vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  in_flight_ = false;
+  vkResetFences(ctx_.device(), 1, &fence_);
+  vk_check(r, "vkWaitForFences");
   if (profile_) {
     const size_t n = labels_.size() + 1;
     last_timestamps_.assign(n, 0);
@@ -261,6 +296,7 @@ void Recording::run() {
                "vkGetQueryPoolResults");
     }
   }
+  return waited;
 }
 
 std::vector<DispatchTiming> Recording::timings() const {

@@ -86,10 +86,21 @@ class Recording {
   void copy(const BufferView& src, const BufferView& dst, const char* label = nullptr);
   void fill(const BufferView& dst, uint32_t word, const char* label = nullptr);  // size % 4 == 0
 
+  // A barrier from every earlier submission on the queue to this recording's commands: a
+  // replay that is submitted before the previous one completed (submit() without wait())
+  // then still starts after it. Call before the first command.
+  void order_after_earlier_submissions();
+
   // Ends recording (adds the barrier that makes results visible to the host).
   void finish();
   // Submits and waits. Records nothing new: the same command buffer every time.
   void run();
+  // run() in two halves: submit() returns at once (this recording's own fence signals
+  // completion); wait() blocks until then and returns the seconds it blocked. A recording
+  // is submitted again only after wait(); the destructor waits for one still in flight.
+  void submit();
+  double wait();
+  bool in_flight() const { return in_flight_; }
 
   Context& context() const { return ctx_; }
   bool finished() const { return finished_; }
@@ -124,6 +135,8 @@ class Recording {
 
   Context& ctx_;
   VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;  // created by the first submit()
+  bool in_flight_ = false;
   std::vector<VkDescriptorPool> pools_;
   uint32_t sets_left_in_pool_ = 0;
   // Timestamp queries in pools of kQueriesPerPool, added as commands are recorded, so a

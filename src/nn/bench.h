@@ -17,6 +17,7 @@ struct BenchRecord {
   double gbps = 0;      // 0 when not a bandwidth-bound op
   std::string variant;  // kernel variant used, e.g. "regblock" / "tiled"
   double images_per_s = 0;  // whole training steps
+  double host_wait_ms = -1;  // training loops: host time blocked on step fences per step (-1: not measured)
 };
 
 // Times `rec.run()` `iters` times after `warmup` runs; returns the median in ms.

@@ -6,6 +6,7 @@
 
 #include "backend/error.h"
 #include "nn/json_number.h"
+#include "nn/train/trainer.h"
 #include "quant/aux_module.h"
 #include "quant/registry.h"
 #include "quant/sat.h"
@@ -214,6 +215,15 @@ QuantConfig quant_config_from_json(const nlohmann::json& j) {
     throw Error(std::string("quantization config: ") + e.what());
   }
   return c;
+}
+
+void use_cgpact_sat_aux(nn::TrainConfig& c, int bits) {
+  QuantConfig q;
+  q.wbits = q.abits = bits;
+  q.sat = true;
+  c.wbits = c.abits = bits;
+  c.quant = q.to_json();
+  c.aux = true;
 }
 
 nn::QuantPlugins quant_plugins() {

@@ -25,6 +25,10 @@
 
 #include "nn/model/quant_hooks.h"
 
+namespace vkqat::nn {
+struct TrainConfig;
+}
+
 namespace vkqat::quant {
 
 struct QuantConfig {
@@ -52,5 +56,8 @@ QuantConfig quant_config_from_json(const nlohmann::json& j);
 
 // src/quant's quantization policy and auxiliary module, for nn::Trainer.
 nn::QuantPlugins quant_plugins();
+// The acceptance configuration's quantization on `c`: W{bits}A{bits} CG-PACT (the default
+// preset) + SAT, with the full-precision auxiliary head (benches, tests).
+void use_cgpact_sat_aux(nn::TrainConfig& c, int bits = 4);
 
 }  // namespace vkqat::quant

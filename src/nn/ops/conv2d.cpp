@@ -238,7 +238,12 @@ void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, cons
   // 64x64 tiles (256 invocations, 4x4 each); 32x32 where a workgroup may hold fewer than
   // 256 invocations (the Vulkan minimum is 128).
   // Shared memory: (BM + BN) * BK floats, 8 KiB for 64x64 (the minimum limit is 16 KiB).
-  const uint32_t tile = pick_workgroup_size(rec.context().info(), 256, 0, 0) >= 256 ? 64 : 32;
+  uint32_t tile = pick_workgroup_size(rec.context().info(), 256, 0, 0) >= 256 ? 64 : 32;
+  // A forward / backward-data grid of fewer 64x64 tiles than two per SM of a 132-SM GPU
+  // (ResNet-20's third stage at batch 128: 98) takes 32x32 tiles: four times the
+  // workgroups, each a quarter of the work (backward-weight splits K instead, below).
+  constexpr int64_t kTargetWorkgroups = 264;
+  if (tile == 64 && split_k == 0 && int64_t(ceil_div(gemm_n, 64)) * ceil_div(gemm_m, 64) < kTargetWorkgroups) tile = 32;
   const uint32_t BM = tile, BN = tile, BK = 16, TM = 4, TN = 4;
   const uint32_t gx = ceil_div(gemm_n, BN), gy = ceil_div(gemm_m, BM);
   // Split-K (backward-weight, K = split_k): when the tiles are fewer than two per SM of a
@@ -246,7 +251,7 @@ void record_tiled(Recording& rec, const Conv2dShape& s, const char* shader, cons
   // one workgroup layer (z) each, and add the partials in z order (conv2d_split_sum).
   int64_t splits = 1, chunk = 0;
   if (split_k > 0) {
-    constexpr int64_t kTargetWorkgroups = 264, kMinChunk = 8 * 16;
+    constexpr int64_t kMinChunk = 8 * 16;
     splits = std::clamp<int64_t>(ceil_div(kTargetWorkgroups, int64_t(gx) * gy), 1,
                                  std::max<int64_t>(1, split_k / kMinChunk));
     splits = std::min<int64_t>(splits, rec.context().info().max_workgroup_count[2]);

@@ -27,6 +27,20 @@ struct SgdOptions {
 void sgd_update(Recording& rec, Tensor& w, const Tensor& grad, Tensor& momentum_buf,
                 const Tensor& step_params, uint32_t lr_index, const SgdOptions& opt);
 
+// One dispatch (or a few) for many parameter tensors: bit-identical to one sgd_update per
+// tensor. Tensors are grouped by the buffers that hold their weight, gradient and momentum;
+// each group's spans stay within maxStorageBufferRange (and max_span_bytes when > 0, a test
+// switch), and a chunk table on the device says where each workgroup's elements lie.
+struct SgdTensor {
+  Tensor* w = nullptr;
+  const Tensor* grad = nullptr;
+  Tensor* momentum = nullptr;
+  float weight_decay = 0.f;  // 0 for BN parameters, biases, quantizer parameters
+};
+// momentum / nesterov as in SgdOptions (shared by all tensors). Returns the dispatch count.
+int sgd_update_multi(Recording& rec, const std::vector<SgdTensor>& tensors, const Tensor& step_params,
+                     uint32_t lr_index, float momentum, bool nesterov, uint64_t max_span_bytes = 0);
+
 namespace ref {
 // One step of the formula above in double, rounded to float like the parameters.
 void sgd_update(std::vector<float>& w, const std::vector<float>& grad, std::vector<float>& momentum_buf,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <set>
@@ -96,10 +97,14 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
       s.train_set.source ? LoaderOptions{} : loader_options_for_augment(cfg_.data_options.augment));
 
   const int b = s.local_batch;
-  s.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
-  s.host_y = Tensor(ctx, {b}, DType::U32, MemoryKind::Host);
+  s.pipeline = step_pipeline(cfg_.pipeline);
+  for (Impl::StepSlot& slot : s.slots) {
+    slot.host_x = Tensor(ctx, net_->input().shape(), DType::F32, MemoryKind::Host);
+    slot.host_y = Tensor(ctx, {b}, DType::U32, MemoryKind::Host);
+    slot.step_params = Tensor(ctx, {4}, DType::F32, MemoryKind::Host);
+    slot.totals = Tensor(ctx, {4}, DType::U32, MemoryKind::Host);
+  }
   s.labels = Tensor(ctx, {b}, DType::U32);
-  s.step_params = Tensor(ctx, {4}, DType::F32, MemoryKind::Host);
   s.loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
   s.correct = Tensor(ctx, {1}, DType::U32, MemoryKind::Host);
   s.aux_loss_sum = Tensor(ctx, {1}, DType::F32, MemoryKind::Host);
@@ -144,16 +149,30 @@ bool Trainer::build_model() {
 void Trainer::record_step() {
   Impl& s = *impl_;
   s.evaluator.reset();
-  // Training step: recorded once, replayed every step.
-  s.train_step = std::make_unique<Recording>(s.ctx, cfg_.profile);
-  Recording& rec = *s.train_step;
-  rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
-  rec.copy(s.host_y.view(), s.labels.view(), "upload labels");
-  const StepBuffers buffers{&s.labels, &s.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct};
-  if (!s.data_parallel) {
-    record_training_step(rec, *net_, aux_.get(), cfg_, buffers);
-    rec.finish();
-  } else {
+  // Training step: recorded once per staging slot, replayed every step.
+  s.overlap_recorded = s.pipeline == StepPipeline::Overlap && !s.data_parallel && !cfg_.profile;
+  for (Impl::StepSlot& slot : s.slots) slot.step.reset();
+  for (int k = 0; k < (s.overlap_recorded ? 2 : 1); ++k) {
+    Impl::StepSlot& slot = s.slots[size_t(k)];
+    slot.step = std::make_unique<Recording>(s.ctx, cfg_.profile);
+    Recording& rec = *slot.step;
+    // Submitted while the other slot's step may still run: start after it.
+    if (s.overlap_recorded) rec.order_after_earlier_submissions();
+    rec.copy(slot.host_x.view(), net_->input().view(), "upload batch");
+    rec.copy(slot.host_y.view(), s.labels.view(), "upload labels");
+    const StepBuffers buffers{&s.labels, &slot.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct};
+    if (!s.data_parallel) {
+      record_training_step(rec, *net_, aux_.get(), cfg_, buffers);
+      if (s.overlap_recorded) {
+        // The totals after this step, for the host to read once this slot's fence signals
+        // (the accumulators themselves may by then hold the next step's sums).
+        const Tensor* totals[] = {&s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct};
+        for (uint64_t i = 0; i < 4; ++i)
+          rec.copy(totals[i]->view(), slot.totals.view().sub(4 * i, 4), "step totals to host");
+      }
+      rec.finish();
+      continue;
+    }
     // The gradients leave the device in one flat host-visible buffer (one all-reduce), in
     // trained_parameters' order; each starts at an aligned offset (copies into sub-views).
     record_forward_backward(rec, *net_, aux_.get(), cfg_, buffers);
@@ -209,6 +228,13 @@ void record_forward_backward(Recording& rec, Network& net, AuxiliaryHead* aux, c
 }
 
 void record_optimizer(Recording& rec, Network& net, AuxiliaryHead* aux, const TrainConfig& cfg, const StepBuffers& b) {
+  if (step_pipeline(cfg.pipeline) == StepPipeline::Overlap) {
+    std::vector<SgdTensor> tensors;
+    for (Parameter* p : trained_parameters(net, aux))
+      tensors.push_back({&p->value, &p->grad, &p->momentum, p->weight_decay ? cfg.weight_decay : 0.f});
+    sgd_update_multi(rec, tensors, *b.step_params, 0, cfg.momentum, cfg.nesterov);
+    return;
+  }
   for (Parameter* p : trained_parameters(net, aux)) {
     SgdOptions o;
     o.momentum = cfg.momentum;
@@ -236,11 +262,11 @@ void Trainer::initialise_quantizers_from_data() {
   s.train_loader->start_epoch(0);
   s.train_loader->make_batch(0, first);
   take_shard(first, s.rank, s.world, s.shard);
-  fill_host_batch(s.host_x, s.host_y, s.shard);
+  fill_host_batch(s.slots[0].host_x, s.slots[0].host_y, s.shard);
   for (ActQuantizer* q : wants) q->set_data_init(true);
   {
     Recording rec(s.ctx);
-    rec.copy(s.host_x.view(), net_->input().view(), "upload batch");
+    rec.copy(s.slots[0].host_x.view(), net_->input().view(), "upload batch");
     net_->forward(rec, /*train=*/true);
     rec.run();
   }
@@ -286,7 +312,7 @@ void Trainer::reconfigure(const TrainConfig& next) {
   for (Parameter* p : params()) momenta[p->name] = p->momentum.download();
 
   s.evaluator.reset();
-  s.train_step.reset();
+  for (Impl::StepSlot& slot : s.slots) slot.step.reset();
   aux_.reset();
   net_.reset();
   const ModelConfig model = cfg_.model;  // with the dataset's image size and classes
@@ -309,7 +335,7 @@ void Trainer::reconfigure(const TrainConfig& next) {
 }
 
 StepProfile Trainer::step_profile() const {
-  const Recording& r = *impl_->train_step;
+  const Recording& r = *impl_->slots[0].step;
   if (!cfg_.profile) return {};
   return {r.timings(), r.command_count(), r.timings_complete()};
 }
@@ -317,6 +343,20 @@ StepProfile Trainer::step_profile() const {
 int64_t Trainer::steps_per_epoch() const { return impl_->train_loader->batches_per_epoch(); }
 
 int64_t Trainer::step() const { return impl_->step; }
+
+Trainer::PipelineStats Trainer::pipeline_stats() const {
+  const Impl& s = *impl_;
+  return {s.pipeline, s.loop_steps, s.loop_seconds, s.host_wait_seconds};
+}
+
+StepPipeline step_pipeline(const std::string& name) {
+  const char* env = std::getenv("VKQAT_PIPELINE");
+  const std::string from = name.empty() && env && *env ? "VKQAT_PIPELINE" : "the step pipeline";
+  const std::string v = !name.empty() ? name : env && *env ? env : "overlap";
+  if (v == "overlap") return StepPipeline::Overlap;
+  if (v == "sync") return StepPipeline::Sync;
+  throw Error(from + " '" + v + "' is unknown: use overlap or sync");
+}
 
 // ---- the loop ------------------------------------------------------------------------
 // Under mpirun, an error on one rank stops every rank (MPI_Abort) instead of leaving the
@@ -387,11 +427,29 @@ TrainSummary Trainer::run_loop() {
 
   const bool tty = root && isatty(fileno(stderr));
   const int64_t steps_per_epoch = s.train_loader->batches_per_epoch();
-  float* lr_slot = static_cast<float*>(s.step_params.view().mapped);
   float* loss_sum = static_cast<float*>(s.loss_sum.view().mapped);
   uint32_t* correct = static_cast<uint32_t*>(s.correct.view().mapped);
   float* aux_loss_sum = static_cast<float*>(s.aux_loss_sum.view().mapped);
   uint32_t* aux_correct = static_cast<uint32_t*>(s.aux_correct.view().mapped);
+  // Two steps in flight only without hooks: a hook may pause, reconfigure or save between
+  // any two steps, and reads per-step device state.
+  const bool overlap = s.overlap_recorded && !hooks_;
+  // The train totals after a step: the slot's copy when the step recorded one (the
+  // accumulators may already hold the next step's sums), else the accumulators.
+  struct Totals {
+    float loss = 0;
+    uint32_t correct = 0;
+    float aux_loss = 0;
+    uint32_t aux_correct = 0;
+  };
+  auto totals_after = [&](const Impl::StepSlot& slot) {
+    if (!s.overlap_recorded) return Totals{*loss_sum, *correct, *aux_loss_sum, *aux_correct};
+    const uint32_t* w = static_cast<const uint32_t*>(slot.totals.view().mapped);
+    Totals t;
+    std::memcpy(&t.loss, &w[0], 4), std::memcpy(&t.aux_loss, &w[2], 4);
+    t.correct = w[1], t.aux_correct = w[3];
+    return t;
+  };
   TrainSummary summary;
   EvalResult last_eval;
   // Fraction of the step time spent waiting for the next batch: since the last step
@@ -405,7 +463,18 @@ TrainSummary Trainer::run_loop() {
   const auto run_start = Clock::now();
   int steps_this_process = 0;
   g_stop = false;
+  // Steps submitted and not yet completed, oldest first (overlap: at most one per slot).
+  struct InFlight {
+    int slot;
+    Clock::time_point t0;  // when the host began preparing it
+    double waited;         // of which waiting for the data pipeline
+    float lr;
+    int images;
+  };
+  std::deque<InFlight> in_flight;
+  int next_slot = 0;
   auto interrupt = [&] {
+    while (!in_flight.empty()) s.slots[size_t(in_flight.front().slot)].step->wait(), in_flight.pop_front();
     if (s.world > 1) check_ranks_agree();
     save_run_state(cfg_.out, cfg_, *net_, aux_.get(), s);
     if (tty) std::fprintf(stderr, "\n");
@@ -423,24 +492,17 @@ TrainSummary Trainer::run_loop() {
       *aux_loss_sum = 0.f, *aux_correct = 0;
       s.log_loss_base = 0.f, s.log_correct_base = 0, s.log_position_base = 0;
     }
-    auto epoch_start = Clock::now(), log_start = epoch_start;
+    Totals last{*loss_sum, *correct, *aux_loss_sum, *aux_correct};  // after the last completed step
+    auto epoch_start = Clock::now(), log_start = epoch_start, last_done = epoch_start;
     wait = DataWait{};
     const int epoch_start_position = s.position;
-    while (true) {
-      if (hooks_ && !hooks_->before_step(*this)) return interrupt();  // may also pause or reconfigure
-      auto t0 = Clock::now();
-      if (!s.train_loader->next(batch)) break;
-      const double waited = seconds_since(t0);  // time the device waited for the data pipeline
-      take_shard(batch, s.rank, s.world, s.shard);
-      fill_host_batch(s.host_x, s.host_y, s.shard);
-      const float lr = scheduled_lr(cfg_, s.step, steps_per_epoch);
-      lr_slot[0] = lr;
-      const float loss_before = *loss_sum, aux_loss_before = *aux_loss_sum;
-      const uint32_t correct_before = *correct, aux_correct_before = *aux_correct;
-      if (s.rank == fault_rank && s.step + 1 == fault_step)
-        throw Error("VKQAT_FAULT_RANK=" + std::to_string(fault_rank) + ": simulated failure at step " +
-                    std::to_string(fault_step));
-      s.train_step->run();
+    // Waits for the oldest step in flight and does what the host does with a finished
+    // step (divergence guard, counters, hooks, logs); returns whether to stop the run.
+    auto complete_oldest = [&]() -> bool {
+      const InFlight f = in_flight.front();
+      in_flight.pop_front();
+      Impl::StepSlot& slot = s.slots[size_t(f.slot)];
+      s.host_wait_seconds += slot.step->wait();
       bool stop_everywhere = g_stop;
       if (s.data_parallel) {
         // Sum of the ranks' mean gradients / N = the gradient of the global batch's mean loss
@@ -462,41 +524,48 @@ TrainSummary Trainer::run_loop() {
         ++s.data_parallel_steps;
         // This step's loss and accuracy over the global batch, and the stop flag of any rank
         // (a signal reaches each rank at another moment): one small all-reduce.
-        float tiny[5] = {*loss_sum - loss_before, float(*correct - correct_before), *aux_loss_sum - aux_loss_before,
-                         float(*aux_correct - aux_correct_before), g_stop ? 1.f : 0.f};
+        float tiny[5] = {*loss_sum - last.loss, float(*correct - last.correct), *aux_loss_sum - last.aux_loss,
+                         float(*aux_correct - last.aux_correct), g_stop ? 1.f : 0.f};
         dist::allreduce_sum(tiny, 5);
-        *loss_sum = loss_before + tiny[0], *correct = correct_before + uint32_t(tiny[1]);
-        *aux_loss_sum = aux_loss_before + tiny[2], *aux_correct = aux_correct_before + uint32_t(tiny[3]);
+        *loss_sum = last.loss + tiny[0], *correct = last.correct + uint32_t(tiny[1]);
+        *aux_loss_sum = last.aux_loss + tiny[2], *aux_correct = last.aux_correct + uint32_t(tiny[3]);
         stop_everywhere = tiny[4] > 0;
       }
-      // The divergence guard: the loss accumulators are host-visible and this replay has
-      // completed, so the check costs no extra synchronization.
-      if (!std::isfinite(*loss_sum) || (aux_ && !std::isfinite(*aux_loss_sum))) {
-        const bool lp = !std::isfinite(*loss_sum);
-        const double step_loss = lp ? (*loss_sum - loss_before) / batch.size : (*aux_loss_sum - aux_loss_before) / batch.size;
-        const int64_t last = committed_step(cfg_.out);
+      const Totals before = last, now = totals_after(slot);
+      last = now;
+      // The divergence guard: the totals are host-visible and this step has completed, so
+      // the check costs no extra synchronization.
+      if (!std::isfinite(now.loss) || (aux_ && !std::isfinite(now.aux_loss))) {
+        const bool lp = !std::isfinite(now.loss);
+        const double step_loss = lp ? (now.loss - before.loss) / f.images : (now.aux_loss - before.aux_loss) / f.images;
+        const int64_t last_committed = committed_step(cfg_.out);
         if (tty) std::fprintf(stderr, "\n");
         throw Error("training diverged at step " + std::to_string(s.step + 1) + " (epoch " + std::to_string(s.epoch + 1) +
-                    ", lr " + num(lr) + "): " + (lp ? "loss " : "aux head loss ") + num(step_loss) + "; " +
-                    (last >= 0 ? "the last good checkpoint, step " + std::to_string(last) + ", is " + cfg_.out + "/" +
-                                     kCheckpointFile + " (continue with: vkqat train --resume " + cfg_.out + ")"
-                               : std::string("no checkpoint was saved yet")) +
+                    ", lr " + num(f.lr) + "): " + (lp ? "loss " : "aux head loss ") + num(step_loss) + "; " +
+                    (last_committed >= 0 ? "the last good checkpoint, step " + std::to_string(last_committed) + ", is " +
+                                               cfg_.out + "/" + kCheckpointFile +
+                                               " (continue with: vkqat train --resume " + cfg_.out + ")"
+                                         : std::string("no checkpoint was saved yet")) +
                     "; a lower --lr or more --warmup-epochs avoids this");
       }
-      s.train_seconds += seconds_since(t0);
-      wait.add(waited, seconds_since(t0));
-      s.train_images += batch.size;
+      // Overlapped steps share wall time: each counts from when the previous one completed.
+      const double step_seconds = seconds_since(std::max(f.t0, last_done));
+      last_done = Clock::now();
+      s.train_seconds += step_seconds;
+      s.loop_seconds += step_seconds, ++s.loop_steps;
+      wait.add(f.waited, step_seconds);
+      s.train_images += f.images;
       ++s.step, ++s.position, ++steps_this_process;
       if (hooks_) {
         StepReport r;
         r.step = s.step, r.epoch = s.epoch + 1, r.position = s.position, r.steps_per_epoch = steps_per_epoch;
-        r.lr = lr;
-        r.loss = (*loss_sum - loss_before) / batch.size, r.acc = double(*correct - correct_before) / batch.size;
+        r.lr = f.lr;
+        r.loss = (now.loss - before.loss) / f.images, r.acc = double(now.correct - before.correct) / f.images;
         r.has_aux = aux_ != nullptr;
-        r.aux_loss = (*aux_loss_sum - aux_loss_before) / batch.size;
-        r.aux_acc = double(*aux_correct - aux_correct_before) / batch.size;
-        r.step_seconds = seconds_since(t0);
-        r.images_per_s = batch.size / std::max(1e-9, r.step_seconds);
+        r.aux_loss = (now.aux_loss - before.aux_loss) / f.images;
+        r.aux_acc = double(now.aux_correct - before.aux_correct) / f.images;
+        r.step_seconds = step_seconds;
+        r.images_per_s = f.images / std::max(1e-9, r.step_seconds);
         hooks_->after_step(*this, r);
       }
 
@@ -506,7 +575,7 @@ TrainSummary Trainer::run_loop() {
         for (const DispatchTiming& t : p.timings) total += t.ms;
         std::fprintf(stderr, "\nGPU time of training step %lld: %.2f ms (%zu commands, %zu timed%s, %zu barriers)\n",
                      (long long)s.step, total, p.commands, p.timings.size(),
-                     p.complete ? "" : ", timestamps incomplete or out of order", s.train_step->barrier_count());
+                     p.complete ? "" : ", timestamps incomplete or out of order", slot.step->barrier_count());
         for (const LabelTime& k : group_by_label(p.timings))
           std::fprintf(stderr, "  %-36s %8.3f ms %5.1f%%  x%d\n", k.label.c_str(), k.ms, 100 * k.ms / total, k.commands);
       }
@@ -514,38 +583,65 @@ TrainSummary Trainer::run_loop() {
       const bool log_now = s.position % cfg_.log_every == 0 || s.position == steps_per_epoch;
       if (log_now || tty) {
         const double n = double(s.position - s.log_position_base) * cfg_.batch;
-        const double loss = (*loss_sum - s.log_loss_base) / n, acc = (*correct - s.log_correct_base) / n;
+        const double loss = (now.loss - s.log_loss_base) / n, acc = (now.correct - s.log_correct_base) / n;
         const double ips = double(s.position - std::max(s.log_position_base, epoch_start_position)) * cfg_.batch /
                            seconds_since(log_start);
         if (log_now) {
-          nlohmann::json rec = {{"type", "step"}, {"epoch", s.epoch + 1}, {"step", s.step}, {"lr", lr},
+          nlohmann::json rec = {{"type", "step"}, {"epoch", s.epoch + 1}, {"step", s.step}, {"lr", f.lr},
                                 {"loss", loss}, {"acc", acc}, {"images_per_s", ips},
                                 {"data_wait", DataWait::frac(wait.interval_wait, wait.interval_total)}};
           wait.interval_wait = wait.interval_total = 0;
           if (aux_) {  // epoch-running means of the aux head (its interval bases are not kept)
             const double m = double(s.position) * cfg_.batch;
-            rec["aux_loss_epoch"] = *aux_loss_sum / m;
-            rec["aux_acc_epoch"] = *aux_correct / m;
+            rec["aux_loss_epoch"] = now.aux_loss / m;
+            rec["aux_acc_epoch"] = now.aux_correct / m;
           }
           metrics << rec.dump() << "\n";
           metrics.flush();
           if (!metrics) throw Error("cannot write " + cfg_.out + "/metrics.jsonl (disk full?)");
-          s.log_loss_base = *loss_sum, s.log_correct_base = *correct, s.log_position_base = s.position;
+          s.log_loss_base = now.loss, s.log_correct_base = now.correct, s.log_position_base = s.position;
           log_start = Clock::now();
         }
         if (tty) {
           double done = double(s.position) / steps_per_epoch;
           double eta = seconds_since(epoch_start) / std::max(1e-9, done) * (1 - done);
           std::fprintf(stderr, "\repoch %d/%d  step %d/%lld  loss %.4f  acc %5.1f%%  %6.0f img/s  data wait %3.0f%%  ETA %s   ",
-                       s.epoch + 1, cfg_.epochs, s.position, (long long)steps_per_epoch, *loss_sum / (s.position * cfg_.batch),
-                       100.0 * *correct / (s.position * cfg_.batch), s.train_images / s.train_seconds,
+                       s.epoch + 1, cfg_.epochs, s.position, (long long)steps_per_epoch, now.loss / (s.position * cfg_.batch),
+                       100.0 * now.correct / (s.position * cfg_.batch), s.train_images / s.train_seconds,
                        100.0 * DataWait::frac(wait.epoch_wait, wait.epoch_total), format_eta(eta).c_str());
         }
       }
-      if ((s.data_parallel ? stop_everywhere : g_stop.load()) || (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps)) return interrupt();
+      return (s.data_parallel ? stop_everywhere : g_stop.load()) ||
+             (cfg_.stop_after_steps > 0 && steps_this_process >= cfg_.stop_after_steps);
+    };
+    bool stop = false;
+    while (!stop) {
+      if (hooks_ && !hooks_->before_step(*this)) return interrupt();  // may also pause or reconfigure
+      // --stop-after-steps: no step beyond the last one is submitted.
+      if (cfg_.stop_after_steps > 0 && steps_this_process + int(in_flight.size()) >= cfg_.stop_after_steps) break;
+      auto t0 = Clock::now();
+      if (!s.train_loader->next(batch)) break;
+      const double waited = seconds_since(t0);  // time the device waited for the data pipeline
+      // The slot's previous step has completed (at most one other step is in flight).
+      Impl::StepSlot& slot = s.slots[size_t(next_slot)];
+      take_shard(batch, s.rank, s.world, s.shard);
+      fill_host_batch(slot.host_x, slot.host_y, s.shard);
+      const int64_t step_index = s.step + int64_t(in_flight.size());
+      const float lr = scheduled_lr(cfg_, step_index, steps_per_epoch);
+      static_cast<float*>(slot.step_params.view().mapped)[0] = lr;
+      if (s.rank == fault_rank && step_index + 1 == fault_step)
+        throw Error("VKQAT_FAULT_RANK=" + std::to_string(fault_rank) + ": simulated failure at step " +
+                    std::to_string(fault_step));
+      slot.step->submit();
+      in_flight.push_back({next_slot, t0, waited, lr, batch.size});
+      if (overlap) next_slot ^= 1;
+      // Overlap: step i is queued behind step i - 1; complete i - 1 while the device runs i.
+      while (!stop && in_flight.size() > (overlap ? 1u : 0u)) stop = complete_oldest();
     }
-    const double train_loss = *loss_sum / double(steps_per_epoch * cfg_.batch);
-    const double train_acc = *correct / double(steps_per_epoch * cfg_.batch);
+    while (!in_flight.empty()) stop = complete_oldest() || stop;
+    if (stop) return interrupt();
+    const double train_loss = last.loss / double(steps_per_epoch * cfg_.batch);
+    const double train_acc = last.correct / double(steps_per_epoch * cfg_.batch);
     if (root) last_eval = evaluate();  // the test set on rank 0 only (its BN statistics are saved)
     if (hooks_) hooks_->after_epoch(*this, {s.epoch + 1, s.step, train_loss, train_acc, &last_eval});
     metrics << nlohmann::json{{"type", "epoch"},         {"epoch", s.epoch + 1},       {"step", s.step},
@@ -588,6 +684,12 @@ TrainSummary Trainer::run_loop() {
                   {"device", s.ctx.info().name + " (" + s.ctx.info().driver_name + ")"},
                   {"parameters", net_->parameter_count()},
                   {"config", cfg_.to_json()}};
+  // Where the host's time per step went (this process): blocked on step fences vs the rest.
+  const double n_steps = double(std::max<int64_t>(1, s.loop_steps));
+  summary.json["pipeline"] = {{"mode", s.overlap_recorded && !hooks_ ? "overlap" : "sync"},
+                              {"steps", s.loop_steps},
+                              {"ms_per_step", 1e3 * s.loop_seconds / n_steps},
+                              {"host_wait_ms_per_step", 1e3 * s.host_wait_seconds / n_steps}};
   if (s.data_parallel) {
     // What the data-parallel step costs beyond the single-process one (per step, this rank).
     const double n = double(std::max<int64_t>(1, s.data_parallel_steps));

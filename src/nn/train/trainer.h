@@ -16,6 +16,20 @@
 
 namespace vkqat::nn {
 
+// How the training steps reach the device (TrainConfig::pipeline or VKQAT_PIPELINE):
+//   Overlap (default): two staging slots, each with its own recorded step and fence. Step
+//     i + 1 is submitted before the host waits for step i, so the host loads and stages the
+//     next batch while the device trains; each step ends by copying the loss and accuracy
+//     totals into its slot, which the host reads after that step's fence (no extra wait);
+//     the optimizer is one multi-tensor SGD dispatch (or a few).
+//   Sync: the earlier path, kept for comparisons: one recording, submitted and waited for
+//     every step, one SGD dispatch per parameter tensor.
+// Both give bit-identical training. --profile, data-parallel training and hooks (statistics,
+// the visualizer) run one step at a time.
+enum class StepPipeline { Sync, Overlap };
+// name "" reads VKQAT_PIPELINE; an unknown name throws Error naming where it came from.
+StepPipeline step_pipeline(const std::string& name);
+
 struct TrainConfig {
   std::string data = "fashion-mnist", data_dir;
   DataOptions data_options;  // image folders/caches, --augment, --mean/--std (data_options.h)
@@ -37,6 +51,7 @@ struct TrainConfig {
   int keep_checkpoints = 1;      // committed checkpoint units kept in RUN_DIR/checkpoints
   int stop_after_steps = 0;      // stop (as if interrupted) after this many steps of this process
   bool profile = false;          // print per-dispatch GPU times of one step
+  std::string pipeline;          // "overlap" / "sync" (see StepPipeline); "": VKQAT_PIPELINE, else overlap
   nlohmann::json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j);
 };
@@ -111,6 +126,14 @@ class Trainer {
   StepProfile step_profile() const;
   int64_t steps_per_epoch() const;
   int64_t step() const;  // steps done so far (a resumed run starts at its checkpoint's)
+  // Where the host's time went over this process's training steps (vkqat bench, summary.json).
+  struct PipelineStats {
+    StepPipeline mode = StepPipeline::Overlap;
+    int64_t steps = 0;
+    double step_seconds = 0;       // wall time of the steps (data loading included)
+    double host_wait_seconds = 0;  // of which blocked on step fences
+  };
+  PipelineStats pipeline_stats() const;
 
   struct Impl;  // loaders, host staging tensors, the recorded step, progress counters
 

@@ -3,6 +3,7 @@
 // trainer's state (Trainer::Impl) and small helpers. trainer.cpp holds construction,
 // recording and the training loop; trainer_eval.cpp the test-set evaluation;
 // trainer_resume.cpp the run-state files (save, resume).
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -61,10 +62,22 @@ struct Trainer::Impl {
   Context& ctx;
   Dataset train_set, test_set;
   std::unique_ptr<BatchLoader> train_loader;
-  Tensor host_x, host_y, labels, step_params;  // host_*: written by the CPU before each replay
+  // What the host writes before a step (batch, labels, lr) and reads after it, with the
+  // recorded step that uses them: two slots under StepPipeline::Overlap (the host fills
+  // one while the device runs the other's step), slot 0 alone otherwise.
+  struct StepSlot {
+    Tensor host_x, host_y, step_params;
+    Tensor totals;  // U32 [4]: loss_sum, correct, aux_loss_sum, aux_correct after the step (overlap)
+    std::unique_ptr<Recording> step;
+  };
+  std::array<StepSlot, 2> slots;
+  StepPipeline pipeline = StepPipeline::Overlap;
+  bool overlap_recorded = false;  // both slots recorded with the totals copies (see record_step)
+  Tensor labels;
   Tensor loss_sum, correct;                    // train accumulators (reset each epoch)
   Tensor aux_loss_sum, aux_correct;            // the same for the auxiliary head
-  std::unique_ptr<Recording> train_step;
+  int64_t loop_steps = 0;                      // Trainer::PipelineStats of this process
+  double loop_seconds = 0, host_wait_seconds = 0;
   std::unique_ptr<Evaluator> evaluator;
   int epoch = 0, position = 0;
   int64_t step = 0;
