@@ -103,6 +103,24 @@ TEST_CASE("graph network gradient check: relu6, max pool 3x3/s2/p1, depthwise, r
   }
 }
 
+TEST_CASE("graph network quantized gradient check: PACT / CG-PACT replacing ReLU6, SAT on the FC, dropout" *
+          doctest::test_suite("net-gradcheck")) {
+  for (const QuantCheck& q : {QuantCheck{"dorefa", "cg-pact", true}, QuantCheck{"dorefa", "pact", false}})
+    for (bool with_aux : {false, true}) {
+      CAPTURE(q.str());
+      CAPTURE(with_aux);
+      GradCheckNet g(graph_net(mobile_description()), with_aux, [&](nn::Network& n) { quantize_for_check(n, q); });
+      calibrate_quantizers(g, q);
+      int alphas = 0;
+      for (nn::Parameter* p : g.parameters()) alphas += p->name.find(".alpha") != std::string::npos;
+      CHECK(alphas == 3);  // conv1.act, layer1.0.act1 (the relu6s), fc.act
+      int checked = 0;
+      const auto bad = check_gradients(g, &checked);
+      report(bad);
+      CHECK(bad.empty());
+    }
+}
+
 TEST_CASE("graph network: relu6, the general max pool and dropout in eval mode equal a CPU computation") {
   // input -> relu6 -> max pool 3x3/s2/p1 -> global pool -> dropout (identity in eval) -> linear,
   // on images in [-8, 8] so that ReLU6 clamps at both ends; odd 7x9 so that the pool's
