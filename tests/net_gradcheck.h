@@ -305,4 +305,15 @@ inline void report(const std::vector<Mismatch>& bad) {
   for (const Mismatch& m : bad)
     MESSAGE(m.param << "[" << m.index << "]: backward " << m.analytic << ", finite differences " << m.numeric);
 }
+
+// The whole check: no element disagrees, and two elements of every parameter tensor (one of
+// a one-element tensor) were checked.
+inline void expect_gradients_match(GradCheckNet& g) {
+  int checked = 0, expected = 0;
+  const auto bad = check_gradients(g, &checked);
+  report(bad);
+  CHECK(bad.empty());
+  for (nn::Parameter* p : g.parameters()) expected += p->value.numel() > 1 ? 2 : 1;
+  CHECK(checked == expected);
+}
 }  // namespace gradcheck
