@@ -6,9 +6,7 @@
 // Greedy best known heuristic for this (NP-hard) packing: largest buffers first, each at the
 // lowest aligned offset free of the buffers already placed that are live at any of its steps
 // (TensorFlow Lite's and MXNet's memory planners do the same).
-//
-// Not yet used by GraphNetwork (it allocates every buffer on its own); see the report of
-// branch engine-18 for what aliasing there must respect (fused in-place kernels, aux taps).
+// GraphNetwork places its gradient buffers with it (graph_network.cpp, place_gradients).
 #include <cstdint>
 #include <vector>
 
