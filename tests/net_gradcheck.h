@@ -6,13 +6,18 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
+#include <set>
 
 #include "backend/recording.h"
 #include "nn/model/network.h"
 #include "nn/ops/cross_entropy.h"
+#include "quant/common.h"
+#include "quant/lsq.h"
 #include "quant/policy.h"
+#include "quant/registry.h"
 #include "testutil.h"
 
 namespace gradcheck {
@@ -28,6 +33,15 @@ struct GradCheckNet {
   std::unique_ptr<nn::AuxiliaryHead> aux;
   Tensor labels, loss, correct, aux_loss, aux_correct;
   std::unique_ptr<Recording> grad_step, loss_step;
+  // Parameters whose recorded gradient is by design a multiple of the loss's derivative
+  // (LSQ's step-size gradient scale): the check divides it out.
+  std::map<std::string, double> grad_scale;
+  // Parameters finite-differenced with steps relative to their value (LSQ's tiny step sizes).
+  std::set<std::string> relative_step;
+  // Gradients whose backward treats a statistic of the tensor as a constant by design
+  // (DoReFa's max|tanh w|, SAT's variance): the closed-form term it leaves out, added to the
+  // recorded gradient (given the values) before the comparison.
+  std::map<std::string, std::function<void(std::vector<float>& grad, const std::vector<float>& value)>> complete;
 
   static constexpr int kBatch = 3;
   // The built-in model at width 2, 8x8x1 images, 10 classes, batch 3.
@@ -119,8 +133,11 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
   *checked = 0;
   const double base = g.objective();
   for (nn::Parameter* p : g.parameters()) {
-    const std::vector<float> grad = p->grad.download();
+    std::vector<float> grad = p->grad.download();
+    if (g.grad_scale.count(p->name))
+      for (float& x : grad) x = float(x / g.grad_scale.at(p->name));
     std::vector<float> value = p->value.download();
+    if (g.complete.count(p->name)) g.complete.at(p->name)(grad, value);
     double max_grad = 0;
     for (float x : grad) max_grad = std::max(max_grad, double(std::fabs(x)));
     std::vector<size_t> at = {size_t(std::max_element(grad.begin(), grad.end(),
@@ -130,14 +147,20 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
     for (size_t i : at) {
       const float v = value[i];
       double closest = 0, best = INFINITY;
-      for (double eps : {1e-3, 1e-4, 3e-5}) {
-        value[i] = v + float(eps);
+      // Relative steps are larger: the loss moves little with LSQ's step sizes (d loss / d log s
+      // is about 1e-3 in the tiny nets) and is a float.
+      const bool relative = g.relative_step.count(p->name) && v != 0.f;
+      static constexpr double kSteps[3] = {1e-3, 1e-4, 3e-5}, kRelativeSteps[3] = {1e-2, 3e-3, 1e-3};
+      for (double rel : relative ? kRelativeSteps : kSteps) {
+        const double eps = relative ? rel * std::fabs(double(v)) : rel;
+        const float vu = float(v + eps), vd = float(v - eps);  // the steps as the floats uploaded
+        value[i] = vu;
         p->value.upload(value);
         const double up = g.objective();
-        value[i] = v - float(eps);
+        value[i] = vd;
         p->value.upload(value);
         const double down = g.objective();
-        for (double numeric : {(up - down) / (2 * eps), (up - base) / eps, (base - down) / eps})
+        for (double numeric : {(up - down) / (double(vu) - vd), (up - base) / (double(vu) - v), (base - down) / (v - double(vd))})
           if (std::fabs(numeric - grad[i]) < best) best = std::fabs(numeric - grad[i]), closest = numeric;
       }
       value[i] = v;
@@ -149,8 +172,148 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
   return bad;
 }
 
+// Quantized networks. The quantizers run at kCheckBits: their rounding (2^-24 of the clip
+// range) is far below the loss's float noise over the finite-difference steps, so the
+// straight-through backward is the derivative of the loss, while clipping stays real: PACT /
+// CG-PACT's alpha, LSQ's step sizes and SAT's rescale of the FC are differentiable parameters
+// of the loss (at 4 bits the loss is a staircase in every weight and no finite difference
+// means anything). quantize_for_check moves the clip levels into the data (activations clip at
+// 2, or 0.5 before the FC; weights at half the largest) so that their gradients are not zero.
+constexpr int kCheckBits = quant::kMaxKernelBits;
+
+struct QuantCheck {
+  std::string wquant, aquant;  // registry names; empty: full precision
+  bool sat = false;            // SAT's rescale on the last FC (without a weight quantizer there)
+  std::string str() const { return (wquant.empty() ? "fp" : wquant) + "/" + (aquant.empty() ? "fp" : aquant) + (sat ? "+sat" : ""); }
+};
+
+class HighBitsPolicy : public nn::QuantPolicy {
+ public:
+  explicit HighBitsPolicy(const QuantCheck& q) : q_(q) {
+    quant::QuantConfig sat;
+    sat.sat = true;
+    sat_ = quant::make_quant_policy(sat);
+  }
+  std::unique_ptr<nn::WeightQuantizer> weight(Context& ctx, const std::string& layer, const Tensor& w,
+                                              nn::LayerRole role) override {
+    if (role == nn::LayerRole::Last && q_.sat) return sat_->weight(ctx, layer, w, role);
+    if (q_.wquant.empty()) return nullptr;
+    return quant::weight_quantizer(q_.wquant).make(ctx, layer, w, kCheckBits, false);
+  }
+  std::unique_ptr<nn::ActQuantizer> activation(Context& ctx, const std::string& name, const std::vector<int>& shape,
+                                               nn::LayerRole consumer) override {
+    if (q_.aquant.empty()) return nullptr;
+    return quant::act_quantizer(q_.aquant).make(ctx, name, shape, kCheckBits, consumer);
+  }
+
+ private:
+  QuantCheck q_;
+  std::unique_ptr<nn::QuantPolicy> sat_;
+};
+
+// Quantizes `net` (initialised, before the aux module: a GradCheckNet tweak).
+inline void quantize_for_check(nn::Network& net, const QuantCheck& q) {
+  HighBitsPolicy policy(q);
+  net.apply_quant_policy(policy);
+}
+
+// After GradCheckNet's construction: moves the clip levels into the data, so that their
+// gradients are not zero, and tells the checker what the quantizers' backward leaves out by
+// design. Activations clip near the 90th percentile of their input (one site after the other,
+// each seeing the clipped ones before it): a few percent of the values; clipping more makes
+// whole channels of the tiny nets constant, which the next BN blows up by 1 / std. LSQ's
+// weight steps clip at half the largest weight (the BN after the conv cancels a common scale,
+// so the loss feels the step only through the clipped weights).
+inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q) {
+  const quant::LsqConfig act_cfg{kCheckBits, quant::QuantTarget::Activation, false};
+  const quant::LsqConfig wgt_cfg{kCheckBits, quant::QuantTarget::Weight, false};
+  const nn::QuantSites sites = g.net->quant_sites();
+  for (const nn::ActSite& s : sites.acts) {
+    if (!s.quant) continue;
+    REQUIRE_MESSAGE(s.input->defined(), s.name);
+    g.loss_step->run();
+    std::vector<float> x = s.input->download();
+    std::sort(x.begin(), x.end());
+    // In the middle of the widest gap between neighbouring values near the 90th percentile:
+    // an element at the clip level would be a kink that every step of every parameter
+    // upstream crosses.
+    // At least 3 values above it (the FC's input has only batch x features values): a single clipped
+    // value may have no gradient (clipped again downstream), which leaves only LSQ's
+    // by-design rounding term in its step's gradient.
+    const size_t top = std::min(x.size() * 94 / 100, x.size() - 4);
+    size_t at = std::min(x.size() * 88 / 100, top);
+    for (size_t k = at; k <= top; ++k)
+      if (x[k + 1] - x[k] > x[at + 1] - x[at]) at = k;
+    const float clip = 0.5f * (x[at] + x[at + 1]);
+    for (nn::Parameter* p : s.quant->parameters()) {
+      if (q.aquant == "lsq") {
+        p->value.upload(std::vector<float>(size_t(p->value.numel()), clip / quant::lsq_range(act_cfg).qp));
+        g.grad_scale[p->name] = quant::lsq_grad_scale(act_cfg, s.input->shape());
+        g.relative_step.insert(p->name);
+      } else {
+        p->value.upload(std::vector<float>(size_t(p->value.numel()), clip));
+      }
+    }
+  }
+  for (const nn::WeightSite& w : sites.weights) {
+    if (!w.quant) continue;
+    const std::string name = w.name + ".weight";
+    if (w.quant->kind().sat) {
+      // SAT (no inner quantizer): W* = W f, f = 1 / sqrt(n Var[W]), and the backward a = f dW*
+      // treats f as a constant; the loss also moves f: + f^2 (n / N) (W_i - mean) sum_j a_j W_j.
+      const double n = w.weight->dim(0);
+      g.complete[name] = [n](std::vector<float>& a, const std::vector<float>& wv) {
+        double mean = 0, var = 0, aw = 0;
+        for (float x : wv) mean += x;
+        mean /= double(wv.size());
+        for (float x : wv) var += (x - mean) * (x - mean);
+        var /= double(wv.size());
+        for (size_t j = 0; j < wv.size(); ++j) aw += double(a[j]) * wv[j];
+        const double f2 = 1 / (n * var);
+        for (size_t i = 0; i < wv.size(); ++i) a[i] = float(a[i] - f2 * n / double(wv.size()) * (wv[i] - mean) * aw);
+      };
+    } else if (q.wquant == "dorefa") {
+      // DoReFa: wq = t / m (at kCheckBits), t = tanh(w), m = max|t| = tanh(|w_k|), and the
+      // backward a_j = dwq_j (1 - t_j^2) / m treats m as a constant; the loss also moves m
+      // through w_k: - (1 - m^2) sign(w_k) / m sum_j a_j t_j / (1 - t_j^2).
+      g.complete[name] = [](std::vector<float>& a, const std::vector<float>& wv) {
+        size_t k = 0;
+        for (size_t j = 0; j < wv.size(); ++j)
+          if (std::fabs(wv[j]) > std::fabs(wv[k])) k = j;
+        const double m = std::tanh(std::fabs(double(wv[k])));
+        double sum = 0;
+        for (size_t j = 0; j < wv.size(); ++j) {
+          const double t = std::tanh(double(wv[j]));
+          sum += a[j] * t / (1 - t * t);
+        }
+        a[k] = float(a[k] - (1 - m * m) * (wv[k] < 0 ? -1 : 1) / m * sum);
+      };
+    } else if (q.wquant == "lsq") {
+      const std::vector<float> v = w.weight->download();
+      double m = 0;
+      for (float x : v) m = std::max(m, double(std::fabs(x)));
+      for (nn::Parameter* p : w.quant->parameters()) {
+        p->value.upload(std::vector<float>(size_t(p->value.numel()), float(0.5 * m / quant::lsq_range(wgt_cfg).qp)));
+        g.grad_scale[p->name] = quant::lsq_grad_scale(wgt_cfg, w.weight->shape());
+        g.relative_step.insert(p->name);
+      }
+    }
+  }
+}
+
 inline void report(const std::vector<Mismatch>& bad) {
   for (const Mismatch& m : bad)
     MESSAGE(m.param << "[" << m.index << "]: backward " << m.analytic << ", finite differences " << m.numeric);
+}
+
+// The whole check: no element disagrees, and two elements of every parameter tensor (one of
+// a one-element tensor) were checked.
+inline void expect_gradients_match(GradCheckNet& g) {
+  int checked = 0, expected = 0;
+  const auto bad = check_gradients(g, &checked);
+  report(bad);
+  CHECK(bad.empty());
+  for (nn::Parameter* p : g.parameters()) expected += p->value.numel() > 1 ? 2 : 1;
+  CHECK(checked == expected);
 }
 }  // namespace gradcheck

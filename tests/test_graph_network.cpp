@@ -2,6 +2,7 @@
 // description with a residual block and a depthwise conv passes the whole-network gradient
 // check (and the check catches a dropped shortcut gradient there too); the built-in models'
 // descriptions give the hand-written classes' logits and parameter gradients.
+#include <filesystem>
 #include <map>
 
 #include "net_gradcheck.h"
@@ -95,12 +96,23 @@ TEST_CASE("graph network gradient check: relu6, max pool 3x3/s2/p1, depthwise, r
   for (bool with_aux : {false, true}) {
     CAPTURE(with_aux);
     GradCheckNet g(graph_net(mobile_description()), with_aux, widen_stem);
-    int checked = 0;
-    const auto bad = check_gradients(g, &checked);
-    report(bad);
-    CHECK(bad.empty());
-    CHECK(checked >= 2 * int(g.parameters().size()) - 1);
+    expect_gradients_match(g);
   }
+}
+
+TEST_CASE("graph network quantized gradient check: PACT / CG-PACT replacing ReLU6, SAT on the FC, dropout" *
+          doctest::test_suite("net-gradcheck")) {
+  for (const QuantCheck& q : {QuantCheck{"dorefa", "cg-pact", true}, QuantCheck{"dorefa", "pact", false}})
+    for (bool with_aux : {false, true}) {
+      CAPTURE(q.str());
+      CAPTURE(with_aux);
+      GradCheckNet g(graph_net(mobile_description()), with_aux, [&](nn::Network& n) { quantize_for_check(n, q); });
+      calibrate_quantizers(g, q);
+      int alphas = 0;
+      for (nn::Parameter* p : g.parameters()) alphas += p->name.find(".alpha") != std::string::npos;
+      CHECK(alphas == 3);  // conv1.act, layer1.0.act1 (the relu6s), fc.act
+      expect_gradients_match(g);
+    }
 }
 
 TEST_CASE("graph network: relu6, the general max pool and dropout in eval mode equal a CPU computation") {
@@ -183,11 +195,7 @@ TEST_CASE("graph network gradient check: a user description with a residual bloc
   for (bool with_aux : {false, true}) {
     CAPTURE(with_aux);
     GradCheckNet g(user_net(), with_aux);
-    int checked = 0;
-    const auto bad = check_gradients(g, &checked);
-    report(bad);
-    CHECK(bad.empty());
-    CHECK(checked >= 2 * int(g.parameters().size()) - 1);
+    expect_gradients_match(g);
   }
 }
 
@@ -309,4 +317,42 @@ TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-writt
       CHECK(worst <= kTol);
     }
   }
+}
+
+TEST_CASE("graph network gradient buffer reuse: logits and every gradient bit-identical without it") {
+  // What the pool may break: a buffer overwritten while still read (a relu read in its BN's
+  // pass, an add's gradient read by its inputs, the aux module's taps written before the
+  // backward). Full precision and W4A4 CG-PACT (PACT in BN's passes) with the aux module.
+  quant::QuantConfig w4a4;
+  w4a4.wbits = 4, w4a4.abits = 4;
+  const char* data = std::getenv("VKQAT_TEST_DATA");
+  REQUIRE(data);
+  const std::string tiny_dw =
+      (std::filesystem::path(data) / ".." / ".." / "models" / "tiny-dw-residual.json").lexically_normal().string();
+  for (const std::string& model : std::vector<std::string>{"resnet20", "preact-resnet20", tiny_dw})
+    for (bool quantized : {false, true}) {
+      CAPTURE(model);
+      CAPTURE(quantized);
+      nn::ModelConfig mc;
+      mc.width = 4;
+      mc.in_channels = 1, mc.height = 28, mc.width_px = 28, mc.classes = 10;
+      nn::ModelDescription d;
+      if (model == tiny_dw) {
+        d = nn::load_model_description(model);
+        mc.model_file = model;
+      } else {
+        mc.name = model;
+        d = nn::describe_model(mc);
+      }
+      nn::GraphNetwork separate(test::ctx(), d, mc, 4, /*reuse_gradient_buffers=*/false);
+      const StepResult want = train_step(separate, quantized ? &w4a4 : nullptr, quantized, nullptr);
+      nn::GraphNetwork pooled(test::ctx(), d, mc, 4, /*reuse_gradient_buffers=*/true);
+      const StepResult got = train_step(pooled, quantized ? &w4a4 : nullptr, quantized, nullptr);
+      CHECK(got.logits == want.logits);
+      REQUIRE(got.grads.size() == want.grads.size());
+      for (const auto& [name, g] : want.grads) {
+        CAPTURE(name);
+        CHECK(got.grads.at(name) == g);
+      }
+    }
 }

@@ -2,9 +2,10 @@
 // each built-in model at a tiny size, the gradient of every parameter tensor that the
 // recorded backward pass writes (fused BN + residual kernels, the aux module adding into the
 // network's taps) is compared with central finite differences of the loss the forward pass
-// computes. Full precision: rounding makes finite differences meaningless for quantizers,
-// whose backward passes have their own closed-form tests. And the check can fail: a dropped
-// shortcut gradient is caught.
+// computes. Quantized too, with the quantizers at 24 bits (net_gradcheck.h: rounding below
+// the loss's float noise, clipping and the learned clip levels real; the statistics that
+// DoReFa and SAT detach in backward completed in closed form). And the checks can fail: a
+// dropped shortcut gradient, a mis-scaled alpha gradient are caught.
 #include "net_gradcheck.h"
 #include "nn/model/resnet.h"
 
@@ -36,6 +37,54 @@ TEST_CASE("network gradient check: every parameter of each built-in model, with 
   }
 }
 
+// The quantizer pairs checked: the default recipe (DoReFa weights, CG-PACT, SAT on the FC)
+// and PACT's own alpha gradient. plain-cnn has no hand-written quantized version: its
+// description on GraphNetwork (the engine that runs it quantized) is checked.
+namespace {
+const QuantCheck kRecipe{"dorefa", "cg-pact", true}, kPact{"dorefa", "pact", false};
+
+std::unique_ptr<nn::Network> tiny_net(const std::string& model) {
+  if (model == "plain-cnn") return nn::build_graph_network(test::ctx(), GradCheckNet::tiny(model), GradCheckNet::kBatch);
+  return nn::build_network(test::ctx(), GradCheckNet::tiny(model), GradCheckNet::kBatch);
+}
+}  // namespace
+
+TEST_CASE("quantized network gradient check: every parameter incl. PACT's alpha, each built-in model" *
+          doctest::test_suite("net-gradcheck")) {
+  struct Case {
+    std::string model;
+    QuantCheck q;
+    bool aux;
+  };
+  for (const Case& c : {Case{"resnet20", kRecipe, false}, Case{"resnet20", kRecipe, true}, Case{"resnet20", kPact, false},
+                        Case{"preact-resnet20", kRecipe, false}, Case{"preact-resnet20", kRecipe, true},
+                        Case{"preact-resnet20", kPact, true}, Case{"plain-cnn", kRecipe, false}, Case{"plain-cnn", kPact, false}}) {
+    CAPTURE(c.model);
+    CAPTURE(c.q.str());
+    CAPTURE(c.aux);
+    GradCheckNet g(tiny_net(c.model), c.aux, [&](nn::Network& n) { quantize_for_check(n, c.q); });
+    calibrate_quantizers(g, c.q);
+    int alphas = 0;
+    for (nn::Parameter* p : g.parameters()) alphas += p->name.find(".alpha") != std::string::npos;
+    CHECK(alphas == int(g.net->act_quantizers().size()));
+    CHECK(alphas > 0);
+    expect_gradients_match(g);
+  }
+}
+
+TEST_CASE("quantized network gradient check can fail: an alpha gradient 30% off is caught" *
+          doctest::test_suite("net-gradcheck")) {
+  GradCheckNet g(tiny_net("resnet20"), false, [&](nn::Network& n) { quantize_for_check(n, kRecipe); });
+  calibrate_quantizers(g, kRecipe);
+  for (nn::Parameter* p : g.parameters())
+    if (p->name == "layer1.0.act1.alpha") g.complete[p->name] = [](std::vector<float>& a, const std::vector<float>&) { a[0] *= 1.3f; };
+  REQUIRE(g.complete.count("layer1.0.act1.alpha"));
+  int checked = 0;
+  const auto bad = check_gradients(g, &checked);
+  REQUIRE(bad.size() == 1);
+  CHECK(bad[0].param == "layer1.0.act1.alpha");
+}
+
 TEST_CASE("network gradient check can fail: a dropped shortcut gradient is caught" *
           doctest::test_suite("net-gradcheck")) {
   for (bool with_aux : {false, true}) {
@@ -55,5 +104,6 @@ TEST_CASE("network gradient check can fail: a dropped shortcut gradient is caugh
     for (const Mismatch& m : bad) CHECK(m.param.rfind("layer2.", 0) != 0);
   }
 }
+
 
 

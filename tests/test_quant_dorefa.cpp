@@ -162,7 +162,7 @@ TEST_CASE("dorefa rejects bad bit-widths and shapes" * doctest::test_suite("quan
   Tensor w(ctx, {4, 3}), wq(ctx, {4, 3}), other(ctx, {3, 4}), stat(ctx, {1}), stat2(ctx, {2});
   Tensor scratch = make_quant_scratch(ctx, {4, 3}), small(ctx, {1});
   Recording rec(ctx);
-  for (int bits : {0, 9, 32, -1}) {
+  for (int bits : {0, kMaxKernelBits + 1, 32, -1}) {
     CHECK_THROWS_AS(dorefa_weight_forward(rec, w, wq, stat, scratch, bits), Error);
     CHECK_THROWS_AS(dorefa_weight_backward(rec, w, stat, wq, other, false, bits), Error);
     CHECK_THROWS_AS(dorefa_act_forward(rec, w, wq, bits), Error);

@@ -236,7 +236,7 @@ TEST_CASE("lsq rejects bad bit-widths and shapes" * doctest::test_suite("quant-l
   Tensor v(ctx, {3, 2, 2, 2}), vq(ctx, {3, 2, 2, 2}), other(ctx, {2, 3, 2, 2}), s3(ctx, {3}), s1(ctx, {1});
   Tensor scratch = make_quant_scratch(ctx, {3, 2, 2, 2}, ReduceScope::Rows), small(ctx, {1});
   Recording rec(ctx);
-  for (int bits : {0, 9}) {
+  for (int bits : {0, kMaxKernelBits + 1}) {
     CHECK_THROWS_AS(lsq_forward(rec, v, s3, vq, LsqConfig{bits, QuantTarget::Weight, true}), Error);
     CHECK_THROWS_AS(lsq_forward(rec, v, s1, vq, LsqConfig{bits, QuantTarget::Activation, false}), Error);
   }

@@ -190,8 +190,8 @@ TEST_CASE("minmax rejects bad bit-widths and shapes" * doctest::test_suite("quan
   Tensor scratch = make_quant_scratch(ctx, {3, 2, 2, 2}, ReduceScope::Rows), small(ctx, {1});
   Tensor range1 = make_minmax_range(ctx, 1), range2 = make_minmax_range(ctx, 2);
   Recording rec(ctx);
-  for (int bits : {0, 1, 9}) CHECK_THROWS_AS(minmax_weight_forward(rec, w, wq, stat1, scratch, MinMaxConfig{bits, false}), Error);
-  for (int bits : {0, 9}) CHECK_THROWS_AS(minmax_act_forward(rec, w, wq, range1, scratch, MinMaxConfig{bits, false}, true), Error);
+  for (int bits : {0, 1, kMaxKernelBits + 1}) CHECK_THROWS_AS(minmax_weight_forward(rec, w, wq, stat1, scratch, MinMaxConfig{bits, false}), Error);
+  for (int bits : {0, kMaxKernelBits + 1}) CHECK_THROWS_AS(minmax_act_forward(rec, w, wq, range1, scratch, MinMaxConfig{bits, false}, true), Error);
   CHECK_THROWS_AS(minmax_weight_forward(rec, w, wq, stat1, scratch, MinMaxConfig{4, true}), Error);  // needs 3
   CHECK_THROWS_AS(minmax_weight_forward(rec, w, other, stat3, scratch, MinMaxConfig{4, true}), Error);
   CHECK_THROWS_AS(minmax_weight_forward(rec, w, wq, stat3, small, MinMaxConfig{4, true}), Error);

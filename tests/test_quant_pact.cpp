@@ -375,7 +375,7 @@ TEST_CASE("pact rejects bad bit-widths and shapes" * doctest::test_suite("quant-
   Tensor x(ctx, {2, 3}), y(ctx, {2, 3}), other(ctx, {3, 2}), alpha(ctx, {1}), alpha2(ctx, {2}), da(ctx, {1});
   Tensor scratch = make_quant_scratch(ctx, {2, 3}), small(ctx, {1});
   Recording rec(ctx);
-  for (int bits : {0, 9}) {
+  for (int bits : {0, kMaxKernelBits + 1}) {
     CHECK_THROWS_AS(pact_forward(rec, x, alpha, y, bits), Error);
     CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, y, false, da, false, scratch, bits, PactGradient::Original), Error);
   }

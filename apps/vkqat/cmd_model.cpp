@@ -6,6 +6,7 @@
 
 #include "backend/error.h"
 #include "commands.h"
+#include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
 #include "quant/policy.h"
 
@@ -19,6 +20,7 @@ struct ModelShowArgs {
   int wbits = 32, abits = 32;
   std::string quantizer = "cgpact", wquant, aquant, bits_config;
   int edge_bits = 8;
+  int batch = 0;  // > 0: build the net on the device and report its buffers' memory
 };
 
 std::string with_bits(const std::string& method, int bits) {
@@ -66,6 +68,24 @@ std::string human(double v) {
   return buf;
 }
 
+// The device memory GraphNetwork's buffers take for a batch (parameters, activations,
+// gradients; full precision, no aux module): the allocator's bytes in use before and after.
+void print_device_memory(const nn::ModelDescription& d, const ModelShowArgs& a, bool builtin) {
+  Context ctx;
+  nn::ModelConfig mc = a.model;
+  if (builtin)
+    mc.name = a.what;
+  else
+    mc.model_file = std::filesystem::absolute(a.what).string();
+  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
+  const MemoryStats before = ctx.allocator().stats();
+  nn::GraphNetwork net(ctx, d, mc, a.batch);
+  const MemoryStats after = ctx.allocator().stats();
+  std::printf("device memory at batch %d (GraphNetwork, FP32 training buffers): %.2f MiB in %llu buffers\n", a.batch,
+              double(after.used_bytes - before.used_bytes) / (1 << 20),
+              static_cast<unsigned long long>(after.live_buffers - before.live_buffers));
+}
+
 int show_model(const ModelShowArgs& a) {
   nn::ModelDescription d;
   bool builtin = false;
@@ -109,6 +129,7 @@ int show_model(const ModelShowArgs& a) {
     for (const auto& t : d.taps) taps += (taps.empty() ? "" : ", ") + t;
     std::printf("aux taps: %s\n", taps.c_str());
   }
+  if (a.batch > 0) print_device_memory(d, a, builtin);
   return 0;
 }
 
@@ -134,6 +155,8 @@ void add_model_command(CLI::App& app, Actions& actions) {
   show->add_option("--aquant", a->aquant, "activation quantizer, as vkqat train");
   show->add_option("--edge-bits", a->edge_bits, "weight bits of the first conv and last linear")->capture_default_str();
   show->add_option("--bits-config", a->bits_config, "per-layer bits, as vkqat train");
+  show->add_option("--batch", a->batch, "also build the net on the device and print the memory its buffers take at this batch")
+      ->check(CLI::Range(1, 65536));
   show->callback([&actions, a] { actions.push_back([a] { return show_model(*a); }); });
 }
 

@@ -20,7 +20,7 @@ Tensor::Tensor(Context& ctx, std::vector<int> shape, DType dtype, MemoryKind kin
   buffer_ = ctx.alloc(bytes(), kind);
 }
 
-Tensor Tensor::alias(const Tensor& storage, std::vector<int> shape) {
+Tensor Tensor::alias(const Tensor& storage, std::vector<int> shape, uint64_t byte_offset) {
   Tensor t;
   t.ctx_ = storage.ctx_;
   t.shape_ = std::move(shape);
@@ -30,9 +30,10 @@ Tensor Tensor::alias(const Tensor& storage, std::vector<int> shape) {
     if (d <= 0) throw Error("tensor shape " + nn::shape_str(t.shape_) + " has a non-positive dimension");
     t.numel_ *= d;
   }
-  if (t.numel_ > storage.numel_)
-    throw Error("alias " + t.shape_str() + " does not fit in its storage " + storage.shape_str());
-  t.buffer_ = Buffer::borrowed(storage.view().sub(0, t.bytes()));
+  if (byte_offset % 4 != 0 || byte_offset + t.bytes() > storage.bytes())
+    throw Error("alias " + t.shape_str() + " at byte " + std::to_string(byte_offset) + " does not fit in its storage " +
+                storage.shape_str());
+  t.buffer_ = Buffer::borrowed(storage.view().sub(byte_offset, t.bytes()));
   return t;
 }
 

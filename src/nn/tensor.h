@@ -17,9 +17,11 @@ class Tensor {
   Tensor(Context& ctx, std::vector<int> shape, DType dtype = DType::F32,
          MemoryKind kind = MemoryKind::Device);
 
-  // A non-owning tensor of `shape` over the first elements of `storage` (scratch memory
-  // shared by ops that run one after another): `storage` must outlive it and be as large.
-  static Tensor alias(const Tensor& storage, std::vector<int> shape);
+  // A non-owning tensor of `shape` over the elements of `storage` from `byte_offset` on
+  // (scratch memory shared by ops that run one after another, GraphNetwork's gradient pool):
+  // `storage` must outlive it and hold it. Bound offsets must respect the device's
+  // minStorageBufferOffsetAlignment.
+  static Tensor alias(const Tensor& storage, std::vector<int> shape, uint64_t byte_offset = 0);
 
   const std::vector<int>& shape() const { return shape_; }
   int dim(size_t i) const { return shape_.at(i); }

@@ -9,8 +9,9 @@
 namespace vkqat::quant {
 
 void check_bits(const char* op, int bits) {
-  if (bits < 1 || bits > 8)
-    throw Error(std::string(op) + ": bits must be in 1..8 (32 = full precision skips the quantizer), got " +
+  if (bits < 1 || bits > kMaxKernelBits)
+    throw Error(std::string(op) + ": bits must be in 1.." + std::to_string(kMaxKernelBits) +
+                " (32 = full precision skips the quantizer), got " +
                 std::to_string(bits));
 }
 

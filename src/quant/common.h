@@ -27,7 +27,11 @@ using nn::Tensor;
 // Smallest alpha / step size / scale a quantizer divides by (MIN_SCALE in the shaders).
 constexpr float kMinScale = float(1e-8);
 
-// Throws Error("<op>: bits must be in 1..8, got <bits>") unless 1 <= bits <= 8.
+// Throws Error("<op>: bits must be in 1..24, got <bits>") unless 1 <= bits <= kMaxKernelBits.
+// The user's flags stay 1..8 (QuantConfig::validate, --bits-config); the float kernels are
+// exact up to 24 bits (2^24 - 1 levels are a float), which the network gradient checks use to make rounding negligible
+// (tests/net_gradcheck.h). The integer paths (grids, export) are for policy-made quantizers.
+constexpr int kMaxKernelBits = 24;
 void check_bits(const char* op, int bits);
 // "4-bit", or "fp32" for 32 (what a quantizer's describe() says).
 inline std::string bits_str(int bits) { return bits == 32 ? "fp32" : std::to_string(bits) + "-bit"; }

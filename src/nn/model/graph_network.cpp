@@ -1,6 +1,7 @@
 #include "nn/model/graph_network.h"
 
 #include "backend/error.h"
+#include "nn/model/graph_memory.h"
 #include "nn/model/resnet.h"  // wire_input_grids, output_grid
 #include "nn/ops/add.h"
 #include "nn/ops/dropout.h"
@@ -45,14 +46,21 @@ struct GraphNetwork::Node {
 // The 2x2 stride-2 unpadded pool has its own faster kernels.
 static bool is_2x2(const Pool2dShape& s) { return s.k == 2 && s.stride == 2 && s.pad == 0; }
 
+static int64_t numel_of(const std::vector<int>& s) {
+  int64_t n = 1;
+  for (int d : s) n *= d;
+  return n;
+}
+
 static std::vector<int> batched(int batch, const std::vector<int>& s) {
   std::vector<int> r{batch};
   r.insert(r.end(), s.begin(), s.end());
   return r;
 }
 
-GraphNetwork::GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch)
-    : Network(ctx, cfg, batch), desc_(desc) {
+GraphNetwork::GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch,
+                           bool reuse_gradient_buffers)
+    : Network(ctx, cfg, batch), desc_(desc), reuse_grads_(reuse_gradient_buffers) {
   const std::string where = "model description " + desc_.source;
   if (desc_.in_channels != cfg.in_channels || desc_.height != cfg.height || desc_.width != cfg.width_px ||
       desc_.classes != cfg.classes)
@@ -223,8 +231,9 @@ void GraphNetwork::plan() {
     }
   }
   // Buffers: allocated once, only where the chosen kernels read or write them.
-  for (auto& np : nodes_) {
-    Node& n = *np;
+  std::vector<int> own_grad;  // nodes with a gradient buffer of their own
+  for (int i = 0; i < n_layers; ++i) {
+    Node& n = node(i);
     if (n.last) continue;
     const std::vector<int> shape = batched(batch_, n.d.shape);
     const bool clip_in_bn = n.mode == Mode::BnAct && node(n.relu).act->uniform_clip() && !n.tapped;
@@ -234,13 +243,55 @@ void GraphNetwork::plan() {
                          (n.mode == Mode::BnRelu || n.mode == Mode::Residual || clip_in_bn);
     if (!no_out && !n.out.defined()) n.out = Tensor(ctx_, shape);
     if (n.grad_from_add < 0 && n.grad_is_alias) n.grad = Tensor(), n.grad_is_alias = false;  // tapped since
-    if (!no_grad && !n.grad.defined() && n.grad_from_add < 0) n.grad = Tensor(ctx_, shape);
+    if (!no_grad && n.grad_from_add < 0) own_grad.push_back(i);
   }
-  for (auto& np : nodes_) {  // after the adds' own buffers exist
+  if (reuse_grads_)
+    place_gradients(own_grad);
+  else
+    for (int i : own_grad)
+      if (!node(i).grad.defined()) node(i).grad = Tensor(ctx_, batched(batch_, node(i).d.shape));
+  for (auto& np : nodes_) {  // after the adds' own buffers exist (again: they may have moved)
     Node& n = *np;
-    if (n.grad_from_add < 0 || n.grad_is_alias) continue;
+    if (n.grad_from_add < 0) continue;
     n.grad = Tensor::alias(node(n.grad_from_add).grad, batched(batch_, n.d.shape));
     n.grad_is_alias = true;
+  }
+}
+
+// Backward runs node L-1 first: step L-1-i is node i's. A gradient buffer lives from the first
+// step that writes it (its consumers' backward; a batchnorm computed in an add's pass writes
+// at the add's step; the aux module writes the taps' before the backward, step -1) to the
+// last that reads it (its own node's step; a relu done by the batchnorm or add before it is
+// read at that node's step; an add's buffer also at the steps of the inputs that read it).
+void GraphNetwork::place_gradients(const std::vector<int>& own) {
+  const int n_layers = int(nodes_.size());
+  auto step = [&](int i) { return n_layers - 1 - i; };
+  std::vector<int> done_at(size_t(n_layers), -1);  // a node whose backward another node's pass does: that node
+  std::vector<int> read_at(size_t(n_layers), -1);  // a skipped relu: the node whose pass reads its gradient
+  for (int i = 0; i < n_layers; ++i) {
+    const Node& n = node(i);
+    if (n.d.op == LayerOp::Add && n.mode == Mode::Residual) done_at[size_t(n.bn_node)] = i, read_at[size_t(n.relu)] = i;
+    if (n.d.op == LayerOp::BatchNorm && (n.mode == Mode::BnRelu || n.mode == Mode::BnAct)) read_at[size_t(n.relu)] = i;
+  }
+  std::vector<BufferLifetime> life;
+  for (int j : own) {
+    const Node& n = node(j);
+    BufferLifetime l;
+    l.bytes = uint64_t(numel_of(batched(batch_, n.d.shape))) * 4;
+    l.first = l.last = step(j);
+    for (int c : n.consumers) l.first = std::min(l.first, step(done_at[size_t(c)] >= 0 ? done_at[size_t(c)] : c));
+    if (n.tapped) l.first = -1;
+    if (read_at[size_t(j)] >= 0) l.last = std::max(l.last, step(read_at[size_t(j)]));
+    for (int k = 0; k < n_layers; ++k)
+      if (node(k).grad_from_add == j) l.last = std::max(l.last, step(k));
+    life.push_back(l);
+  }
+  const uint64_t align = std::max<uint64_t>(256, ctx_.info().min_storage_offset_alignment);
+  const MemoryPlan p = plan_memory(life, align);
+  if (p.pool_bytes > grad_pool_.bytes()) grad_pool_ = Tensor(ctx_, {int(p.pool_bytes / 4)});
+  for (size_t k = 0; k < own.size(); ++k) {
+    Node& n = node(own[k]);
+    n.grad = Tensor::alias(grad_pool_, batched(batch_, n.d.shape), p.offsets[k]);
   }
 }
 

@@ -12,6 +12,8 @@
 //   batchnorm -> add -> relu (each the only consumer of the one before; training)
 //                                                    the residual sum (and PACT or the ReLU)
 //                                                    in BN's pass.
+// Gradient buffers share one pool where their lifetimes in the backward pass do not overlap
+// (graph_memory.h); activations each have their own (most are read by the backward).
 // Quantization: a conv reading the image is LayerRole::First, the last linear Last (its input
 // quantized as "NAME.act"), every relu's and relu6's activation quantizer is named after the layer.
 // Dropout (training only) draws its mask from a per-layer seed (from the init seed) and a
@@ -31,7 +33,10 @@ class GraphNetwork : public Network {
   // Throws Error naming the description and layer for what the engine cannot run yet
   // (conv bias, grouped but not depthwise convs, linear without bias) or when
   // the description's input and classes differ from cfg's.
-  GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch);
+  // reuse_gradient_buffers: gradient buffers whose lifetimes in the backward pass do not
+  // overlap share memory (graph_memory.h); false gives each its own (tests compare the two).
+  GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch,
+               bool reuse_gradient_buffers = true);
   ~GraphNetwork() override;
   void forward(Recording& rec, bool train) override;
   void backward(Recording& rec) override;
@@ -53,6 +58,7 @@ class GraphNetwork : public Network {
   struct Node;
   Node& node(int i) { return *nodes_[size_t(i)]; }
   void plan();  // chooses the fusions from the current quantizers and taps
+  void place_gradients(const std::vector<int>& own);  // the nodes' gradient buffers in grad_pool_
   // The gradient buffer of input `k` of node i for a write, or null (the image needs none).
   Tensor* grad_target(int i, int k, bool& accumulate);
   // Whether input k of this add reads the add's own gradient buffer (no copy needed).
@@ -63,7 +69,9 @@ class GraphNetwork : public Network {
   Tensor d_image_;  // sink for gradients of non-conv layers that read the image
   Tensor grid_scratch_;
   Tensor undefined_;
-  Tensor dropout_step_;  // U32 [1], the dropout layers' step counter (only with dropout)
+  Tensor dropout_step_;
+  bool reuse_grads_;
+  Tensor grad_pool_;  // reuse_grads_: the memory of every gradient buffer but d_logits  // U32 [1], the dropout layers' step counter (only with dropout)
 };
 
 }  // namespace vkqat::nn
