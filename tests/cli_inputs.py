@@ -7,6 +7,7 @@ its flags and resumes from another directory.
 usage: cli_inputs.py VKQAT [VKQAT_VIZ]   (run by ctest as cli_inputs)
 """
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -54,6 +55,50 @@ def subset(src_prefix, dst_prefix, n, side=None):
         f.write(struct.pack(">IIII", 2051, n, h, w) + pix)
     with open(dst_prefix + "-labels-idx1-ubyte", "wb") as f:
         f.write(struct.pack(">II", 2049, n) + lab)
+
+
+def edited_safetensors(src, dst, edit):
+    """A copy of a safetensors file whose header `edit` changes (the data is kept)."""
+    with open(src, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    edit(header)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+def torchvision_models(tmp, data):
+    """Issue 12: torchvision models' flags, sizes and PyTorch files with a bad tensor."""
+    small = ["--batch-size", "16", "--data-dir", data]
+    expect("unknown --model", ["train", *small, "--out", tmp + "/um", "--model", "resnet21"], 2, "--model")
+    expect("--width-mult 0", ["train", *small, "--out", tmp + "/wm", "--model", "mobilenet-v2", "--width-mult", "0"], 2,
+           "--width-mult")
+    expect("--width-mult -1", ["train", *small, "--out", tmp + "/wm", "--model", "mobilenet-v1", "--width-mult=-1"], 2,
+           "--width-mult")
+    expect("--stem tiny", ["train", *small, "--out", tmp + "/st", "--model", "resnet18", "--stem", "tiny"], 2, "--stem")
+    expect("image too small for the stem", ["model", "show", "resnet18", "--height", "8", "--image-width", "8"], 1,
+           "layer 'layer3.0.conv1' (stride 2) gets 1x1")
+    tv = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchvision")
+    r18 = os.path.join(tv, "resnet18.safetensors")
+    ev = ["eval", "--data-dir", data, "--model", "resnet18", "--checkpoint"]
+    expect("eval a PyTorch resnet18", [*ev, r18], 0, "test_acc")
+
+    def misshape(h):
+        h["layer1.0.conv1.weight"]["shape"] = [8, 8, 1, 9]
+    edited_safetensors(r18, tmp + "/misshaped.safetensors", misshape)
+    expect("PyTorch file, misshaped tensor", [*ev, tmp + "/misshaped.safetensors"], 1,
+           "tensor 'layer1.0.conv1.weight' has shape [8, 8, 1, 9], the model expects [8, 8, 3, 3]")
+    edited_safetensors(r18, tmp + "/missing.safetensors", lambda h: h.pop("layer2.0.bn1.running_var"))
+    expect("PyTorch file, missing tensor", [*ev, tmp + "/missing.safetensors"], 1,
+           "tensor 'layer2.0.bn1.running_var' is missing")
+    expect("--init PyTorch file, missing tensor", ["train", *small, "--out", tmp + "/ini", "--model", "resnet18",
+                                                   "--init", tmp + "/missing.safetensors"], 1,
+           "tensor 'layer2.0.bn1.running_var' is missing")
+    expect("PyTorch resnet18 named as resnet50", ["eval", "--data-dir", data, "--model", "resnet50", "--checkpoint", r18], 1,
+           "layer1.0.conv1.weight")
 
 
 def main():
@@ -149,6 +194,7 @@ def main():
                                             "--out", cache + "/lk"], 1, "not readable", user=user,
                env=dict(os.environ, XDG_CACHE_HOME=cache, HOME=cache))
     os.chmod(locked, 0o755)
+    torchvision_models(tmp, data)
     if VIZ:
         expect("viz: unwritable --screenshot found before training",
                [VIZ, *small, "--out", tmp + "/viz", "--headless", "--screenshot", "/proc/no-such-dir/x.png"], 1,

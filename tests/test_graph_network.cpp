@@ -7,6 +7,8 @@
 #include "net_gradcheck.h"
 #include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
+#include "nn/ops/pool.h"
+#include "nn/ops/relu.h"
 
 using namespace vkqat;
 using namespace gradcheck;
@@ -47,7 +49,134 @@ std::unique_ptr<nn::Network> user_net() {
   return std::make_unique<nn::GraphNetwork>(test::ctx(), d, mc, GradCheckNet::kBatch);
 }
 
+// torchvision's stem and MobileNet's pieces at 8x8x1: conv -> bn -> relu6 -> max pool 3x3/s2/p1
+// -> depthwise -> bn -> relu6 -> 1x1 conv -> bn -> add (the pool's output as shortcut) ->
+// global pool -> dropout -> linear. Taps (aux): the stem's ReLU6 and the sum.
+nn::ModelDescription mobile_description() {
+  return nn::parse_model_description(json::parse(R"({
+    "input": {"channels": 1, "height": 8, "width": 8}, "classes": 10,
+    "layers": [
+      {"name": "conv1", "op": "conv", "out": 4, "kernel": 3, "padding": 1},
+      {"name": "bn1", "op": "batchnorm"},
+      {"name": "conv1.act", "op": "relu6"},
+      {"name": "maxpool", "op": "maxpool", "kernel": 3, "stride": 2, "padding": 1},
+      {"name": "layer1.0.conv1", "op": "conv", "out": 4, "kernel": 3, "padding": 1, "groups": 4},
+      {"name": "layer1.0.bn1", "op": "batchnorm"},
+      {"name": "layer1.0.act1", "op": "relu6"},
+      {"name": "layer1.0.conv2", "op": "conv", "out": 4, "kernel": 1},
+      {"name": "layer1.0.bn2", "op": "batchnorm"},
+      {"name": "layer1.0", "op": "add", "inputs": ["layer1.0.bn2", "maxpool"]},
+      {"name": "avgpool", "op": "gavgpool"},
+      {"name": "dropout", "op": "dropout", "p": 0.3},
+      {"name": "fc", "op": "linear", "out": 10}
+    ],
+    "taps": ["conv1.act", "layer1.0"]})"),
+                                     "mobile.json");
+}
+
+std::unique_ptr<nn::Network> graph_net(const nn::ModelDescription& d, int batch = GradCheckNet::kBatch) {
+  nn::ModelConfig mc;
+  mc.model_file = d.source;
+  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
+  return std::make_unique<nn::GraphNetwork>(test::ctx(), d, mc, batch);
+}
+
+// bn1's gamma at 3: about a tenth of the stem's values pass 6, so ReLU6's upper clamp (and
+// ties at 6 in the max pool's windows) are on the checked path, not only the clamp at 0.
+void widen_stem(nn::Network& n) {
+  for (nn::Parameter* p : n.parameters())
+    if (p->name == "bn1.weight") p->value.upload(std::vector<float>(size_t(p->value.numel()), 3.f));
+}
+
 }  // namespace
+
+TEST_CASE("graph network gradient check: relu6, max pool 3x3/s2/p1, depthwise, residual add, dropout" *
+          doctest::test_suite("net-gradcheck")) {
+  for (bool with_aux : {false, true}) {
+    CAPTURE(with_aux);
+    GradCheckNet g(graph_net(mobile_description()), with_aux, widen_stem);
+    int checked = 0;
+    const auto bad = check_gradients(g, &checked);
+    report(bad);
+    CHECK(bad.empty());
+    CHECK(checked >= 2 * int(g.parameters().size()) - 1);
+  }
+}
+
+TEST_CASE("graph network: relu6, the general max pool and dropout in eval mode equal a CPU computation") {
+  // input -> relu6 -> max pool 3x3/s2/p1 -> global pool -> dropout (identity in eval) -> linear,
+  // on images in [-8, 8] so that ReLU6 clamps at both ends; odd 7x9 so that the pool's
+  // padding and floor show.
+  const nn::ModelDescription d = nn::parse_model_description(json::parse(R"({
+    "input": {"channels": 2, "height": 7, "width": 9}, "classes": 3,
+    "layers": [
+      {"name": "act", "op": "relu6"},
+      {"name": "pool", "op": "maxpool", "kernel": 3, "stride": 2, "padding": 1},
+      {"name": "avgpool", "op": "gavgpool"},
+      {"name": "drop", "op": "dropout", "p": 0.5},
+      {"name": "fc", "op": "linear", "out": 3}
+    ]})"),
+                                                                   "eval.json");
+  const int batch = 3;
+  auto net = graph_net(d, batch);
+  net->init(3);
+  const std::vector<float> x = test::random_vector(size_t(net->input().numel()), 21, -8.f, 8.f);
+  net->input().upload(x);
+  Recording rec(test::ctx());
+  net->forward(rec, /*train=*/false);
+  rec.finish();
+  rec.run();
+  nn::Pool2dShape ps;
+  ps.n = batch, ps.c = 2, ps.h = 7, ps.w = 9, ps.k = 3, ps.stride = 2, ps.pad = 1;
+  const std::vector<float> pooled = nn::ref::maxpool2d_forward(ps, nn::ref::relu6_forward(x));
+  const std::vector<float> mean = nn::ref::global_avg_pool_forward(pooled, {batch, 2, ps.out_h(), ps.out_w()});
+  std::vector<float> w, b;
+  for (nn::Parameter* p : net->parameters()) (p->name == "fc.weight" ? w : b) = p->value.download();
+  REQUIRE(w.size() == 6);
+  std::vector<float> want(size_t(batch) * 3);
+  for (int n = 0; n < batch; ++n)
+    for (int o = 0; o < 3; ++o) {
+      double acc = b[size_t(o)];
+      for (int c = 0; c < 2; ++c) acc += double(w[size_t(o * 2 + c)]) * mean[size_t(n * 2 + c)];
+      want[size_t(n * 3 + o)] = float(acc);
+    }
+  test::check_close(net->logits().download(), want, 1e-5, 1e-5, "logits");
+}
+
+TEST_CASE("graph network dropout: one mask per step counter value, a new one after advance_step, set_step replays") {
+  auto net = graph_net(mobile_description());
+  net->init(7);
+  net->input().upload(test::random_vector(size_t(net->input().numel()), 11, -2.f, 2.f));
+  Recording fwd(test::ctx());
+  net->forward(fwd, /*train=*/true);
+  fwd.finish();
+  Recording advance(test::ctx());
+  net->advance_step(advance);
+  advance.finish();
+  auto logits = [&] {
+    fwd.run();
+    return net->logits().download();
+  };
+  const std::vector<float> step0 = logits();
+  CHECK(logits() == step0);  // replaying without advancing: the same mask
+  advance.run();
+  const std::vector<float> step1 = logits();
+  CHECK(step1 != step0);
+  net->set_step(0);
+  CHECK(logits() == step0);
+  net->set_step(1);
+  CHECK(logits() == step1);
+  // Another init seed: other masks at the same step.
+  auto other = graph_net(mobile_description());
+  other->init(8);
+  for (size_t i = 0; i < net->state().size(); ++i) other->state()[i].second->upload(net->state()[i].second->download());
+  other->input().upload(net->input().download());
+  Recording fwd2(test::ctx());
+  other->forward(fwd2, true);
+  fwd2.finish();
+  fwd2.run();
+  CHECK(other->logits().download() != step1);
+}
 
 TEST_CASE("graph network gradient check: a user description with a residual block and a depthwise conv" *
           doctest::test_suite("net-gradcheck")) {

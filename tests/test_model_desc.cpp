@@ -134,6 +134,7 @@ TEST_CASE("load_model_description: unreadable and non-JSON files are named") {
 
 TEST_CASE("built-in model descriptions give the hand-written classes' state dicts (names, shapes, order)") {
   for (const std::string& name : nn::model_names()) {
+    if (nn::is_torchvision_model(name)) continue;  // no hand-written class (test_torchvision_models.cpp)
     CAPTURE(name);
     nn::ModelConfig mc;
     mc.name = name;
@@ -189,8 +190,5 @@ TEST_CASE("GraphNetwork refuses, naming the layer, what it cannot run yet") {
     CHECK_THROWS_WITH(nn::GraphNetwork(test::ctx(), d, mc, 2), doctest::Contains(want.c_str()));
   };
   refused([](json& j) { layer(j, "conv1")["bias"] = true; }, "layer 'conv1' (conv): conv bias is not supported");
-  refused([](json& j) { layer(j, "act2")["op"] = "relu6"; }, "layer 'act2' (relu6): not supported by the engine yet");
-  refused([](json& j) { j["layers"].insert(j["layers"].begin() + 7, json{{"name", "mp"}, {"op", "maxpool"}, {"kernel", 3}}); },
-          "layer 'mp' (maxpool): only the 2x2 stride-2");
   refused([](json& j) { layer(j, "dw")["groups"] = 2; }, "layer 'dw' (conv): groups 2 is neither 1 nor depthwise");
 }

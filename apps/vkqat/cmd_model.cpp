@@ -119,8 +119,10 @@ void add_model_command(CLI::App& app, Actions& actions) {
   model->require_subcommand(1);
   auto a = std::make_shared<ModelShowArgs>();
   auto* show = model->add_subcommand("show", "layer table of a built-in model or a JSON model description");
-  show->add_option("model", a->what, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn | FILE.json")->required();
+  show->add_option("model", a->what, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn | resnet18 | resnet34 | resnet50 | mobilenet-v1 | mobilenet-v2 | FILE.json")->required();
   show->add_option("--width", a->model.width, "built-in models: channels of the first stage")->capture_default_str()->check(CLI::Range(1, 1024));
+  show->add_option("--width-mult", a->model.width_mult, "mobilenet-v1/v2: channel multiplier")->capture_default_str()->check(CLI::Range(0.01, 16.0));
+  show->add_option("--stem", a->model.stem, "resnet18/34/50, mobilenets: imagenet | cifar (3x3 stride 1, no max pool)")->capture_default_str()->check(CLI::IsMember({"imagenet", "cifar"}));
   show->add_option("--in-channels", a->model.in_channels, "built-in models: image channels")->capture_default_str()->check(CLI::Range(1, 4096));
   show->add_option("--height", a->model.height, "built-in models: image height")->capture_default_str()->check(CLI::Range(1, 16384));
   show->add_option("--image-width", a->model.width_px, "built-in models: image width")->capture_default_str()->check(CLI::Range(1, 16384));

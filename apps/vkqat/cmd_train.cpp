@@ -194,7 +194,9 @@ void add_training_commands(CLI::App& app, Actions& actions) {
   ev->add_option("--data", e->data, "dataset (folder/cache: transformed as in training, from the checkpoint's metadata)")->capture_default_str();
   ev->add_option("--data-dir", e->data_dir, "dataset directory");
   ev->add_option("--model", e->model, "model, for files without vkqat metadata");
-  ev->add_option("--width", e->width, "width, for files without vkqat metadata")->check(CLI::PositiveNumber);
+  ev->add_option("--width", e->width, "width, for files without vkqat metadata (resnet18/34/50: read from conv1.weight)")->check(CLI::PositiveNumber);
+  ev->add_option("--width-mult", e->width_mult, "mobilenets, files without vkqat metadata (default: read from the tensors' shapes)")->check(CLI::Range(0.01, 16.0));
+  ev->add_option("--stem", e->stem, "torchvision models, files without vkqat metadata: imagenet | cifar")->check(CLI::IsMember({"imagenet", "cifar"}));
   ev->add_option("--batch-size", e->batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   ev->add_option("--limit", e->limit, "only the first K test images")->check(CLI::NonNegativeNumber);
   ev->add_option("--workers", e->workers, "folder/cache data: decode threads (default: the checkpoint's)");

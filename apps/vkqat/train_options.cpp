@@ -7,6 +7,7 @@
 
 #include "backend/error.h"
 #include "nn/model/model_desc.h"
+#include "nn/model/network.h"
 #include "nn/train/run_state.h"
 
 namespace vkqat::cli {
@@ -23,9 +24,18 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--mean", d.mean, "per-channel normalization mean (1 or 3 values; default: the dataset's, ImageNet's for folders)")->delimiter(',');
   t->add_option("--std", d.std, "per-channel normalization std (1 or 3 values)")->delimiter(',');
   t->add_flag("--strict", d.strict, "folder: unreadable image files are fatal instead of skipped");
-  t->add_option("--model", a.cfg.model.name, "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn")->capture_default_str();
+  t->add_option("--model", a.cfg.model.name,
+                "resnet20 | resnet32 | resnet56 | preact-resnet20 | plain-cnn | resnet18 | resnet34 | resnet50 | mobilenet-v1 | mobilenet-v2")
+      ->check(CLI::IsMember(nn::model_names()))
+      ->capture_default_str();
   t->add_option("--model-file", a.model_file, "a JSON model description (see README, models/), instead of --model");
-  t->add_option("--width", a.cfg.model.width, "channels of the first stage (16 = standard)")->capture_default_str();
+  t->add_option("--width", a.cfg.model.width, "channels of the first stage (16 = standard; resnet18/34/50: 64 = torchvision)")->capture_default_str();
+  t->add_option("--width-mult", a.cfg.model.width_mult, "mobilenet-v1/v2: channel multiplier (torchvision's width_mult)")
+      ->check(CLI::Range(0.01, 16.0))
+      ->capture_default_str();
+  t->add_option("--stem", a.cfg.model.stem, "resnet18/34/50, mobilenets: imagenet (7x7/2 + max pool; stride 2) | cifar (3x3 stride 1, no max pool)")
+      ->check(CLI::IsMember({"imagenet", "cifar"}))
+      ->capture_default_str();
   t->add_option("--epochs", a.cfg.epochs, "epochs")->capture_default_str();
   t->add_option("--batch-size", a.cfg.batch, "batch size")->capture_default_str();
   t->add_option("--lr", a.cfg.lr, "peak learning rate (cosine schedule)")->capture_default_str();
@@ -68,7 +78,7 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
 
 // Every flag of add_train_options (and --stats-every), for note_given.
 static const char* const kTrainFlags[] = {
-    "--data", "--data-dir", "--model", "--model-file", "--width", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
+    "--data", "--data-dir", "--model", "--model-file", "--width", "--width-mult", "--stem", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
     "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
     "--sat-conv", "--aux", "--aux-weight", "--init", "--resume", "--out", "--device", "--train-limit",
     "--test-limit", "--image-size", "--augment", "--workers", "--val-split", "--in-channels", "--mean", "--std", "--strict",
@@ -126,6 +136,8 @@ void check_resume_flags(const TrainArgs& a) {
       {"--data", [](auto& c, auto&) { return nlohmann::json(c.data); }},
       {"--model", [](auto& c, auto&) { return nlohmann::json(c.model.name); }},
       {"--width", [](auto& c, auto&) { return nlohmann::json(c.model.width); }},
+      {"--width-mult", [](auto& c, auto&) { return nlohmann::json(c.model.width_mult); }},
+      {"--stem", [](auto& c, auto&) { return nlohmann::json(c.model.stem); }},
       {"--model-file", [](auto& c, auto&) { return nlohmann::json(c.model.model_file); }},
       {"--batch-size", [](auto& c, auto&) { return nlohmann::json(c.batch); }},
       {"--lr", [](auto& c, auto&) { return nlohmann::json(c.lr); }},

@@ -3,6 +3,7 @@
 #include "backend/error.h"
 #include "nn/model/resnet.h"  // wire_input_grids, output_grid
 #include "nn/ops/add.h"
+#include "nn/ops/dropout.h"
 #include "nn/ops/pool.h"
 #include "nn/ops/relu.h"
 
@@ -27,6 +28,8 @@ struct GraphNetwork::Node {
   std::unique_ptr<LinearLayer> linear;
   std::unique_ptr<ActQuantizer> act;  // relu: replaces it; the last linear: quantizes its input
   Tensor q_in, d_q_in;                // the last linear's quantized input and its gradient
+  Pool2dShape pool;                   // maxpool
+  DropoutParams dropout;              // dropout (seed set by init_layers)
   bool last = false, classifier = false;
   bool tapped = false;   // the aux module writes this output's gradient first
   Mode mode = Mode::Plain;
@@ -38,6 +41,9 @@ struct GraphNetwork::Node {
   int grad_from_add = -1;  // this output's only consumer is that add: its gradient is the add's
   bool grad_is_alias = false;
 };
+
+// The 2x2 stride-2 unpadded pool has its own faster kernels.
+static bool is_2x2(const Pool2dShape& s) { return s.k == 2 && s.stride == 2 && s.pad == 0; }
 
 static std::vector<int> batched(int batch, const std::vector<int>& s) {
   std::vector<int> r{batch};
@@ -90,12 +96,17 @@ GraphNetwork::GraphNetwork(Context& ctx, const ModelDescription& desc, const Mod
           register_linear(*n.linear);
           break;
         case LayerOp::MaxPool:
-          if (n.d.kernel != 2 || n.d.stride != 2 || n.d.padding != 0)
-            refuse("only the 2x2 stride-2 unpadded max pool runs so far (the general one comes with branch ops-12)");
+          n.pool.n = batch, n.pool.c = x[0], n.pool.h = x[1], n.pool.w = x[2];
+          n.pool.k = n.d.kernel, n.pool.stride = n.d.stride, n.pool.pad = n.d.padding;
+          n.pool.validate();
           break;
-        case LayerOp::Relu6:
         case LayerOp::Dropout:
-          refuse("not supported by the engine yet (the op comes with branch ops-12)");
+          n.dropout.p = n.d.p;
+          n.dropout.validate();
+          if (!dropout_step_.defined()) {
+            dropout_step_ = Tensor(ctx, {1}, DType::U32);
+            dropout_step_.upload_u32({0u});
+          }
           break;
         default:
           break;
@@ -124,6 +135,21 @@ void GraphNetwork::init_layers(InitRng& rng) {
     if (n->bn) n->bn->init();
     if (n->linear) n->linear->init(rng);
   }
+  // Drawn after the weights, so a dropout layer leaves the other layers' initialisation as
+  // it is without one.
+  for (auto& n : nodes_)
+    if (n->d.op == LayerOp::Dropout) {
+      const uint32_t hi = uint32_t(rng.uniform(0.f, 1.f) * 65535.f), lo = uint32_t(rng.uniform(0.f, 1.f) * 65535.f);
+      n->dropout.seed = hi << 16 | lo;
+    }
+}
+
+void GraphNetwork::advance_step(Recording& rec) {
+  if (dropout_step_.defined()) dropout_advance(rec, dropout_step_);
+}
+
+void GraphNetwork::set_step(int64_t step) {
+  if (dropout_step_.defined()) dropout_step_.upload_u32({uint32_t(uint64_t(step))});
 }
 
 bool GraphNetwork::has_residual_blocks() const {
@@ -164,10 +190,15 @@ void GraphNetwork::plan() {
     }
   }
   // batchnorm -> relu (its only consumer): the ReLU or the activation quantizer in BN's pass.
+  // A relu6 only with a quantizer, which replaces it (BN's kernels clamp at 0 only).
   for (int b = 0; b < n_layers; ++b) {
     Node& bn = node(b);
     if (bn.d.op != LayerOp::BatchNorm || bn.mode != Mode::Plain) continue;
-    const int r = only_consumer(b, LayerOp::Relu);
+    int r = only_consumer(b, LayerOp::Relu);
+    if (r < 0) {
+      r = only_consumer(b, LayerOp::Relu6);
+      if (r >= 0 && !node(r).act) r = -1;
+    }
     if (r < 0 || node(r).last) continue;
     if (node(r).act)
       bn.mode = Mode::BnAct;
@@ -220,7 +251,7 @@ void GraphNetwork::apply_quant_policy(QuantPolicy& policy) {
       const LayerRole role = n.d.input_index[0] < 0 ? LayerRole::First : LayerRole::Middle;
       n.conv->set_quantizer(ctx_, policy.weight(ctx_, n.d.name, n.conv->weight.value, role));
       if (n.conv->quant) register_quantizer_state(n.conv->quant->parameters(), n.conv->quant->state());
-    } else if (n.d.op == LayerOp::Relu) {
+    } else if (n.d.op == LayerOp::Relu || n.d.op == LayerOp::Relu6) {  // PACT replaces ReLU6 too
       n.act = policy.activation(ctx_, n.d.name, batched(batch_, n.d.shape), LayerRole::Middle);
       if (n.act) register_act_quantizer(n.act.get());
     } else if (n.linear) {
@@ -245,7 +276,8 @@ void GraphNetwork::apply_quant_policy(QuantPolicy& policy) {
   for (auto& n : nodes_) {
     if (!n->conv) continue;
     const int j = n->d.input_index[0];
-    inputs.push_back({n->conv.get(), j >= 0 && node(j).d.op == LayerOp::Relu ? output_grid(node(j).act) : std::nullopt});
+    const bool act_input = j >= 0 && (node(j).d.op == LayerOp::Relu || node(j).d.op == LayerOp::Relu6);
+    inputs.push_back({n->conv.get(), act_input ? output_grid(node(j).act) : std::nullopt});
   }
   nn::wire_input_grids(ctx_, inputs, grid_scratch_);
 }
@@ -269,7 +301,7 @@ QuantSites GraphNetwork::quant_sites() {
   for (int i = 0; i < int(nodes_.size()); ++i) {
     Node& n = node(i);
     if (n.conv) s.weights.push_back({n.d.name, &n.conv->weight.value, n.conv->quant.get()});
-    if (n.d.op == LayerOp::Relu) {
+    if (n.d.op == LayerOp::Relu || n.d.op == LayerOp::Relu6) {
       const int j = n.d.input_index[0];
       const Tensor* in = j < 0 ? &input_ : &node(j).out;
       if (j >= 0 && ((node(j).mode == Mode::BnRelu) || (node(j).mode == Mode::Residual && !node(j).out.defined())))
@@ -309,11 +341,14 @@ void GraphNetwork::forward(Recording& rec, bool train) {
           n.bn->forward(rec, x, n.out, train, false);  // Residual in training: at the add
         break;
       case LayerOp::Relu:
+      case LayerOp::Relu6:
         if (n.mode == Mode::Skip) break;
         if (n.act)
           n.act->forward(rec, x, n.out, train);
-        else
+        else if (n.d.op == LayerOp::Relu)
           relu_forward(rec, x, n.out);
+        else
+          relu6_forward(rec, x, n.out);
         break;
       case LayerOp::Add: {
         if (n.mode != Mode::Residual) {
@@ -350,7 +385,10 @@ void GraphNetwork::forward(Recording& rec, bool train) {
         break;
       }
       case LayerOp::MaxPool:
-        maxpool2x2_forward(rec, x, n.out);
+        if (is_2x2(n.pool))
+          maxpool2x2_forward(rec, x, n.out);
+        else
+          maxpool2d_forward(rec, n.pool, x, n.out);
         break;
       case LayerOp::GlobalAvgPool:
         global_avg_pool_forward(rec, x, n.out);
@@ -366,9 +404,9 @@ void GraphNetwork::forward(Recording& rec, bool train) {
           n.linear->forward(rec, x, n.out, train);
         }
         break;
-      case LayerOp::Relu6:
-      case LayerOp::Dropout:
-        throw Error("GraphNetwork: layer " + n.d.name + " cannot run");  // refused at construction
+      case LayerOp::Dropout:  // eval: a copy
+        dropout_forward(rec, n.dropout, dropout_step_, x, n.out, train);
+        break;
     }
   }
 }
@@ -429,13 +467,16 @@ void GraphNetwork::backward(Recording& rec) {
         }
         break;
       }
-      case LayerOp::Relu: {
+      case LayerOp::Relu:
+      case LayerOp::Relu6: {
         if (n.mode == Mode::Skip) break;
         Tensor* dx = grad_target(i, 0, acc);
         if (n.act)
           n.act->backward(rec, x, n.grad, *dx, acc);
-        else
+        else if (n.d.op == LayerOp::Relu)
           relu_backward(rec, n.out, n.grad, *dx, acc);
+        else
+          relu6_backward(rec, x, n.grad, *dx, acc);
         break;
       }
       case LayerOp::Add: {
@@ -473,7 +514,10 @@ void GraphNetwork::backward(Recording& rec) {
       }
       case LayerOp::MaxPool: {
         Tensor* dx = grad_target(i, 0, acc);
-        maxpool2x2_backward(rec, x, n.grad, *dx, acc);
+        if (is_2x2(n.pool))
+          maxpool2x2_backward(rec, x, n.grad, *dx, acc);
+        else
+          maxpool2d_backward(rec, n.pool, x, n.grad, *dx, acc);
         break;
       }
       case LayerOp::GlobalAvgPool: {
@@ -497,9 +541,11 @@ void GraphNetwork::backward(Recording& rec) {
         }
         break;
       }
-      case LayerOp::Relu6:
-      case LayerOp::Dropout:
+      case LayerOp::Dropout: {  // the forward's mask: the same step counter value
+        Tensor* dx = grad_target(i, 0, acc);
+        dropout_backward(rec, n.dropout, dropout_step_, n.grad, *dx, acc);
         break;
+      }
     }
   }
 }

@@ -5,13 +5,20 @@
 // buffer is allocated once for the batch. The fused kernels are chosen by pattern when the
 // step is recorded, not written per model:
 //   batchnorm -> relu (its only consumer)            BN forward/backward with the ReLU inside;
-//   batchnorm -> relu with an activation quantizer   BN's forward_quantized / backward_quantized
-//                                                    (PACT in BN's passes);
+//   batchnorm -> relu or relu6 with an activation quantizer
+//                                                    BN's forward_quantized / backward_quantized
+//                                                    (PACT in BN's passes; the quantizer replaces
+//                                                    ReLU6 as in the PACT papers);
 //   batchnorm -> add -> relu (each the only consumer of the one before; training)
 //                                                    the residual sum (and PACT or the ReLU)
 //                                                    in BN's pass.
 // Quantization: a conv reading the image is LayerRole::First, the last linear Last (its input
-// quantized as "NAME.act"), every relu's activation quantizer is named after the relu layer.
+// quantized as "NAME.act"), every relu's and relu6's activation quantizer is named after the layer.
+// Dropout (training only) draws its mask from a per-layer seed (from the init seed) and a
+// device step counter: forward and backward of a step read the same counter, which only
+// advance_step() moves, recorded by the trainer once per step after the optimizer; so the
+// recorded step replays with a new mask each step, and recordings without it (the gradient
+// checks' loss and gradient passes) all see the same mask.
 #include <memory>
 
 #include "nn/model/model_desc.h"
@@ -22,13 +29,15 @@ namespace vkqat::nn {
 class GraphNetwork : public Network {
  public:
   // Throws Error naming the description and layer for what the engine cannot run yet
-  // (conv bias, grouped but not depthwise convs, general max pool, relu6, dropout) or when
+  // (conv bias, grouped but not depthwise convs, linear without bias) or when
   // the description's input and classes differ from cfg's.
   GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch);
   ~GraphNetwork() override;
   void forward(Recording& rec, bool train) override;
   void backward(Recording& rec) override;
   bool has_residual_blocks() const override;
+  void advance_step(Recording& rec) override;
+  void set_step(int64_t step) override;
   void apply_quant_policy(QuantPolicy& policy) override;
   std::vector<FeatureTap> feature_taps() override;
   QuantSites quant_sites() override;
@@ -54,6 +63,7 @@ class GraphNetwork : public Network {
   Tensor d_image_;  // sink for gradients of non-conv layers that read the image
   Tensor grid_scratch_;
   Tensor undefined_;
+  Tensor dropout_step_;  // U32 [1], the dropout layers' step counter (only with dropout)
 };
 
 }  // namespace vkqat::nn

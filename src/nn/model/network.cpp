@@ -12,6 +12,7 @@ nlohmann::json ModelConfig::to_json() const {
   nlohmann::json j = {{"model", name}, {"width", width}, {"in_channels", in_channels}, {"height", height},
                       {"image_width", width_px}, {"classes", classes}};
   if (!model_file.empty()) j["model_file"] = model_file;
+  if (is_torchvision_model(name)) j["width_mult"] = width_mult, j["stem"] = stem;  // older configs: absent
   return j;
 }
 
@@ -28,6 +29,14 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
       if (!j["model_file"].is_string()) throw Error("'model_file' must be a string");
       c.model_file = j["model_file"].get<std::string>();
     }
+    if (j.contains("width_mult")) {
+      if (!j["width_mult"].is_number()) throw Error("'width_mult' must be a number");
+      c.width_mult = j["width_mult"].get<double>();
+    }
+    if (j.contains("stem")) {
+      if (!j["stem"].is_string()) throw Error("'stem' must be a string");
+      c.stem = j["stem"].get<std::string>();
+    }
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("model config: ") + e.what());
   } catch (const Error& e) {
@@ -36,7 +45,11 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   return c;
 }
 
-std::vector<std::string> model_names() { return {"resnet20", "resnet32", "resnet56", "preact-resnet20", "plain-cnn"}; }
+std::vector<std::string> model_names() {
+  std::vector<std::string> names{"resnet20", "resnet32", "resnet56", "preact-resnet20", "plain-cnn"};
+  for (const auto& n : torchvision_model_names()) names.push_back(n);
+  return names;
+}
 
 Network::Network(Context& ctx, const ModelConfig& cfg, int batch) : ctx_(ctx), config_(cfg), batch_(batch) {
   input_ = Tensor(ctx, {batch, cfg.in_channels, cfg.height, cfg.width_px});
@@ -104,7 +117,7 @@ std::unique_ptr<Network> build_graph_network(Context& ctx, const ModelConfig& cf
 }
 
 std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch) {
-  if (!cfg.model_file.empty()) return build_graph_network(ctx, cfg, batch);
+  if (!cfg.model_file.empty() || is_torchvision_model(cfg.name)) return build_graph_network(ctx, cfg, batch);
   if (batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(batch));
   if (cfg.width < 1 || cfg.width > 1024) throw Error("--width must be in 1..1024, got " + std::to_string(cfg.width));
   if (cfg.classes < 2) throw Error("model needs at least 2 classes, got " + std::to_string(cfg.classes));

@@ -13,8 +13,12 @@
 namespace vkqat::nn {
 
 struct ModelConfig {
-  std::string name = "resnet20";  // resnet20|resnet32|resnet56|preact-resnet20|plain-cnn
-  int width = 16;                 // channels of the first stage (16 = standard)
+  std::string name = "resnet20";  // model_names()
+  int width = 16;                 // channels of the first stage (16 = standard; resnet18/34/50: 64)
+  // mobilenet-v1/v2: channel multiplier (torchvision's width_mult); torchvision models: the
+  // stem, "imagenet" (theirs) or "cifar" (3x3 stride 1, no max pool: small images).
+  double width_mult = 1.0;
+  std::string stem = "imagenet";
   int in_channels = 1, height = 28, width_px = 28, classes = 10;
   // --model-file: a JSON model description (model_desc.h), absolute; set, it replaces `name`
   // and `width` (GraphNetwork runs it).
@@ -52,6 +56,11 @@ class Network {
   virtual void forward(Recording& rec, bool train) = 0;
   // Reads d_logits(), writes every parameter's grad (overwriting).
   virtual void backward(Recording& rec) = 0;
+  // Records what moves per-step state on (dropout's mask counter): once per training step,
+  // after the step's last forward/backward (the trainer records it with the optimizer).
+  virtual void advance_step(Recording& /*rec*/) {}
+  // Sets that per-step state for training step `step` (a resumed run draws the same masks).
+  virtual void set_step(int64_t /*step*/) {}
   // Whether the net has residual blocks (the auxiliary module needs them).
   virtual bool has_residual_blocks() const = 0;
   // Gives every weight and activation the quantizer the policy chooses (before recording).

@@ -11,6 +11,7 @@
 #include "backend/error.h"
 #include "nn/ops/cross_entropy.h"
 #include "nn/ops/sgd.h"
+#include "nn/model/model_builders.h"
 #include "nn/train/checkpoint.h"
 #include "nn/train/distributed.h"
 #include "nn/train/run_state.h"
@@ -112,15 +113,20 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
 bool Trainer::build_model() {
   Context& ctx = impl_->ctx;
   const QuantPlugins& plugins = plugins_;
+  SafeTensors init_ckpt;
+  if (!cfg_.init.empty()) {
+    init_ckpt = read_safetensors(cfg_.init);
+    if (checkpoint_metadata(init_ckpt).is_null()) {  // a PyTorch file: its shapes give the width
+      const ModelConfig f = config_from_state_shapes(cfg_.model, init_ckpt);
+      cfg_.model.width = f.width, cfg_.model.width_mult = f.width_mult;
+      if (!is_mobilenet(f.name)) cfg_.model.stem = f.stem;
+    }
+  }
   net_ = build_network(ctx, cfg_.model, impl_->local_batch);
   net_->init(cfg_.seed);
   // --init first (full-precision weights; quantizer and aux tensors are picked up below),
   // then the quantizers: LSQ initialises its steps from the weights it is given.
-  SafeTensors init_ckpt;
-  if (!cfg_.init.empty()) {
-    init_ckpt = read_safetensors(cfg_.init);
-    load_network_state(*net_, init_ckpt, {"aux."}, /*ignore_unexpected=*/true);
-  }
+  if (!cfg_.init.empty()) load_network_state(*net_, init_ckpt, {"aux."}, /*ignore_unexpected=*/true);
   bool quantizers_loaded = false;
   if (!cfg_.quant.is_null()) {
     auto policy = plugins.policy(cfg_.quant);
@@ -210,6 +216,7 @@ void record_optimizer(Recording& rec, Network& net, AuxiliaryHead* aux, const Tr
     o.weight_decay = p->weight_decay ? cfg.weight_decay : 0.f;
     sgd_update(rec, p->value, p->grad, p->momentum, *b.step_params, 0, o);
   }
+  net.advance_step(rec);  // after the step's forward/backward: the next step draws new dropout masks
 }
 
 // Quantizers that start from data (LSQ activation steps) see the first training batch in

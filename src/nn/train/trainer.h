@@ -154,6 +154,8 @@ std::vector<Parameter*> trained_parameters(Network& net, AuxiliaryHead* aux);
 struct EvalRequest {
   std::string checkpoint, data = "fashion-mnist", data_dir, model;  // model/width: for files without metadata
   int width = 0, batch = 256, limit = 0;
+  double width_mult = 0;  // mobilenets, files without metadata: 0 = read from the tensors' shapes
+  std::string stem;       // files without metadata: "" = the default (ResNets: from conv1.weight)
   int workers = 0;  // decode threads for folder/cache data (0 = the checkpoint's setting)
 };
 // Quantized checkpoints need the plugins to rebuild their quantizers.

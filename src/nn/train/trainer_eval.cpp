@@ -4,6 +4,7 @@
 
 #include "backend/error.h"
 #include "nn/ops/cross_entropy.h"
+#include "nn/model/model_builders.h"
 #include "nn/train/checkpoint.h"
 #include "nn/train/trainer_internal.h"
 
@@ -133,9 +134,22 @@ EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig
     throw Error(req.checkpoint + " has no vkqat metadata (a PyTorch state_dict?): pass --model and --width");
   }
   if (!req.model.empty()) mc.name = req.model;
+  bool from_shapes = false;
+  if (meta.is_null() && is_torchvision_model(mc.name)) {
+    // A PyTorch state_dict: channels, classes and the width come from its tensors' shapes.
+    mc.height = test.height, mc.width_px = test.width;
+    if (!req.stem.empty()) mc.stem = req.stem;
+    if (req.width_mult > 0) mc.width_mult = req.width_mult;
+    mc = config_from_state_shapes(mc, st);
+    from_shapes = true;
+  }
   if (req.width > 0) mc.width = req.width;
   if (mc.in_channels != test.channels || mc.height != test.height || mc.width_px != test.width ||
       mc.classes != test.classes) {
+    if (from_shapes)
+      throw Error(req.checkpoint + ": its tensors' shapes give a " + mc.name + " for " + std::to_string(mc.in_channels) +
+                  "-channel images and " + std::to_string(mc.classes) + " classes; --data " + req.data + " has " +
+                  std::to_string(test.channels) + " channels and " + std::to_string(test.classes) + " classes");
     if (!meta.is_null())
       throw Error(req.checkpoint + " was trained on " + std::to_string(mc.in_channels) + "x" + std::to_string(mc.height) +
                   "x" + std::to_string(mc.width_px) + " images with " + std::to_string(mc.classes) + " classes; --data " +

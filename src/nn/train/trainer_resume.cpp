@@ -159,6 +159,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, c
   s.epoch = t.at("epoch");
   s.position = t.at("position");
   s.step = t.at("step");
+  tr->net_->set_step(s.step);  // the dropout masks continue where the run stopped
   s.train_seconds = t.at("train_seconds");
   s.train_images = t.at("train_images");
   s.log_loss_base = t.at("log_loss_base");
