@@ -53,6 +53,8 @@ class GraphNetwork : public Network {
   struct Node;
   Node& node(int i) { return *nodes_[size_t(i)]; }
   void plan();  // chooses the fusions from the current quantizers and taps
+  bool is_linear_bottleneck(int i);  // needs a signed activation quantizer (apply_quant_policy)
+  const Tensor& consumed(int j);     // what node j's consumers read: its quantized output if it has one
   // The gradient buffer of input `k` of node i for a write, or null (the image needs none).
   Tensor* grad_target(int i, int k, bool& accumulate);
   // Whether input k of this add reads the add's own gradient buffer (no copy needed).
