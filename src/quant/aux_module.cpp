@@ -27,8 +27,11 @@ AuxModule::AuxModule(Context& ctx, nn::Network& net) : ctx_(ctx) {
     st.adaptor = std::make_unique<ConvBnUnit>(ctx, p + ".adaptor.0", p + ".adaptor.1", conv1x1(t, t[1], 1), false);
     add_unit(*st.adaptor);
     if (i > 0 && (b_shape[1] != t[1] || b_shape[2] != t[2] || b_shape[3] != t[3])) {
+      // The 1x1 stride-s conv gives ceil(side / s): 7x7 -> 4x4 is stride 2 (torchvision ResNets
+      // on 28x28 images), so the floor quotient's next stride is tried too.
       int stride = b_shape[2] / t[2];
-      if (stride < 1 || (b_shape[2] + stride - 1) / stride != t[2])
+      if (stride >= 1 && (b_shape[2] + stride - 1) / stride != t[2]) ++stride;
+      if (stride < 1 || (b_shape[2] + stride - 1) / stride != t[2] || (b_shape[3] + stride - 1) / stride != t[3])
         throw Error("--aux: cannot match feature map " + nn::shape_str(b_shape) + " to " + nn::shape_str(t));
       st.down = std::make_unique<ConvBnUnit>(ctx, p + ".downsample.0", p + ".downsample.1", conv1x1(b_shape, t[1], stride),
                                              false);
