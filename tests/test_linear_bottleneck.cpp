@@ -62,21 +62,24 @@ std::unique_ptr<nn::Network> bottleneck_net() {
 // through it) changes the loss or the gradient by a factor of 2.
 class DoublingAct : public nn::ActQuantizer {
  public:
+  explicit DoublingAct(float backward_factor = 2.f) : backward_factor_(backward_factor) {}
   void forward(Recording& rec, const nn::Tensor& x, nn::Tensor& y, bool) override { nn::add_forward(rec, x, x, y); }
   void backward(Recording& rec, const nn::Tensor&, const nn::Tensor& dy, nn::Tensor& dx, bool acc) override {
-    if (acc)
-      nn::accumulate(rec, dy, dx, 2.f);
-    else
-      nn::add_forward(rec, dy, dy, dx);
+    if (!acc) rec.fill(dx.view(), 0u, "test zero");
+    nn::accumulate(rec, dy, dx, backward_factor_);
   }
   std::string describe() const override { return "doubling (test)"; }
+
+ private:
+  float backward_factor_;  // 2: right; anything else: a wrong backward for the check to catch
 };
 
 // Full precision everywhere but the signed sites, which get DoublingAct; records their names.
 class SignedOnlyPolicy : public nn::QuantPolicy {
  public:
   std::set<std::string>* names;
-  explicit SignedOnlyPolicy(std::set<std::string>* n) : names(n) {}
+  float backward_factor;
+  explicit SignedOnlyPolicy(std::set<std::string>* n, float f = 2.f) : names(n), backward_factor(f) {}
   std::unique_ptr<nn::WeightQuantizer> weight(Context&, const std::string&, const nn::Tensor&, nn::LayerRole) override {
     return nullptr;
   }
@@ -87,7 +90,7 @@ class SignedOnlyPolicy : public nn::QuantPolicy {
   std::unique_ptr<nn::ActQuantizer> signed_activation(Context&, const std::string& name,
                                                       const std::vector<int>&) override {
     names->insert(name);
-    return std::make_unique<DoublingAct>();
+    return std::make_unique<DoublingAct>(backward_factor);
   }
 };
 
@@ -109,6 +112,17 @@ TEST_CASE("linear bottleneck: signed sites chosen by the graph, gradient check t
     CHECK(bad.empty());
     CHECK(checked >= 2 * int(g.parameters().size()) - 1);
   }
+}
+
+TEST_CASE("linear bottleneck gradient check can fail: a signed quantizer's wrong backward is caught" *
+          doctest::test_suite("net-gradcheck")) {
+  std::set<std::string> names;
+  GradCheckNet g(bottleneck_net(), /*with_aux=*/true, [&](nn::Network& n) {
+    SignedOnlyPolicy p(&names, 1.f);  // forward y = 2x, backward dx = dy
+    n.apply_quant_policy(p);
+  });
+  int checked = 0;
+  CHECK_FALSE(check_gradients(g, &checked).empty());
 }
 
 TEST_CASE("linear bottleneck: the sites' consumers read the quantized value, the taps the value before it") {
