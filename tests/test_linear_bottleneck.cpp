@@ -50,13 +50,7 @@ nn::ModelDescription bottleneck_description() {
                                      "bottleneck.json");
 }
 
-std::unique_ptr<nn::Network> bottleneck_net() {
-  const nn::ModelDescription d = bottleneck_description();
-  nn::ModelConfig mc;
-  mc.model_file = d.source;
-  mc.in_channels = 1, mc.height = 8, mc.width_px = 8, mc.classes = 10;
-  return std::make_unique<nn::GraphNetwork>(test::ctx(), d, mc, GradCheckNet::kBatch);
-}
+std::unique_ptr<nn::Network> bottleneck_net() { return graph_net(bottleneck_description()); }
 
 // y = 2x: smooth, and a consumer reading the value before it (or a gradient not routed
 // through it) changes the loss or the gradient by a factor of 2.

@@ -50,9 +50,9 @@ struct DeviceGrads {
   float dalpha_original, dalpha_calibrated;
 };
 
-// Both backward variants on the device, sharing one scratch.
+// Both backward variants on the device, sharing one scratch; symmetric: the signed form.
 DeviceGrads device_backward(const std::vector<int>& shape, const std::vector<float>& xv, float alpha_v,
-                            const std::vector<float>& gv, int bits) {
+                            const std::vector<float>& gv, int bits, bool symmetric = false) {
   Context& ctx = test::ctx();
   Tensor x(ctx, shape), alpha(ctx, {1}), g(ctx, shape), dx(ctx, shape), dx2(ctx, shape), da(ctx, {1}), da_cg(ctx, {1});
   Tensor scratch = make_quant_scratch(ctx, shape);
@@ -60,10 +60,12 @@ DeviceGrads device_backward(const std::vector<int>& shape, const std::vector<flo
   alpha.upload({alpha_v});
   g.upload(gv);
   Recording rec(ctx);
-  pact_backward(rec, x, alpha, g, dx, false, da, false, scratch, bits, PactGradient::Original);
-  pact_backward(rec, x, alpha, g, dx2, false, da_cg, false, scratch, bits, PactGradient::Calibrated);
+  const auto record = symmetric ? pact_signed_backward : pact_backward;
+  record(rec, x, alpha, g, dx, false, da, false, scratch, bits, PactGradient::Original);
+  record(rec, x, alpha, g, dx2, false, da_cg, false, scratch, bits, PactGradient::Calibrated);
   rec.finish();
   rec.run();
+  CHECK(dx.download() == dx2.download());  // the variants differ in dalpha only
   return {dx.download(), da.download()[0], da_cg.download()[0]};
 }
 
@@ -400,23 +402,6 @@ std::vector<float> make_signed_input(size_t n, float alpha, int bits, uint32_t s
                                  [&](const std::vector<float>& v) { return ref::pact_signed_forward(v, alpha, bits).r; });
 }
 
-DeviceGrads device_signed_backward(const std::vector<int>& shape, const std::vector<float>& xv, float alpha_v,
-                                   const std::vector<float>& gv, int bits) {
-  Context& ctx = test::ctx();
-  Tensor x(ctx, shape), alpha(ctx, {1}), g(ctx, shape), dx(ctx, shape), dx2(ctx, shape), da(ctx, {1}), da_cg(ctx, {1});
-  Tensor scratch = make_quant_scratch(ctx, shape);
-  x.upload(xv);
-  alpha.upload({alpha_v});
-  g.upload(gv);
-  Recording rec(ctx);
-  pact_signed_backward(rec, x, alpha, g, dx, false, da, false, scratch, bits, PactGradient::Original);
-  pact_signed_backward(rec, x, alpha, g, dx2, false, da_cg, false, scratch, bits, PactGradient::Calibrated);
-  rec.finish();
-  rec.run();
-  CHECK(dx.download() == dx2.download());  // the variants differ in dalpha only
-  return {dx.download(), da.download()[0], da_cg.download()[0]};
-}
-
 const std::vector<int> kSignedBits = {2, 3, 4, 8};
 
 }  // namespace
@@ -471,7 +456,7 @@ TEST_CASE("signed pact backward: dx mask exact, both dalpha variants match a dou
       auto xv = make_signed_input(n, alpha_v, bits, uint32_t(n * 3 + bits));
       if (n > 3) xv[0] = alpha_v, xv[1] = -alpha_v, xv[2] = -0.f;  // +-alpha count as inside
       const auto gv = test::random_vector(n, uint32_t(n + 7 * bits), -0.5f, 1.f);
-      const auto got = device_signed_backward(shape, xv, alpha_v, gv, bits);
+      const auto got = device_backward(shape, xv, alpha_v, gv, bits, /*symmetric=*/true);
       const auto want = ref::pact_signed_backward(xv, alpha_v, gv, bits, PactGradient::Original);
       const auto want_cg = ref::pact_signed_backward(xv, alpha_v, gv, bits, PactGradient::Calibrated);
       tq::check_exact(got.dx, want.dx, "signed pact dx");
