@@ -69,10 +69,32 @@ DeviceGrads device_backward(const std::vector<int>& shape, const std::vector<flo
   return {dx.download(), da.download()[0], da_cg.download()[0]};
 }
 
+// Forward on the device against the CPU reference: outputs bit for bit, and the level
+// indices; symmetric: the signed form. Returns the reference's level indices.
+std::vector<double> check_forward(const std::vector<int>& shape, const std::vector<float>& xv, float alpha_v, int bits,
+                                  bool symmetric) {
+  Context& ctx = test::ctx();
+  const size_t n = xv.size();
+  Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
+  x.upload(xv);
+  alpha.upload({alpha_v});
+  Recording rec(ctx);
+  (symmetric ? pact_signed_forward : pact_forward)(rec, x, alpha, y, bits);
+  rec.finish();
+  rec.run();
+  const auto got = y.download();
+  const auto want = symmetric ? ref::pact_signed_forward(xv, alpha_v, bits) : ref::pact_forward(xv, alpha_v, bits);
+  tq::check_exact(got, want.y, "pact y");
+  const double step = double(alpha_v * (symmetric ? pact_signed_levels("test", bits) : levels(bits)).inv_n);
+  std::vector<double> got_level(n), want_level(n);
+  for (size_t i = 0; i < n; ++i) got_level[i] = double(got[i]) / step, want_level[i] = round_half_away(want.r[i]);
+  tq::check_levels(got_level, want_level, "pact levels");
+  return want_level;
+}
+
 }  // namespace
 
 TEST_CASE("pact forward is bit-exact on the level grid" * doctest::test_suite("quant-pact")) {
-  Context& ctx = test::ctx();
   for (const auto& shape : shapes()) {
     for (int bits : tq::bit_widths()) {
       for (float alpha_v : {8.f, 1.37f}) {
@@ -82,20 +104,7 @@ TEST_CASE("pact forward is bit-exact on the level grid" * doctest::test_suite("q
         const size_t n = size_t(tq::numel(shape));
         auto xv = make_input(n, alpha_v, bits, uint32_t(n * 7 + bits));
         if (n > 3) xv[0] = alpha_v, xv[1] = 0.f, xv[2] = -0.f;  // the clamp ends
-        Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
-        x.upload(xv);
-        alpha.upload({alpha_v});
-        Recording rec(ctx);
-        pact_forward(rec, x, alpha, y, bits);
-        rec.finish();
-        rec.run();
-        const auto got = y.download();
-        const auto want = ref::pact_forward(xv, alpha_v, bits);
-        tq::check_exact(got, want.y, "pact y");
-        const double step = double(alpha_v * levels(bits).inv_n);
-        std::vector<double> got_level(n), want_level(n);
-        for (size_t i = 0; i < n; ++i) got_level[i] = double(got[i]) / step, want_level[i] = round_half_away(want.r[i]);
-        tq::check_levels(got_level, want_level, "pact levels");
+        check_forward(shape, xv, alpha_v, bits, false);
       }
     }
   }
@@ -407,7 +416,6 @@ const std::vector<int> kSignedBits = {2, 3, 4, 8};
 }  // namespace
 
 TEST_CASE("signed pact forward is bit-exact on the symmetric level grid" * doctest::test_suite("quant-pact")) {
-  Context& ctx = test::ctx();
   for (const auto& shape : shapes()) {
     for (int bits : kSignedBits) {
       for (float alpha_v : {8.f, 1.37f}) {
@@ -417,21 +425,8 @@ TEST_CASE("signed pact forward is bit-exact on the symmetric level grid" * docte
         const size_t n = size_t(tq::numel(shape));
         auto xv = make_signed_input(n, alpha_v, bits, uint32_t(n * 11 + bits));
         if (n > 3) xv[0] = alpha_v, xv[1] = -alpha_v, xv[2] = -0.f;  // the clamp ends and zero
-        Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
-        x.upload(xv);
-        alpha.upload({alpha_v});
-        Recording rec(ctx);
-        pact_signed_forward(rec, x, alpha, y, bits);
-        rec.finish();
-        rec.run();
-        const auto got = y.download();
-        const auto want = ref::pact_signed_forward(xv, alpha_v, bits);
-        tq::check_exact(got, want.y, "signed pact y");
+        const std::vector<double> want_level = check_forward(shape, xv, alpha_v, bits, true);
         const Levels L = pact_signed_levels("test", bits);
-        const double step = double(alpha_v * L.inv_n);
-        std::vector<double> got_level(n), want_level(n);
-        for (size_t i = 0; i < n; ++i) got_level[i] = double(got[i]) / step, want_level[i] = round_half_away(want.r[i]);
-        tq::check_levels(got_level, want_level, "signed pact levels");
         // Symmetric: codes in [-n, n], both signs reached on a non-trivial input.
         double lo = 0, hi = 0;
         for (double v : want_level) lo = std::min(lo, v), hi = std::max(hi, v);
