@@ -4,7 +4,7 @@
 // the aux taps the value before it. Whole-network gradient check through those sites (with
 // a smooth stand-in quantizer, y = 2x, so finite differences mean something and reading the
 // wrong buffer shows), the names chosen on a description and on torchvision's MobileNetV2,
-// and the refusal of activation quantizers with no signed form.
+// the refusal of activation quantizers with no signed form, and LSQ's signed range there.
 #include <set>
 
 #include "net_gradcheck.h"
@@ -176,8 +176,8 @@ TEST_CASE("linear bottleneck: torchvision's MobileNetV2 W4A4 CG-PACT gets a sign
     if (signed_sites.count(a.name)) CHECK(a.quant->describe() == "cg-pact signed 4-bit");
 }
 
-TEST_CASE("linear bottleneck: an activation quantizer with no signed form is refused naming the site") {
-  for (const char* aquant : {"dorefa", "minmax", "lsq"}) {
+TEST_CASE("linear bottleneck: an activation quantizer with no signed form is refused naming the site; lsq's signed") {
+  for (const char* aquant : {"dorefa", "minmax"}) {
     CAPTURE(aquant);
     auto net = bottleneck_net();
     quant::QuantConfig q;
@@ -185,6 +185,18 @@ TEST_CASE("linear bottleneck: an activation quantizer with no signed form is ref
     q.aquant = aquant, q.quantizer = "custom";
     const std::string want = "b1.act: --aquant " + std::string(aquant) + " has no signed form";
     CHECK_THROWS_WITH(net->apply_quant_policy(*quant::make_quant_policy(q)), doctest::Contains(want.c_str()));
+  }
+  // LSQ has its signed range (Qn = 2^(k-1)) there.
+  {
+    auto net = bottleneck_net();
+    quant::QuantConfig q;
+    q.wbits = q.abits = 4;
+    q.aquant = "lsq", q.quantizer = "custom";
+    net->apply_quant_policy(*quant::make_quant_policy(q));
+    int signed_sites = 0;
+    for (const auto& a : net->quant_sites().acts)
+      if (a.quant && a.quant->describe() == "lsq-act signed 4-bit") ++signed_sites;
+    CHECK(signed_sites == 2);
   }
   // 1 bit has no signed level: the error names the site.
   auto net = bottleneck_net();

@@ -94,7 +94,7 @@ class Policy : public nn::QuantPolicy {
     const ActQuantizerSpec& spec = act_quantizer(cfg_.aquant);
     if (!spec.make_signed)
       throw Error(name + ": --aquant " + spec.name +
-                  " has no signed form for this linear bottleneck (its input can be negative); use --aquant pact|cg-pact");
+                  " has no signed form for this linear bottleneck (its input can be negative); use --aquant pact|cg-pact|lsq");
     return spec.make_signed(ctx, name, shape, bits);
   }
 
