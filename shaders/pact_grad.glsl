@@ -13,4 +13,15 @@ float pact_grad(float x, float g, float alpha, float scale, float inv_n, bool ca
   alpha_term = clipped ? g : (calibrated ? err : 0.0);
   return x >= 0.0 && !clipped ? g : 0.0;
 }
+
+// Symmetric (signed) PACT's backward for one element: dx = g for |x| <= alpha; alpha_term
+// = g above alpha, -g below -alpha, and with `calibrated` g (round(r) - r) / n inside,
+// r = x * n / alpha (the derivation is in src/quant/pact.h).
+float pact_signed_grad(float x, float g, float alpha, float scale, float inv_n, bool calibrated, out float alpha_term) {
+  bool inside = abs(x) <= alpha;
+  precise float r = clamp(x, -alpha, alpha) * scale;
+  precise float err = g * ((round_half_away(r) - r) * inv_n);
+  alpha_term = x > alpha ? g : (x < -alpha ? -g : (calibrated ? err : 0.0));
+  return inside ? g : 0.0;
+}
 #endif

@@ -5,7 +5,14 @@
 //            sum over x >= alpha of g                                 (original PACT)
 //          + sum over x <  alpha of g (round(r) - r) (1/n)            (CG-PACT, `calibrated`)
 //            (= g (q(x~/alpha) - x~/alpha) with x~ = max(x, 0)), merged by quant_reduce_final.
-// Define VEC_WIDTH and PACT_BACKWARD (0/1) before including.
+// PACT_SIGNED 1: symmetric PACT for inputs that can be negative (a linear bottleneck):
+//   forward  r = clamp(x, -alpha, alpha) * (n / alpha), n = 2^(k-1) - 1 (the caller's n)
+//   backward dx (+)= g [|x| <= alpha]; partials of sum_{x > alpha} g - sum_{x < -alpha} g
+//            (+ CG-PACT's g (round(r) - r) / n inside).
+// Define VEC_WIDTH and PACT_BACKWARD (0/1) before including; PACT_SIGNED defaults to 0.
+#ifndef PACT_SIGNED
+#define PACT_SIGNED 0
+#endif
 #include "quant_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
@@ -36,7 +43,11 @@ void main() {
     VEC xv = x[i], gv = g[i], d = VEC(0.0), term = VEC(0.0);
     for (int l = 0; l < VEC_WIDTH; ++l) {
       float t;
+#if PACT_SIGNED
+      set_lane(d, l, pact_signed_grad(lane(xv, l), lane(gv, l), alpha, scale, p.inv_n, p.calibrated != 0u, t));
+#else
       set_lane(d, l, pact_grad(lane(xv, l), lane(gv, l), alpha, scale, p.inv_n, p.calibrated != 0u, t));
+#endif
       set_lane(term, l, t);
     }
     kahan_add(s, comp, term);
@@ -50,7 +61,11 @@ void main() {
     uint i = walk_unit(it);
     VEC xv = x[i], yv = VEC(0.0);
     for (int l = 0; l < VEC_WIDTH; ++l) {
+#if PACT_SIGNED
+      precise float r = clamp(lane(xv, l), -alpha, alpha) * scale;
+#else
       precise float r = clamp(lane(xv, l), 0.0, alpha) * scale;
+#endif
       precise float q = round_half_away(r) * step;
       set_lane(yv, l, q);
     }

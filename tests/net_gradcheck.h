@@ -12,6 +12,7 @@
 #include <set>
 
 #include "backend/recording.h"
+#include "nn/model/graph_network.h"
 #include "nn/model/network.h"
 #include "nn/ops/cross_entropy.h"
 #include "quant/common.h"
@@ -107,6 +108,14 @@ struct GradCheckNet {
     return p;
   }
 };
+
+// A description run by GraphNetwork, its images and classes as the description says.
+inline std::unique_ptr<nn::Network> graph_net(const nn::ModelDescription& d, int batch = GradCheckNet::kBatch) {
+  nn::ModelConfig mc;
+  mc.model_file = d.source;
+  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
+  return std::make_unique<nn::GraphNetwork>(test::ctx(), d, mc, batch);
+}
 
 struct Mismatch {
   std::string param;

@@ -75,13 +75,6 @@ nn::ModelDescription mobile_description() {
                                      "mobile.json");
 }
 
-std::unique_ptr<nn::Network> graph_net(const nn::ModelDescription& d, int batch = GradCheckNet::kBatch) {
-  nn::ModelConfig mc;
-  mc.model_file = d.source;
-  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
-  return std::make_unique<nn::GraphNetwork>(test::ctx(), d, mc, batch);
-}
-
 // bn1's gamma at 3: about a tenth of the stem's values pass 6, so ReLU6's upper clamp (and
 // ties at 6 in the max pool's windows) are on the checked path, not only the clamp at 0.
 void widen_stem(nn::Network& n) {

@@ -381,5 +381,21 @@ TEST_CASE("integer graph: what has no integer form is refused naming the layer" 
                        doctest::Contains("layer 'b2.expand' (conv) has no integer form: it reads add 'b1' with no "
                                          "activation quantizer after it (a linear bottleneck"),
                        Error);
+  // Trained with the signed quantizer GraphNetwork now puts there ("b1.act"): still no
+  // integer form (unsigned codes only), refused naming the add and its quantizer.
+  nn::SafeTensors lb_signed = nn::read_safetensors(lb.path.string());
+  {
+    nn::StTensor alpha;
+    alpha.dtype = "F32", alpha.shape = {1};
+    const float a = 2.f;
+    alpha.data.resize(4);
+    std::memcpy(alpha.data.data(), &a, 4);
+    lb_signed.tensors["b1.act.alpha"] = alpha;
+  }
+  nn::write_safetensors(lb.path.string(), lb_signed);
+  CHECK_THROWS_WITH_AS(quant::export_int_model(lb.path.string()),
+                       doctest::Contains("layer 'b1' (add) has no integer form: its signed activation quantizer "
+                                         "'b1.act' (a linear bottleneck) has no integer kernel yet"),
+                       Error);
   fs::remove_all(dir);
 }

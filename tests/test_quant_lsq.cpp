@@ -38,7 +38,8 @@ std::vector<Case> cases() {
 
 std::string describe(const Case& c, const LsqConfig& cfg) {
   return nn::shape_str(c.shape) + (c.target == QuantTarget::Weight ? " weight" : " activation") +
-         (cfg.per_channel ? " per-channel " : " per-tensor ") + std::to_string(cfg.bits) + " bit";
+         (cfg.symmetric ? " signed" : "") + (cfg.per_channel ? " per-channel " : " per-tensor ") +
+         std::to_string(cfg.bits) + " bit";
 }
 
 // Step sizes near the LSQ init of v, varied per channel.
@@ -65,7 +66,11 @@ std::vector<LsqConfig> configs(QuantTarget target) {
   std::vector<LsqConfig> out;
   for (int bits : tq::bit_widths())
     for (bool per_channel : {false, true})
-      if (!(target == QuantTarget::Weight && bits == 1)) out.push_back(LsqConfig{bits, target, per_channel});
+      if (!(target == QuantTarget::Weight && bits == 1)) {
+        out.push_back(LsqConfig{bits, target, per_channel});
+        // The symmetric activation range (a linear bottleneck's quantizer, Qn = 2^(k-1)).
+        if (target == QuantTarget::Activation && bits >= 2) out.push_back(LsqConfig{bits, target, per_channel, true});
+      }
   return out;
 }
 
@@ -242,6 +247,9 @@ TEST_CASE("lsq rejects bad bit-widths and shapes" * doctest::test_suite("quant-l
   }
   CHECK_THROWS_AS(lsq_range(LsqConfig{1, QuantTarget::Weight, false}), Error);  // Qp = 0
   CHECK_NOTHROW(lsq_range(LsqConfig{1, QuantTarget::Activation, false}));
+  CHECK_THROWS_AS(lsq_range(LsqConfig{1, QuantTarget::Activation, false, true}), Error);  // signed: Qp = 0
+  CHECK(lsq_range(LsqConfig{4, QuantTarget::Activation, false, true}).qn == 8.f);
+  CHECK(lsq_range(LsqConfig{4, QuantTarget::Activation, false, true}).qp == 7.f);
   CHECK_THROWS_AS(lsq_forward(rec, v, s1, vq, w4), Error);  // per-channel needs 3 steps
   CHECK_THROWS_AS(lsq_forward(rec, v, s3, vq, a4), Error);  // per-tensor needs 1
   CHECK_THROWS_AS(lsq_forward(rec, v, s3, other, w4), Error);

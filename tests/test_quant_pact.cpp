@@ -7,6 +7,10 @@
 // its fused backward equals pact_backward followed by BN's backward (dx, dgamma, dbeta and,
 // with grad_out, the quantizer's dx bit for bit; dalpha, summed in another order, within
 // the same bounds).
+// Signed (symmetric) PACT, the linear bottleneck's quantizer: forward bit-exact with codes in
+// [-n, n]; dx mask exact and both dalpha variants against the double reference; the
+// reference against finite differences of its STE surrogate (alpha and x); 1 bit refused.
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -46,9 +50,9 @@ struct DeviceGrads {
   float dalpha_original, dalpha_calibrated;
 };
 
-// Both backward variants on the device, sharing one scratch.
+// Both backward variants on the device, sharing one scratch; symmetric: the signed form.
 DeviceGrads device_backward(const std::vector<int>& shape, const std::vector<float>& xv, float alpha_v,
-                            const std::vector<float>& gv, int bits) {
+                            const std::vector<float>& gv, int bits, bool symmetric = false) {
   Context& ctx = test::ctx();
   Tensor x(ctx, shape), alpha(ctx, {1}), g(ctx, shape), dx(ctx, shape), dx2(ctx, shape), da(ctx, {1}), da_cg(ctx, {1});
   Tensor scratch = make_quant_scratch(ctx, shape);
@@ -56,17 +60,41 @@ DeviceGrads device_backward(const std::vector<int>& shape, const std::vector<flo
   alpha.upload({alpha_v});
   g.upload(gv);
   Recording rec(ctx);
-  pact_backward(rec, x, alpha, g, dx, false, da, false, scratch, bits, PactGradient::Original);
-  pact_backward(rec, x, alpha, g, dx2, false, da_cg, false, scratch, bits, PactGradient::Calibrated);
+  const auto record = symmetric ? pact_signed_backward : pact_backward;
+  record(rec, x, alpha, g, dx, false, da, false, scratch, bits, PactGradient::Original);
+  record(rec, x, alpha, g, dx2, false, da_cg, false, scratch, bits, PactGradient::Calibrated);
   rec.finish();
   rec.run();
+  CHECK(dx.download() == dx2.download());  // the variants differ in dalpha only
   return {dx.download(), da.download()[0], da_cg.download()[0]};
+}
+
+// Forward on the device against the CPU reference: outputs bit for bit, and the level
+// indices; symmetric: the signed form. Returns the reference's level indices.
+std::vector<double> check_forward(const std::vector<int>& shape, const std::vector<float>& xv, float alpha_v, int bits,
+                                  bool symmetric) {
+  Context& ctx = test::ctx();
+  const size_t n = xv.size();
+  Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
+  x.upload(xv);
+  alpha.upload({alpha_v});
+  Recording rec(ctx);
+  (symmetric ? pact_signed_forward : pact_forward)(rec, x, alpha, y, bits);
+  rec.finish();
+  rec.run();
+  const auto got = y.download();
+  const auto want = symmetric ? ref::pact_signed_forward(xv, alpha_v, bits) : ref::pact_forward(xv, alpha_v, bits);
+  tq::check_exact(got, want.y, "pact y");
+  const double step = double(alpha_v * (symmetric ? pact_signed_levels("test", bits) : levels(bits)).inv_n);
+  std::vector<double> got_level(n), want_level(n);
+  for (size_t i = 0; i < n; ++i) got_level[i] = double(got[i]) / step, want_level[i] = round_half_away(want.r[i]);
+  tq::check_levels(got_level, want_level, "pact levels");
+  return want_level;
 }
 
 }  // namespace
 
 TEST_CASE("pact forward is bit-exact on the level grid" * doctest::test_suite("quant-pact")) {
-  Context& ctx = test::ctx();
   for (const auto& shape : shapes()) {
     for (int bits : tq::bit_widths()) {
       for (float alpha_v : {8.f, 1.37f}) {
@@ -76,20 +104,7 @@ TEST_CASE("pact forward is bit-exact on the level grid" * doctest::test_suite("q
         const size_t n = size_t(tq::numel(shape));
         auto xv = make_input(n, alpha_v, bits, uint32_t(n * 7 + bits));
         if (n > 3) xv[0] = alpha_v, xv[1] = 0.f, xv[2] = -0.f;  // the clamp ends
-        Tensor x(ctx, shape), alpha(ctx, {1}), y(ctx, shape);
-        x.upload(xv);
-        alpha.upload({alpha_v});
-        Recording rec(ctx);
-        pact_forward(rec, x, alpha, y, bits);
-        rec.finish();
-        rec.run();
-        const auto got = y.download();
-        const auto want = ref::pact_forward(xv, alpha_v, bits);
-        tq::check_exact(got, want.y, "pact y");
-        const double step = double(alpha_v * levels(bits).inv_n);
-        std::vector<double> got_level(n), want_level(n);
-        for (size_t i = 0; i < n; ++i) got_level[i] = double(got[i]) / step, want_level[i] = round_half_away(want.r[i]);
-        tq::check_levels(got_level, want_level, "pact levels");
+        check_forward(shape, xv, alpha_v, bits, false);
       }
     }
   }
@@ -385,4 +400,119 @@ TEST_CASE("pact rejects bad bit-widths and shapes" * doctest::test_suite("quant-
   CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, other, false, da, false, scratch, 4, PactGradient::Original), Error);
   CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, y, false, alpha2, false, scratch, 4, PactGradient::Original), Error);
   CHECK_THROWS_AS(pact_backward(rec, x, alpha, y, y, false, da, false, small, 4, PactGradient::Original), Error);
+}
+
+// ---- symmetric (signed) PACT: the linear bottleneck's quantizer ----------------------------
+namespace {
+
+std::vector<float> make_signed_input(size_t n, float alpha, int bits, uint32_t seed) {
+  const float lo = -1.3f * alpha, hi = 1.3f * alpha;
+  return tq::keep_away_from_ties(test::random_vector(n, seed, lo, hi), lo, hi, seed + 1,
+                                 [&](const std::vector<float>& v) { return ref::pact_signed_forward(v, alpha, bits).r; });
+}
+
+const std::vector<int> kSignedBits = {2, 3, 4, 8};
+
+}  // namespace
+
+TEST_CASE("signed pact forward is bit-exact on the symmetric level grid" * doctest::test_suite("quant-pact")) {
+  for (const auto& shape : shapes()) {
+    for (int bits : kSignedBits) {
+      for (float alpha_v : {8.f, 1.37f}) {
+        CAPTURE(nn::shape_str(shape));
+        CAPTURE(bits);
+        CAPTURE(alpha_v);
+        const size_t n = size_t(tq::numel(shape));
+        auto xv = make_signed_input(n, alpha_v, bits, uint32_t(n * 11 + bits));
+        if (n > 3) xv[0] = alpha_v, xv[1] = -alpha_v, xv[2] = -0.f;  // the clamp ends and zero
+        const std::vector<double> want_level = check_forward(shape, xv, alpha_v, bits, true);
+        const Levels L = pact_signed_levels("test", bits);
+        // Symmetric: codes in [-n, n], both signs reached on a non-trivial input.
+        double lo = 0, hi = 0;
+        for (double v : want_level) lo = std::min(lo, v), hi = std::max(hi, v);
+        CHECK(lo >= -L.n);
+        CHECK(hi <= L.n);
+        if (n > 3) CHECK((lo == -L.n && hi == L.n));
+      }
+    }
+  }
+}
+
+TEST_CASE("signed pact backward: dx mask exact, both dalpha variants match a double reference" *
+          doctest::test_suite("quant-pact")) {
+  auto backward_shapes = shapes();
+  backward_shapes.push_back({32, 24, 14, 14});  // a MobileNetV2-sized bottleneck: many partials
+  for (const auto& shape : backward_shapes) {
+    for (int bits : kSignedBits) {
+      CAPTURE(nn::shape_str(shape));
+      CAPTURE(bits);
+      const size_t n = size_t(tq::numel(shape));
+      const float alpha_v = 1.5f;
+      auto xv = make_signed_input(n, alpha_v, bits, uint32_t(n * 3 + bits));
+      if (n > 3) xv[0] = alpha_v, xv[1] = -alpha_v, xv[2] = -0.f;  // +-alpha count as inside
+      const auto gv = test::random_vector(n, uint32_t(n + 7 * bits), -0.5f, 1.f);
+      const auto got = device_backward(shape, xv, alpha_v, gv, bits, /*symmetric=*/true);
+      const auto want = ref::pact_signed_backward(xv, alpha_v, gv, bits, PactGradient::Original);
+      const auto want_cg = ref::pact_signed_backward(xv, alpha_v, gv, bits, PactGradient::Calibrated);
+      tq::check_exact(got.dx, want.dx, "signed pact dx");
+      const double atol = 1e-7 * abs_sum(gv);
+      CHECK(std::fabs(got.dalpha_original - want.dalpha) <= 1e-5 * std::fabs(want.dalpha) + atol);
+      CHECK(std::fabs(got.dalpha_calibrated - want_cg.dalpha) <= 1e-5 * std::fabs(want_cg.dalpha) + atol);
+    }
+  }
+}
+
+TEST_CASE("signed pact reference gradients are the derivatives of the STE surrogate" *
+          doctest::test_suite("quant-pact")) {
+  // yq(x, alpha) = alpha/n (n clamp(x, -alpha, alpha)/alpha + c), c = round(r0) - r0 at alpha0
+  // held fixed (STE); original PACT drops c's share of the alpha derivative: inside, the
+  // derivative is then 0, above +1, below -1. Finite differences in alpha and in each x.
+  for (int bits : {2, 4}) {
+    CAPTURE(bits);
+    const double n = pact_signed_levels("test", bits).n, alpha0 = 1.2;
+    auto xv = test::random_vector(96, uint32_t(60 + bits), -2.f, 2.f);
+    for (auto& v : xv)
+      if (std::fabs(std::fabs(v) - alpha0) < 0.01) v += 0.05f;  // keep the clamp kinks away
+    const auto gv = test::random_vector(96, uint32_t(70 + bits));
+    std::vector<double> c(xv.size());
+    for (size_t i = 0; i < xv.size(); ++i) {
+      const double r = n * std::clamp(double(xv[i]), -alpha0, alpha0) / alpha0;
+      c[i] = double(round_half_away(float(r))) - r;
+    }
+    auto loss = [&](double alpha, const std::vector<double>& x, bool calibrated) {
+      double s = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double r = n * std::clamp(x[i], -alpha, alpha) / alpha;
+        s += double(gv[i]) * alpha / n * (r + (calibrated ? c[i] : 0.0));
+      }
+      return s;
+    };
+    std::vector<double> xd(xv.begin(), xv.end());
+    const double h = 1e-6;
+    for (bool calibrated : {false, true}) {
+      CAPTURE(calibrated);
+      const double fd = (loss(alpha0 + h, xd, calibrated) - loss(alpha0 - h, xd, calibrated)) / (2 * h);
+      const auto want = ref::pact_signed_backward(xv, float(alpha0), gv, bits,
+                                                  calibrated ? PactGradient::Calibrated : PactGradient::Original);
+      CHECK(want.dalpha == doctest::Approx(fd).epsilon(1e-5));
+      for (size_t i = 0; i < xd.size(); i += 7) {
+        auto xp = xd, xm = xd;
+        xp[i] += h, xm[i] -= h;
+        const double fdx = (loss(alpha0, xp, calibrated) - loss(alpha0, xm, calibrated)) / (2 * h);
+        CHECK(double(want.dx[i]) == doctest::Approx(fdx).epsilon(1e-5));
+      }
+    }
+    // The two variants differ by the quantization-error term, clearly non-zero here.
+    const auto orig = ref::pact_signed_backward(xv, float(alpha0), gv, bits, PactGradient::Original);
+    const auto cg = ref::pact_signed_backward(xv, float(alpha0), gv, bits, PactGradient::Calibrated);
+    CHECK(std::fabs(cg.dalpha - orig.dalpha) > 1e-3);
+  }
+}
+
+TEST_CASE("signed pact refuses 1 bit (no level per side), naming the op" * doctest::test_suite("quant-pact")) {
+  Context& ctx = test::ctx();
+  Tensor x(ctx, {2, 3}), alpha(ctx, {1}), y(ctx, {2, 3});
+  Recording rec(ctx);
+  CHECK_THROWS_WITH_AS(pact_signed_forward(rec, x, alpha, y, 1), doctest::Contains("pact_signed_forward: signed activations need 2..8 bits"), Error);
+  CHECK_THROWS_WITH_AS(ref::pact_signed_forward({1.f}, 1.f, 9), doctest::Contains("need 2..8 bits"), Error);
 }

@@ -154,6 +154,13 @@ struct GraphExport {
     }
     return "?";
   }
+  // Training quantized this linear bottleneck with a signed quantizer (GraphNetwork's
+  // "LAYER.act"): the integer kernels have unsigned codes only, so no exact integer form.
+  void refuse_signed(int i) const {
+    const std::string q = lname(i) + ".act";
+    if (d.index_of(q) < 0 && ex.st.has(q + ".alpha"))  // not a relu of that name
+      refuse(i, "its signed activation quantizer '" + q + "' (a linear bottleneck) has no integer kernel yet (the integer layers take unsigned codes)");
+  }
   void emit(int i, IntNode n) {
     if (m.index_of(n.name) >= 0) refuse(i, "'" + n.name + "' would feed two activation quantizers");
     m.nodes.push_back(std::move(n));
@@ -294,6 +301,7 @@ struct GraphExport {
             refuse(i, "a batchnorm folds only into the conv right before it (it reads " + describe(in) +
                           "; pre-activation BN has no integer kernel)");
           v.kind = K::BnConv, v.conv = in.conv;
+          refuse_signed(i);
           break;
         case LayerOp::Relu:
         case LayerOp::Relu6:
@@ -305,6 +313,7 @@ struct GraphExport {
             if (x.kind != K::Codes && x.kind != K::BnConv) refuse(i, "it adds " + describe(x));
           }
           v.kind = K::Sum, v.a = l.input_index[0], v.b = l.input_index[1];
+          refuse_signed(i);
           break;
         case LayerOp::MaxPool: {
           if (in.kind != K::Codes) refuse(i, "max pool runs on codes, it reads " + describe(in));

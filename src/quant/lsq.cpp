@@ -40,8 +40,8 @@ void check_tensors(const char* op, const LsqConfig& cfg, const Tensor& v, const 
 
 LsqRange lsq_range(const LsqConfig& cfg) {
   check_bits("lsq", cfg.bits);
-  if (cfg.target == QuantTarget::Weight) {
-    if (cfg.bits < 2) throw Error("lsq: signed (weight) quantization needs bits >= 2: 1 bit leaves Qp = 2^0 - 1 = 0");
+  if (cfg.target == QuantTarget::Weight || cfg.symmetric) {
+    if (cfg.bits < 2) throw Error("lsq: signed quantization needs bits >= 2: 1 bit leaves Qp = 2^0 - 1 = 0");
     return LsqRange{float(1 << (cfg.bits - 1)), float((1 << (cfg.bits - 1)) - 1)};
   }
   return LsqRange{0.f, float((1 << cfg.bits) - 1)};
@@ -191,9 +191,15 @@ class LsqWeight : public WeightQuantizer {
 
 class LsqAct : public ActQuantizer {
  public:
-  LsqAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits) {
+  LsqAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, bool symmetric) {
     cfg_.bits = bits;
     cfg_.target = QuantTarget::Activation;
+    cfg_.symmetric = symmetric;
+    try {
+      lsq_range(cfg_);  // 1-bit signed: an error naming the activation now
+    } catch (const Error& e) {
+      throw Error(name + ": " + e.what());
+    }
     step_ = Parameter(ctx, name + ".step", {int(lsq_step_count(cfg_, shape))}, false);
     step_.value.upload(std::vector<float>(size_t(step_.value.numel()), 1.f));  // replaced by the data init
     scratch_ = make_quant_scratch(ctx, shape, quant_scope(cfg_.target, cfg_.per_channel));
@@ -206,7 +212,9 @@ class LsqAct : public ActQuantizer {
     lsq_backward(rec, x, step_.value, dy, dx, acc, step_.grad, false, scratch_, cfg_);
   }
   std::vector<Parameter*> parameters() override { return {&step_}; }
-  std::string describe() const override { return "lsq-act " + bits_str(cfg_.bits); }
+  std::string describe() const override {
+    return std::string("lsq-act ") + (cfg_.symmetric ? "signed " : "") + bits_str(cfg_.bits);
+  }
   bool wants_data_init() const override { return true; }
   void set_data_init(bool on) override { data_init_ = on; }
 
@@ -225,7 +233,10 @@ void register_lsq(Registry& r) {
                        }});
   r.acts.push_back({"lsq", "learned step size (unsigned), initialised from the first batch",
                     [](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, LayerRole) {
-                      return std::unique_ptr<ActQuantizer>(new LsqAct(ctx, name, shape, bits));
+                      return std::unique_ptr<ActQuantizer>(new LsqAct(ctx, name, shape, bits, false));
+                    },
+                    [](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits) {
+                      return std::unique_ptr<ActQuantizer>(new LsqAct(ctx, name, shape, bits, true));
                     }});
 }
 }  // namespace vkqat::quant

@@ -3,6 +3,7 @@
 // tensor or per channel; round = half away from zero.
 //   weights (signed):        Qn = 2^(k-1), Qp = 2^(k-1) - 1   (k >= 2: 1 bit leaves Qp = 0)
 //   activations (unsigned):  Qn = 0,       Qp = 2^k - 1
+//   activations, symmetric:  as weights (a linear bottleneck, whose input can be negative)
 //   forward   vq = round(clamp(v/s, -Qn, Qp)) s          (as computed: r = v * (1/s))
 //   backward  dv = g [-Qn <= v/s <= Qp]                  (STE)
 //             ds = gs sum(g (round(v/s) - v/s inside; -Qn below; Qp above))
@@ -26,6 +27,7 @@ struct LsqConfig {
   int bits = 4;
   QuantTarget target = QuantTarget::Activation;
   bool per_channel = false;
+  bool symmetric = false;  // activations: the signed range, as weights (a linear bottleneck's input)
 };
 
 struct LsqRange {

@@ -27,23 +27,21 @@ struct BackwardPush {
 
 }  // namespace
 
-void pact_forward(Recording& rec, const Tensor& x, const Tensor& alpha, Tensor& y, int bits) {
-  const char* op = "pact_forward";
-  check_bits(op, bits);
+namespace {
+// Both forms share these: only the kernel and the level count differ.
+void record_forward(Recording& rec, const char* op, const char* kernel, const Tensor& x, const Tensor& alpha, Tensor& y,
+                    Levels L) {
   detail::require_shape(op, x, "x", x.shape());
   detail::require_shape(op, y, "y", x.shape());
   detail::require_numel(op, alpha, "alpha", 1);
-  const Levels L = levels(bits);
   const Plan plan = detail::make_plan(rec.context(), x.shape(), ReduceScope::Tensor, PlanKind::Elementwise, true);
   ForwardPush push{plan.push, L.n, L.inv_n};
-  detail::dispatch_plan(rec, "quant_pact", plan, {x.view(), alpha.view(), y.view()}, push, "pact");
+  detail::dispatch_plan(rec, kernel, plan, {x.view(), alpha.view(), y.view()}, push, op);
 }
 
-void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
-                   bool accumulate_dx, Tensor& dalpha, bool accumulate_dalpha, Tensor& scratch, int bits,
-                   PactGradient gradient) {
-  const char* op = "pact_backward";
-  check_bits(op, bits);
+void record_backward(Recording& rec, const char* op, const char* kernel, const Tensor& x, const Tensor& alpha,
+                     const Tensor& dy, Tensor& dx, bool accumulate_dx, Tensor& dalpha, bool accumulate_dalpha,
+                     Tensor& scratch, Levels L, PactGradient gradient) {
   detail::require_shape(op, x, "x", x.shape());
   detail::require_shape(op, dy, "dy", x.shape());
   detail::require_shape(op, dx, "dx", x.shape());
@@ -51,14 +49,47 @@ void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const T
   detail::require_numel(op, dalpha, "dalpha", 1);
   Context& ctx = rec.context();
   detail::require_scratch(op, scratch, ctx, x.shape(), ReduceScope::Tensor);
-  const Levels L = levels(bits);
   const Plan plan = detail::make_plan(ctx, x.shape(), ReduceScope::Tensor, PlanKind::Reduce, true);
   BackwardPush push{plan.push, L.n, L.inv_n, accumulate_dx ? 1u : 0u,
                     gradient == PactGradient::Calibrated ? 1u : 0u};
-  detail::dispatch_plan(rec, "quant_pact_bwd", plan, {x.view(), alpha.view(), dy.view(), dx.view(), scratch.view()},
-                        push, "pact_bwd");
+  detail::dispatch_plan(rec, kernel, plan, {x.view(), alpha.view(), dy.view(), dx.view(), scratch.view()}, push, op);
   detail::record_sum_final(rec, plan, scratch, dalpha, 1.f, accumulate_dalpha, std::numeric_limits<float>::lowest(),
                            "pact_bwd dalpha");
+}
+}  // namespace
+
+void pact_forward(Recording& rec, const Tensor& x, const Tensor& alpha, Tensor& y, int bits) {
+  check_bits("pact_forward", bits);
+  record_forward(rec, "pact_forward", "quant_pact", x, alpha, y, levels(bits));
+}
+
+void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
+                   bool accumulate_dx, Tensor& dalpha, bool accumulate_dalpha, Tensor& scratch, int bits,
+                   PactGradient gradient) {
+  check_bits("pact_backward", bits);
+  record_backward(rec, "pact_backward", "quant_pact_bwd", x, alpha, dy, dx, accumulate_dx, dalpha, accumulate_dalpha,
+                  scratch, levels(bits), gradient);
+}
+
+Levels pact_signed_levels(const char* op, int bits) {
+  if (bits < 2 || bits > 8)
+    throw Error(std::string(op) + ": signed activations need 2..8 bits (1 bit has no level per side), got " +
+                std::to_string(bits));
+  const float n = float((1 << (bits - 1)) - 1);
+  return {n, 1.f / n};
+}
+
+void pact_signed_forward(Recording& rec, const Tensor& x, const Tensor& alpha, Tensor& y, int bits) {
+  const char* op = "pact_signed_forward";
+  record_forward(rec, op, "quant_pact_signed", x, alpha, y, pact_signed_levels(op, bits));
+}
+
+void pact_signed_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
+                          bool accumulate_dx, Tensor& dalpha, bool accumulate_dalpha, Tensor& scratch, int bits,
+                          PactGradient gradient) {
+  const char* op = "pact_signed_backward";
+  record_backward(rec, op, "quant_pact_signed_bwd", x, alpha, dy, dx, accumulate_dx, dalpha, accumulate_dalpha, scratch,
+                  pact_signed_levels(op, bits), gradient);
 }
 
 void pact_merge_clip_grad(Recording& rec, const Tensor& partials, Tensor& dalpha, bool accumulate) {
@@ -116,6 +147,39 @@ PactGrads pact_backward(const std::vector<float>& x, float alpha_in, const std::
   return out;
 }
 
+Quantized pact_signed_forward(const std::vector<float>& x, float alpha_in, int bits) {
+  const Levels L = pact_signed_levels("ref::pact_signed_forward", bits);
+  const float alpha = std::max(alpha_in, kMinScale);
+  const float scale = L.n / alpha, step = alpha * L.inv_n;
+  Quantized out{std::vector<float>(x.size()), std::vector<float>(x.size())};
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float r = std::min(std::max(x[i], -alpha), alpha) * scale;
+    out.r[i] = r;
+    out.y[i] = round_half_away(r) * step;
+  }
+  return out;
+}
+
+PactGrads pact_signed_backward(const std::vector<float>& x, float alpha_in, const std::vector<float>& g, int bits,
+                               PactGradient gradient) {
+  const double n = pact_signed_levels("ref::pact_signed_backward", bits).n;
+  const float alpha = std::max(alpha_in, kMinScale);
+  PactGrads out;
+  out.dx.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const bool inside = std::fabs(x[i]) <= alpha;
+    out.dx[i] = inside ? g[i] : 0.f;
+    if (x[i] > alpha) out.dalpha += double(g[i]);
+    if (x[i] < -alpha) out.dalpha -= double(g[i]);
+    if (inside && gradient == PactGradient::Calibrated) {
+      const double u = double(x[i]) / double(alpha), nu = n * u;
+      const double q = (nu < 0 ? -1.0 : 1.0) * std::floor(std::fabs(nu) + 0.5) / n;
+      out.dalpha += double(g[i]) * (q - u);
+    }
+  }
+  return out;
+}
+
 }  // namespace ref
 
 // ---- the quantizer the network calls, and its registration (registry.h) ---------------
@@ -126,16 +190,29 @@ using nn::Parameter;
 
 class PactAct : public ActQuantizer {
  public:
+  // symmetric: the signed form (a linear bottleneck's quantizer), which BN's fused passes
+  // (clamping at 0) cannot apply.
   PactAct(Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, float alpha0,
-          PactGradient g)
-      : bits_(bits), gradient_(g), alpha_(ctx, name + ".alpha", {1}, false), scratch_(make_quant_scratch(ctx, shape)) {
+          PactGradient g, bool symmetric)
+      : bits_(bits), gradient_(g), symmetric_(symmetric), alpha_(ctx, name + ".alpha", {1}, false),
+        scratch_(make_quant_scratch(ctx, shape)) {
+    if (symmetric) pact_signed_levels(name.c_str(), bits);  // 1 bit: an error naming the activation now
     alpha_.value.upload({alpha0});
   }
-  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override { pact_forward(rec, x, alpha_.value, y, bits_); }
+  void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override {
+    if (symmetric_)
+      pact_signed_forward(rec, x, alpha_.value, y, bits_);
+    else
+      pact_forward(rec, x, alpha_.value, y, bits_);
+  }
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
-    pact_backward(rec, x, alpha_.value, dy, dx, acc, alpha_.grad, false, scratch_, bits_, gradient_);
+    if (symmetric_)
+      pact_signed_backward(rec, x, alpha_.value, dy, dx, acc, alpha_.grad, false, scratch_, bits_, gradient_);
+    else
+      pact_backward(rec, x, alpha_.value, dy, dx, acc, alpha_.grad, false, scratch_, bits_, gradient_);
   }
   std::optional<UniformClip> uniform_clip() const override {
+    if (symmetric_) return std::nullopt;
     const Levels L = levels(bits_);
     return UniformClip{&alpha_.value, L.n, L.inv_n, gradient_ == PactGradient::Calibrated};
   }
@@ -144,12 +221,14 @@ class PactAct : public ActQuantizer {
   }
   std::vector<Parameter*> parameters() override { return {&alpha_}; }
   std::string describe() const override {
-    return std::string(gradient_ == PactGradient::Calibrated ? "cg-pact " : "pact ") + bits_str(bits_);
+    return std::string(gradient_ == PactGradient::Calibrated ? "cg-pact " : "pact ") + (symmetric_ ? "signed " : "") +
+           bits_str(bits_);
   }
 
  private:
   int bits_;
   PactGradient gradient_;
+  bool symmetric_;
   Parameter alpha_;
   Tensor scratch_;
 };
@@ -162,7 +241,10 @@ void register_pact(Registry& r) {
                       cg ? "learned clip alpha, SAT's calibrated alpha gradient" : "learned clip alpha, PACT's alpha gradient",
                       [g](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits, LayerRole consumer) {
                         const float alpha0 = consumer == LayerRole::Last ? kPactAlphaFc : kPactAlphaConv;
-                        return std::unique_ptr<ActQuantizer>(new PactAct(ctx, name, shape, bits, alpha0, g));
+                        return std::unique_ptr<ActQuantizer>(new PactAct(ctx, name, shape, bits, alpha0, g, false));
+                      },
+                      [g](Context& ctx, const std::string& name, const std::vector<int>& shape, int bits) {
+                        return std::unique_ptr<ActQuantizer>(new PactAct(ctx, name, shape, bits, kPactAlphaConv, g, true));
                       }});
   }
 }

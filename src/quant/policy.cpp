@@ -87,6 +87,18 @@ class Policy : public nn::QuantPolicy {
     return act_quantizer(cfg_.aquant).make(ctx, name, shape, bits, consumer);
   }
 
+  std::unique_ptr<ActQuantizer> signed_activation(Context& ctx, const std::string& name,
+                                                  const std::vector<int>& shape) override {
+    int bits = override_bits(name, "abits", cfg_.abits);
+    if (bits == 32) return nullptr;
+    check_bits(("bits of " + name).c_str(), bits);
+    const ActQuantizerSpec& spec = act_quantizer(cfg_.aquant);
+    if (!spec.make_signed)
+      throw Error(name + ": --aquant " + spec.name +
+                  " has no signed form for this linear bottleneck (its input can be negative); use --aquant pact|cg-pact|lsq");
+    return spec.make_signed(ctx, name, shape, bits);
+  }
+
   void finish() override {
     for (const auto& [name, v] : cfg_.bits_config.items())
       if (!used_.count(name))

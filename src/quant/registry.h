@@ -28,6 +28,11 @@ struct ActQuantizerSpec {
   std::function<std::unique_ptr<nn::ActQuantizer>(Context& ctx, const std::string& name, const std::vector<int>& shape,
                                                   int bits, nn::LayerRole consumer)>
       make;
+  // The signed form, for inputs that can be negative (a linear bottleneck feeding a conv);
+  // empty when the method has none (the policy then refuses naming the activation).
+  std::function<std::unique_ptr<nn::ActQuantizer>(Context& ctx, const std::string& name, const std::vector<int>& shape,
+                                                  int bits)>
+      make_signed;
 };
 
 struct Registry {

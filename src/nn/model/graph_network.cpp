@@ -1,5 +1,7 @@
 #include "nn/model/graph_network.h"
 
+#include <functional>
+
 #include "backend/error.h"
 #include "nn/model/graph_memory.h"
 #include "nn/model/resnet.h"  // wire_input_grids, output_grid
@@ -29,6 +31,12 @@ struct GraphNetwork::Node {
   std::unique_ptr<LinearLayer> linear;
   std::unique_ptr<ActQuantizer> act;  // relu: replaces it; the last linear: quantizes its input
   Tensor q_in, d_q_in;                // the last linear's quantized input and its gradient
+  // A linear bottleneck (an add / batchnorm feeding a conv or linear with no relu between):
+  // its signed quantizer "LAYER.act"; every consumer reads q_out and writes d_q_out, while
+  // out / grad stay the value before the quantizer (what the aux taps read, METHODS.md §4).
+  std::unique_ptr<ActQuantizer> signed_act;
+  Tensor q_out, d_q_out;
+  bool q_written = false;
   Pool2dShape pool;                   // maxpool
   DropoutParams dropout;              // dropout (seed set by init_layers)
   bool last = false, classifier = false;
@@ -227,7 +235,8 @@ void GraphNetwork::plan() {
     for (int k = 0; k < 2; ++k) {
       const int j = add.d.input_index[size_t(k)];
       if (j < 0 || (add.mode == Mode::Residual && j == add.bn_node)) continue;
-      if (node(j).consumers.size() == 1 && !node(j).tapped && add.drop_input != k) node(j).grad_from_add = a;
+      if (node(j).consumers.size() == 1 && !node(j).tapped && !node(j).signed_act && add.drop_input != k)
+        node(j).grad_from_add = a;
     }
   }
   // Buffers: allocated once, only where the chosen kernels read or write them.
@@ -295,7 +304,37 @@ void GraphNetwork::place_gradients(const std::vector<int>& own) {
   }
 }
 
+// A batchnorm or add whose value reaches a conv or (non-classifier) linear through max
+// pool / flatten / dropout only, and no relu reads it: it needs a signed quantizer.
+bool GraphNetwork::is_linear_bottleneck(int i) {
+  const Node& n = node(i);
+  if ((n.d.op != LayerOp::Add && n.d.op != LayerOp::BatchNorm) || n.last) return false;
+  std::function<bool(int)> reaches_weights = [&](int k) {
+    for (int c : node(k).consumers) {
+      const LayerOp op = node(c).d.op;
+      if (op == LayerOp::Conv || (op == LayerOp::Linear && !node(c).classifier)) return true;
+      if ((op == LayerOp::MaxPool || op == LayerOp::Flatten || op == LayerOp::Dropout) && reaches_weights(c)) return true;
+    }
+    return false;
+  };
+  for (int c : n.consumers)
+    if (node(c).d.op == LayerOp::Relu || node(c).d.op == LayerOp::Relu6) return false;
+  return reaches_weights(i);
+}
+
 void GraphNetwork::apply_quant_policy(QuantPolicy& policy) {
+  for (int i = 0; i < int(nodes_.size()); ++i) {
+    Node& n = node(i);
+    if (!is_linear_bottleneck(i)) continue;
+    const std::vector<int> shape = batched(batch_, n.d.shape);
+    if (desc_.index_of(n.d.name + ".act") >= 0)
+      throw Error("model description " + desc_.source + ": layer '" + n.d.name + "' needs a signed activation quantizer '" +
+                  n.d.name + ".act', but a layer has that name (rename it)");
+    n.signed_act = policy.signed_activation(ctx_, n.d.name + ".act", shape);
+    if (!n.signed_act) continue;
+    register_act_quantizer(n.signed_act.get());
+    if (!n.q_out.defined()) n.q_out = Tensor(ctx_, shape), n.d_q_out = Tensor(ctx_, shape);
+  }
   for (auto& np : nodes_) {
     Node& n = *np;
     if (n.conv) {
@@ -352,6 +391,7 @@ QuantSites GraphNetwork::quant_sites() {
   for (int i = 0; i < int(nodes_.size()); ++i) {
     Node& n = node(i);
     if (n.conv) s.weights.push_back({n.d.name, &n.conv->weight.value, n.conv->quant.get()});
+    if (n.signed_act) s.acts.push_back({n.d.name + ".act", &n.out, n.signed_act.get()});
     if (n.d.op == LayerOp::Relu || n.d.op == LayerOp::Relu6) {
       const int j = n.d.input_index[0];
       const Tensor* in = j < 0 ? &input_ : &node(j).out;
@@ -374,7 +414,7 @@ QuantSites GraphNetwork::quant_sites() {
 void GraphNetwork::forward(Recording& rec, bool train) {
   auto in = [&](const Node& n, int k) -> const Tensor& {
     const int j = n.d.input_index[size_t(k)];
-    return j < 0 ? input_ : node(j).out;
+    return j < 0 ? input_ : consumed(j);
   };
   for (int i = 0; i < int(nodes_.size()); ++i) {
     Node& n = node(i);
@@ -459,8 +499,11 @@ void GraphNetwork::forward(Recording& rec, bool train) {
         dropout_forward(rec, n.dropout, dropout_step_, x, n.out, train);
         break;
     }
+    if (n.signed_act) n.signed_act->forward(rec, n.out, n.q_out, train);
   }
 }
+
+const Tensor& GraphNetwork::consumed(int j) { return node(j).signed_act ? node(j).q_out : node(j).out; }
 
 Tensor* GraphNetwork::grad_target(int i, int k, bool& accumulate) {
   accumulate = false;
@@ -472,9 +515,15 @@ Tensor* GraphNetwork::grad_target(int i, int k, bool& accumulate) {
     if (!d_image_.defined()) d_image_ = Tensor(ctx_, input_.shape());
     return &d_image_;
   }
-  accumulate = node(j).written;
-  node(j).written = true;
-  return &node(j).grad;
+  Node& in = node(j);
+  if (in.signed_act) {
+    accumulate = in.q_written;
+    in.q_written = true;
+    return &in.d_q_out;
+  }
+  accumulate = in.written;
+  in.written = true;
+  return &in.grad;
 }
 
 bool GraphNetwork::passes_through(int add, int k) {
@@ -490,16 +539,20 @@ static void copy_or_add(Recording& rec, const Tensor& src, Tensor& dst, bool acc
 }
 
 void GraphNetwork::backward(Recording& rec) {
-  for (auto& n : nodes_) n->written = n->tapped;
+  for (auto& n : nodes_) n->written = n->tapped, n->q_written = false;
   nodes_.back()->written = true;  // d_logits
   auto in = [&](const Node& n, int k) -> const Tensor& {
     const int j = n.d.input_index[size_t(k)];
-    return j < 0 ? input_ : node(j).out;
+    return j < 0 ? input_ : consumed(j);
   };
   for (int i = int(nodes_.size()); i-- > 0;) {
     Node& n = node(i);
     const Tensor& x = in(n, 0);
     bool acc = false;
+    if (n.signed_act) {  // its consumers are done: into the sum's gradient (the aux's added to)
+      n.signed_act->backward(rec, n.out, n.d_q_out, n.grad, n.written);
+      n.written = true;
+    }
     switch (n.d.op) {
       case LayerOp::Conv: {
         Tensor* dx = grad_target(i, 0, acc);

@@ -59,6 +59,8 @@ class GraphNetwork : public Network {
   Node& node(int i) { return *nodes_[size_t(i)]; }
   void plan();  // chooses the fusions from the current quantizers and taps
   void place_gradients(const std::vector<int>& own);  // the nodes' gradient buffers in grad_pool_
+  bool is_linear_bottleneck(int i);  // needs a signed activation quantizer (apply_quant_policy)
+  const Tensor& consumed(int j);     // what node j's consumers read: its quantized output if it has one
   // The gradient buffer of input `k` of node i for a write, or null (the image needs none).
   Tensor* grad_target(int i, int k, bool& accumulate);
   // Whether input k of this add reads the add's own gradient buffer (no copy needed).

@@ -101,6 +101,13 @@ class QuantPolicy {
                                                   LayerRole role) = 0;
   virtual std::unique_ptr<ActQuantizer> activation(Context& ctx, const std::string& name,
                                                    const std::vector<int>& shape, LayerRole consumer) = 0;
+  // A signed activation quantizer for a value that can be negative and feeds a conv or
+  // linear with no ReLU between (a linear bottleneck: "LAYER.act" after a batchnorm or add).
+  // Null: that value stays full precision.
+  virtual std::unique_ptr<ActQuantizer> signed_activation(Context& /*ctx*/, const std::string& /*name*/,
+                                                          const std::vector<int>& /*shape*/) {
+    return nullptr;
+  }
   // Called once every layer has asked: lets a policy report names it was given that match
   // no layer (e.g. a bits-config file naming a layer the model does not have).
   virtual void finish() {}

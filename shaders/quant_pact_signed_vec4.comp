@@ -1,0 +1,7 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Symmetric (signed) PACT, forward, vec4 elements. See quant_pact.glsl.
+#define VEC_WIDTH 4
+#define PACT_BACKWARD 0
+#define PACT_SIGNED 1
+#include "quant_pact.glsl"
