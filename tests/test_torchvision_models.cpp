@@ -147,7 +147,7 @@ TEST_CASE("torchvision models: bad sizes get errors naming the flag or the layer
 TEST_CASE("torchvision models: the policy quantizes every conv incl. depthwise at --wbits, the edges at --edge-bits") {
   quant::QuantConfig q;
   q.wbits = 4, q.abits = 4, q.edge_bits = 8;
-  for (const std::string name : nn::torchvision_model_names()) {
+  for (const std::string& name : nn::torchvision_model_names()) {
     CAPTURE(name);
     nn::ModelConfig mc = config(name, 1, 16, 10);
     mc.width = 4, mc.width_mult = 0.25, mc.stem = "cifar";
@@ -255,7 +255,7 @@ TEST_CASE("torchvision parity: PyTorch-trained ResNet-18, ResNet-50 and MobileNe
 TEST_CASE("torchvision models train: a few steps at a tiny size, FP32 and W4A4 CG-PACT + SAT + aux, losses finite") {
   REQUIRE_MESSAGE(std::filesystem::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
                   "Debian package dataset-fashion-mnist is required (make test installs it)");
-  for (const std::string model : nn::torchvision_model_names())
+  for (const std::string& model : nn::torchvision_model_names())
     for (bool quantized : {false, true}) {
       CAPTURE(model);
       CAPTURE(quantized);
