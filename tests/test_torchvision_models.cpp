@@ -149,8 +149,8 @@ TEST_CASE("torchvision models: the policy quantizes every conv incl. depthwise a
   q.wbits = 4, q.abits = 4, q.edge_bits = 8;
   for (const std::string& name : nn::torchvision_model_names()) {
     CAPTURE(name);
-    nn::ModelConfig mc = config(name, 1, 16, 10);
-    mc.width = 4, mc.width_mult = 0.25, mc.stem = "cifar";
+    nn::ModelConfig mc = config(name, 1, 32, 10);  // torchvision's stem (the resnets' max pool) at 32x32
+    mc.width = 4, mc.width_mult = 0.25;
     auto net = nn::build_network(test::ctx(), mc, 2);
     REQUIRE(dynamic_cast<nn::GraphNetwork*>(net.get()));
     net->apply_quant_policy(*quant::make_quant_policy(q));
@@ -169,6 +169,14 @@ TEST_CASE("torchvision models: the policy quantizes every conv incl. depthwise a
     CHECK(convs == want_convs);
     REQUIRE(s.classifier);
     for (const auto& a : s.acts) CHECK(a.quant);
+    // Exact evaluation: every conv but the one reading the image convolves integer levels,
+    // including those behind a max pool (resnets' stem) or a signed linear bottleneck.
+    auto& g = dynamic_cast<nn::GraphNetwork&>(*net);
+    for (const auto& l : d.layers)
+      if (l.op == nn::LayerOp::Conv) {
+        CAPTURE(l.name);
+        CHECK(g.conv_exact_eval(l.name) == (l.name != first));
+      }
   }
 }
 

@@ -216,6 +216,11 @@ class PactAct : public ActQuantizer {
     const Levels L = levels(bits_);
     return UniformClip{&alpha_.value, L.n, L.inv_n, gradient_ == PactGradient::Calibrated};
   }
+  // Signed outputs are integers in [-n, n] times alpha / n: on a grid too (exact evaluation).
+  std::optional<nn::Grid> grid() const override {
+    if (!symmetric_) return ActQuantizer::grid();
+    return nn::Grid{&alpha_.value, pact_signed_levels("signed PACT", bits_).inv_n};
+  }
   void merge_clip_grad(Recording& rec, const Tensor& partials) override {
     pact_merge_clip_grad(rec, partials, alpha_.grad, false);
   }

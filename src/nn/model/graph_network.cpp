@@ -361,15 +361,26 @@ void GraphNetwork::apply_quant_policy(QuantPolicy& policy) {
   policy.finish();
   plan();
   // Exact evaluation: a conv whose input is an activation quantizer's output convolves its
-  // integer levels (nn/ops/grid.h).
+  // integer levels (nn/ops/grid.h). Max pool, flatten and dropout (identity in eval) keep
+  // values on their input's grid, so the walk back passes through them.
   std::vector<std::pair<Conv2dLayer*, std::optional<Grid>>> inputs;
   for (auto& n : nodes_) {
     if (!n->conv) continue;
-    const int j = n->d.input_index[0];
-    const bool act_input = j >= 0 && (node(j).d.op == LayerOp::Relu || node(j).d.op == LayerOp::Relu6);
-    inputs.push_back({n->conv.get(), act_input ? output_grid(node(j).act) : std::nullopt});
+    int j = n->d.input_index[0];
+    while (j >= 0 && (node(j).d.op == LayerOp::MaxPool || node(j).d.op == LayerOp::Flatten ||
+                      node(j).d.op == LayerOp::Dropout))
+      j = node(j).d.input_index[0];
+    std::optional<Grid> g;
+    if (j >= 0 && (node(j).d.op == LayerOp::Relu || node(j).d.op == LayerOp::Relu6)) g = output_grid(node(j).act);
+    if (j >= 0 && node(j).signed_act) g = output_grid(node(j).signed_act);
+    inputs.push_back({n->conv.get(), g});
   }
   nn::wire_input_grids(ctx_, inputs, grid_scratch_);
+}
+
+bool GraphNetwork::conv_exact_eval(const std::string& name) const {
+  const int i = desc_.index_of(name);
+  return i >= 0 && nodes_[size_t(i)]->conv && nodes_[size_t(i)]->conv->exact_eval();
 }
 
 std::vector<FeatureTap> GraphNetwork::feature_taps() {

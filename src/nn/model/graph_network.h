@@ -47,6 +47,9 @@ class GraphNetwork : public Network {
   std::vector<FeatureTap> feature_taps() override;
   QuantSites quant_sites() override;
   const ModelDescription& description() const { return desc_; }
+  // Whether conv layer `name` convolves integer levels in evaluation (its input is on an
+  // activation quantizer's grid and its weights on their quantizer's); false for other layers.
+  bool conv_exact_eval(const std::string& name) const;
   // Tests only: the gradient of one input of this add layer is dropped (as a forgotten
   // shortcut gradient would be), for the gradient check to catch.
   void drop_add_input_grad_for_test(const std::string& add_layer, int input);
