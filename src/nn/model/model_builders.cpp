@@ -48,18 +48,28 @@ struct Builder {
   }
 };
 
+// The CIFAR ResNets' three stages of blocks_per_stage blocks: block "layerS.B" from c_in to
+// c_out channels (width << stage), stride 2 at the first block of stages 2 and 3.
+template <class Block>
+void for_each_cifar_block(const ModelConfig& cfg, int blocks_per_stage, Block block) {
+  int c = cfg.width;
+  for (int stage = 0; stage < 3; ++stage) {
+    const int c_out = cfg.width << stage;
+    for (int i = 0; i < blocks_per_stage; ++i) {
+      block("layer" + std::to_string(stage + 1) + "." + std::to_string(i), c, c_out, (stage > 0 && i == 0) ? 2 : 1);
+      c = c_out;
+    }
+  }
+}
+
 // He et al.'s CIFAR ResNet with BasicBlocks and 1x1 conv + BN shortcuts (resnet.h). Taps:
 // the stem's BN output and every residual sum, as ResNet::feature_taps.
 void resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
   b.conv("conv1", cfg.width, 3, 1, 1);
   b.d.taps.push_back(b.op("bn1", LayerOp::BatchNorm));
   b.op("conv1.act", LayerOp::Relu);
-  int c = cfg.width;
-  for (int stage = 0; stage < 3; ++stage) {
-    const int c_out = cfg.width << stage;
-    for (int i = 0; i < blocks_per_stage; ++i) {
-      const int stride = (stage > 0 && i == 0) ? 2 : 1;
-      const std::string n = "layer" + std::to_string(stage + 1) + "." + std::to_string(i), x = b.last;
+  for_each_cifar_block(cfg, blocks_per_stage, [&](const std::string& n, int c, int c_out, int stride) {
+      const std::string x = b.last;
       b.conv(n + ".conv1", c_out, 3, stride, 1);
       b.op(n + ".bn1", LayerOp::BatchNorm);
       b.op(n + ".act1", LayerOp::Relu);
@@ -72,9 +82,7 @@ void resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
       }
       b.d.taps.push_back(b.op(n, LayerOp::Add, {main, shortcut}));
       b.op(n + ".act2", LayerOp::Relu);
-      c = c_out;
-    }
-  }
+  });
   b.op("avgpool", LayerOp::GlobalAvgPool);
   b.linear("fc", cfg.classes);
 }
@@ -83,12 +91,8 @@ void resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
 // shortcut conv (no BN) reads the block's first activation, a final BN + ReLU ("bn").
 void preact_resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
   b.d.taps.push_back(b.conv("conv1", cfg.width, 3, 1, 1));
-  int c = cfg.width;
-  for (int stage = 0; stage < 3; ++stage) {
-    const int c_out = cfg.width << stage;
-    for (int i = 0; i < blocks_per_stage; ++i) {
-      const int stride = (stage > 0 && i == 0) ? 2 : 1;
-      const std::string n = "layer" + std::to_string(stage + 1) + "." + std::to_string(i), x = b.last;
+  for_each_cifar_block(cfg, blocks_per_stage, [&](const std::string& n, int c, int c_out, int stride) {
+      const std::string x = b.last;
       b.op(n + ".bn1", LayerOp::BatchNorm);
       const std::string a1 = b.op(n + ".act1", LayerOp::Relu);
       b.conv(n + ".conv1", c_out, 3, stride, 1);
@@ -98,9 +102,7 @@ void preact_resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
       const std::string shortcut =
           (stride != 1 || c != c_out) ? b.conv(n + ".downsample.0", c_out, 1, stride, 0, {a1}) : x;
       b.d.taps.push_back(b.op(n, LayerOp::Add, {main, shortcut}));
-      c = c_out;
-    }
-  }
+  });
   b.op("bn", LayerOp::BatchNorm);
   b.op("bn.act", LayerOp::Relu);
   b.op("avgpool", LayerOp::GlobalAvgPool);
