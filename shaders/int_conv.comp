@@ -7,6 +7,8 @@
 // packed word column once and reuses each unpacked code for R x NB outputs.
 // MODE 0: y = requant(acc); 1 (stem): requant(acc, + sum of the weights of the taps inside
 // the image); 2 (block conv2): requant(acc, + res * mult2); 3: y = acc (downsample).
+// XOFF: the input codes' offset (signed codes a = c + XOFF): acc -= XOFF * the same border
+// sum of the weights inside the image (zero padding stands for 0, not for code XOFF).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "int_common.glsl"
@@ -21,6 +23,7 @@ layout(constant_id = 8) const int MODE = 0;
 layout(constant_id = 9) const int MB = 8;
 layout(constant_id = 10) const int R = 2;
 layout(constant_id = 11) const int NB = 4;
+layout(constant_id = 12) const int XOFF = 0;
 
 layout(std430, binding = 0) readonly buffer Xb { int x[]; };
 layout(std430, binding = 1) readonly buffer Wb { uint wcode[]; };
@@ -39,6 +42,7 @@ const int KK = KH * KW;
 const int PER_WORD = 32 / BITS;
 const uint MASK = (1u << BITS) - 1u;
 const int XR = (R - 1) * S + KH, XW = (NB - 1) * S + KW;
+const bool BORDER = MODE == 1 || XOFF != 0;
 
 void main() {
   const int col_blocks = (p.ow + NB - 1) / NB, row_blocks = (p.oh + R - 1) / R;
@@ -84,7 +88,7 @@ void main() {
             [[unroll]] for (int r = 0; r < R; ++r)
               [[unroll]] for (int q = 0; q < NB; ++q) {
                 acc[(m * R + r) * NB + q] += wq * xr[(r * S + kh) * XW + q * S + kw];
-                if (MODE == 1 && row_ok[r * S + kh] && col_ok[q * S + kw]) border[(m * R + r) * NB + q] += wq;
+                if (BORDER && row_ok[r * S + kh] && col_ok[q * S + kw]) border[(m * R + r) * NB + q] += wq;
               }
           }
     }
@@ -101,6 +105,7 @@ void main() {
         if (q0 + q >= p.ow) continue;
         const int idx = ((n * p.c_out + o) * p.oh + r0 + r) * p.ow + q0 + q;
         const int i = (m * R + r) * NB + q;
+        if (XOFF != 0) acc[i] -= XOFF * border[i];
         if (MODE == 3) {
           y[idx] = acc[i];
           continue;

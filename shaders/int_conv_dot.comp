@@ -38,6 +38,7 @@ layout(constant_id = 7) const int MODE = 0;
 layout(constant_id = 8) const int MB = 8;
 layout(constant_id = 9) const int R = 2;
 layout(constant_id = 10) const int NB = 4;
+layout(constant_id = 11) const int XOFF = 0;  // input codes' offset, as int_conv.comp
 
 layout(std430, binding = 0) readonly buffer Xb { int x[]; };
 layout(std430, binding = 1) readonly buffer Wb { uint wcode[]; };
@@ -55,6 +56,7 @@ layout(push_constant) uniform Params {
 const int KK = KH * KW;
 const int XR = (R - 1) * S + KH, XW = (NB - 1) * S + KW;
 const uint ONES = 0x01010101u;
+const bool BORDER = MODE == 1 || XOFF != 0;
 
 void main() {
   const int col_blocks = (p.ow + NB - 1) / NB, row_blocks = (p.oh + R - 1) / R;
@@ -107,17 +109,18 @@ void main() {
       [[unroll]] for (int q = 0; q < NB; ++q)
         [[unroll]] for (int kh = 0; kh < KH; ++kh)
           [[unroll]] for (int kw = 0; kw < KW; ++kw) act_sum[r * NB + q] += xs[(r * S + kh) * XW + q * S + kw];
-    // Stem: the sum of 2i - nw over the real channels of this word (padding codes are 0).
-    const int w_off = MODE == 1 ? p.wlevels * min(4, p.c_in - c0) : 0;
+    // Stem / offset input: the sum of 2i - nw over the real channels of this word (padding
+    // codes are 0).
+    const int w_off = BORDER ? p.wlevels * min(4, p.c_in - c0) : 0;
     [[unroll]] for (int m = 0; m < MB; ++m)
       [[unroll]] for (int kh = 0; kh < KH; ++kh)
         [[unroll]] for (int kw = 0; kw < KW; ++kw) {
           const uint wq = wv[m * KK + kh * KW + kw];
-          const int wsum = MODE == 1 ? 2 * int(DOT4(wq, ONES)) - w_off : 0;
+          const int wsum = BORDER ? 2 * int(DOT4(wq, ONES)) - w_off : 0;
           [[unroll]] for (int r = 0; r < R; ++r)
             [[unroll]] for (int q = 0; q < NB; ++q) {
               acc[(m * R + r) * NB + q] += DOT4(wq, xp[(r * S + kh) * XW + q * S + kw]);
-              if (MODE == 1 && row_ok[r * S + kh] && col_ok[q * S + kw]) border[(m * R + r) * NB + q] += wsum;
+              if (BORDER && row_ok[r * S + kh] && col_ok[q * S + kw]) border[(m * R + r) * NB + q] += wsum;
             }
         }
   }
@@ -133,7 +136,7 @@ void main() {
         if (q0 + q >= p.ow) continue;
         const int idx = ((n * p.c_out + o) * p.oh + r0 + r) * p.ow + q0 + q;
         const int i = (m * R + r) * NB + q;
-        const int total = int(2u * acc[i] - uint(p.wlevels) * act_sum[r * NB + q]);
+        const int total = int(2u * acc[i] - uint(p.wlevels) * act_sum[r * NB + q]) - XOFF * border[i];
         if (MODE == 3) {
           y[idx] = total;
           continue;

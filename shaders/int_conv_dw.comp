@@ -3,12 +3,14 @@
 // per output code; each out channel's codes hold one in channel, one packed word per tap.
 // int32 accumulation, 64-bit requantization (int_common.glsl). MODE as int_conv.comp:
 // 0 requant, 1 stem (+ border sum of the weights inside the image), 2 residual, 3 raw.
+// XOFF: the input codes' offset (signed codes): acc -= XOFF * that border sum.
 #extension GL_GOOGLE_include_directive : require
 #include "int_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const int BITS = 4;  // container bits of a code: 2, 4 or 8
 layout(constant_id = 4) const int MODE = 0;
+layout(constant_id = 5) const int XOFF = 0;
 
 layout(std430, binding = 0) readonly buffer Xb { int x[]; };
 layout(std430, binding = 1) readonly buffer Wb { uint wcode[]; };
@@ -41,6 +43,7 @@ void main() {
       border += wq;
     }
   }
+  acc -= XOFF * border;
   if (MODE == 3) {
     y[idx] = acc;
     return;

@@ -57,10 +57,12 @@ IntConv random_conv(int c_in, int c_out, int k, int stride, int wbits, int level
 }
 
 void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int wbits, IntConvMode mode,
-                uint32_t seed, quant::IntConvPath path = quant::IntConvPath::Portable, int levels = 15, int groups = 1) {
+                uint32_t seed, quant::IntConvPath path = quant::IntConvPath::Portable, int levels = 15, int groups = 1,
+                int x_offset = 0) {
   IntConv c = random_conv(c_in, c_out, k, stride, wbits, levels, mode, seed, groups);
+  c.x_offset = x_offset;  // signed input codes a = level + x_offset in [0, 2 x_offset]
   const int oh = (h + 2 * c.pad - k) / stride + 1, ow = (w + 2 * c.pad - k) / stride + 1;
-  const int x_levels = mode == IntConvMode::Stem ? 255 : levels;
+  const int x_levels = mode == IntConvMode::Stem ? 255 : x_offset ? 2 * x_offset : levels;
   std::vector<int32_t> x = random_codes(size_t(n) * c_in * h * w, x_levels, seed + 7);
   std::vector<int32_t> res = random_codes(size_t(n) * c_out * oh * ow, 4000, seed + 9);
   for (auto& r : res) r -= 2000;  // a downsample's raw accumulator is signed
@@ -85,7 +87,8 @@ void check_conv(int n, int c_in, int h, int w, int c_out, int k, int stride, int
       seen[size_t(want[i])] = true, ++distinct_codes;
   }
   INFO("n" << n << " c" << c_in << "->" << c_out << " " << h << "x" << w << " k" << k << " s" << stride << " w"
-           << wbits << "bit a" << levels << " groups " << groups << " mode " << int(mode) << " path "
+           << wbits << "bit a" << levels << " groups " << groups << " mode " << int(mode) << " x_offset " << x_offset
+           << " path "
            << (path == quant::IntConvPath::Dot ? "dot" : "portable"));
   CHECK_MESSAGE(bad == 0, bad << " of " << got.size() << " differ, first [" << first << "] got " << int32_t(got[first])
                               << " want " << want[first]);
@@ -285,4 +288,40 @@ TEST_CASE("int_pool matches the reference; bad shapes throw" * doctest::test_sui
   CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Requant, x4, 1, 5, 5, nullptr, fy), Error);  // float y
   CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Residual, x4, 1, 5, 5, nullptr, y), Error);  // no shortcut
   CHECK_THROWS_AS(quant::int_conv_forward(bad, g, IntConvMode::Raw, x4, 1, 5, 5, nullptr, y), Error);  // has requant
+}
+
+TEST_CASE("signed (offset) input codes: every conv kernel subtracts the offset times the weights inside the image" *
+          doctest::test_suite("int")) {
+  // Offset codes a = c + z stand for c in [-z, z]; zero padding stands for 0, so the kernels
+  // subtract z times the border sum, which differs at the edges: padded 3x3 convs, odd sizes,
+  // 1x1 images and 1x1 kernels, depthwise; offsets of 3-, 4- and 8-bit signed codes.
+  std::vector<quant::IntConvPath> paths{quant::IntConvPath::Portable};
+  if (!test::lacks_integer_dot_product()) paths.push_back(quant::IntConvPath::Dot);
+  uint32_t seed = 700;
+  for (quant::IntConvPath path : paths)
+    for (IntConvMode mode : {IntConvMode::Requant, IntConvMode::Residual, IntConvMode::Raw}) {
+      for (int z : {3, 127}) {
+        const int out_levels = z == 127 ? 254 : 14;  // signed outputs too: levels 2z'
+        check_conv(2, 13, 7, 6, 11, 3, 1, 4, mode, seed++, path, out_levels, 1, z);
+        check_conv(2, 24, 5, 5, 20, 1, 1, 4, mode, seed++, path, out_levels, 1, z);  // 1x1 kernel (MobileNetV2's expand)
+      }
+      check_conv(2, 19, 1, 1, 9, 3, 1, 8, mode, seed++, path, 14, 1, 7);  // 1x1 image: only the centre tap
+      if (path == quant::IntConvPath::Portable)  // depthwise: one shader whatever the path
+        for (int z : {3, 127}) check_conv(1, 9, 6, 5, 9, 3, 1, 4, mode, seed++, path, 14, 9, z);
+    }
+  // The offset matters: the same codes read as unsigned give other accumulators.
+  IntConv c = random_conv(4, 3, 3, 1, 4, 0, IntConvMode::Raw, 5);
+  const std::vector<int32_t> x = random_codes(size_t(4) * 25, 14, 6);
+  const auto plain = quant::ref::int_conv(c, IntConvMode::Raw, x, 1, 5, 5);
+  c.x_offset = 7;
+  const auto offset = quant::ref::int_conv(c, IntConvMode::Raw, x, 1, 5, 5);
+  CHECK(plain != offset);
+  // ... and the reference is the sum of (2i - nw)(a - z) over the taps inside the image.
+  const std::vector<int> w = quant::unpack_codes(c.codes, 3, 9, 4, 4);
+  int64_t want = 0;  // output channel 1, corner (0, 0): taps (1..2, 1..2) of the kernel
+  for (int ci = 0; ci < 4; ++ci)
+    for (int kh = 1; kh < 3; ++kh)
+      for (int kw = 1; kw < 3; ++kw)
+        want += int64_t(2 * w[(size_t(1) * 9 + kh * 3 + kw) * 4 + ci] - 15) * (x[size_t(ci) * 25 + (kh - 1) * 5 + kw - 1] - 7);
+  CHECK(offset[25] == want);
 }

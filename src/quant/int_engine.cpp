@@ -138,7 +138,8 @@ void int_conv_forward(Recording& rec, const IntConvGpu& g, ref::IntConvMode mode
     require(op.c_str(), g.codes, "codes", int64_t(c.c_out) * c.k * c.k);
     const uint32_t local = pick_workgroup_size(rec.context().info(), 64);
     const Kernel& k =
-        rec.context().kernel("int_conv_dw", {local, 1, 1}, {uint32_t(int_container_bits(c.wbits)), spec_mode});
+        rec.context().kernel("int_conv_dw", {local, 1, 1},
+                             {uint32_t(int_container_bits(c.wbits)), spec_mode, uint32_t(c.x_offset)});
     DwPush push{n, c.c_in, h, w, oh, ow, c.k, c.stride, c.pad, c.levels, c.wlevels()};
     rec.dispatch_1d(k, {x.view(), g.codes.view(), rqv, resv, y.view()}, push, uint64_t(y.numel()), "int_conv_dw");
     return;
@@ -147,7 +148,7 @@ void int_conv_forward(Recording& rec, const IntConvGpu& g, ref::IntConvMode mode
   const bool dot = g.path == IntConvPath::Dot;
   std::vector<uint32_t> spec = {uint32_t(c.k), uint32_t(c.k), uint32_t(c.stride), uint32_t(c.pad)};
   if (!dot) spec.push_back(uint32_t(int_container_bits(c.wbits)));
-  spec.insert(spec.end(), {spec_mode, uint32_t(mb), uint32_t(kRows), uint32_t(kCols)});
+  spec.insert(spec.end(), {spec_mode, uint32_t(mb), uint32_t(kRows), uint32_t(kCols), uint32_t(c.x_offset)});
   const Kernel& k = rec.context().kernel(dot ? "int_conv_dot" : "int_conv", {kLocal, 1, 1}, spec);
   const int words = packed_words_per_tap(c.c_in, dot ? 8 : c.wbits);
   require(op.c_str(), g.codes, "codes", int64_t(c.c_out) * c.k * c.k * words);

@@ -77,7 +77,8 @@ nlohmann::json node_json(const IntNode& n) {
   switch (n.op) {
     case IntOp::Conv:
       j.update({{"c_in", c.c_in}, {"c_out", c.c_out}, {"kernel", c.k}, {"stride", c.stride}, {"padding", c.pad},
-                {"groups", c.groups}, {"wbits", c.wbits}, {"levels", c.levels}, {"mode", int_conv_mode_name(n.mode)}});
+                {"groups", c.groups}, {"wbits", c.wbits}, {"levels", c.levels}, {"offset", n.offset},
+                {"mode", int_conv_mode_name(n.mode)}});
       break;
     case IntOp::MaxPool:
       j.update({{"kernel", n.kernel}, {"stride", n.stride}, {"padding", n.pad}});
@@ -105,6 +106,7 @@ IntNode node_from_json(const nlohmann::json& j) {
     case IntOp::Conv:
       c.c_in = num("c_in"), c.c_out = num("c_out"), c.k = num("kernel"), c.stride = num("stride");
       c.pad = num("padding"), c.groups = num("groups"), c.wbits = num("wbits"), c.levels = num("levels");
+      n.offset = j.contains("offset") ? num("offset") : 0;  // vkqat-int-2: unsigned codes only
       n.mode = parse_enum(kModes, j.at("mode").get<std::string>(), "conv mode");
       break;
     case IntOp::MaxPool:
@@ -237,6 +239,7 @@ void int_model_shapes(IntModel& m, const std::string& where) {
     const bool from_image = j0 < 0;
     const int ic = from_image ? mc.in_channels : m.nodes[size_t(j0)].c;
     const int ih = from_image ? mc.height : m.nodes[size_t(j0)].h, iw = from_image ? mc.width_px : m.nodes[size_t(j0)].w;
+    const int in_offset = from_image ? 0 : m.nodes[size_t(j0)].offset;
     // Only a stem conv reads pixels; a raw accumulator is only ever a residual's second input.
     if (from_image != (n.op == IntOp::Conv && n.mode == IntConvMode::Stem))
       fail(from_image ? "only a stem conv reads the image" : "a stem conv must read the image");
@@ -252,6 +255,9 @@ void int_model_shapes(IntModel& m, const std::string& where) {
         if (c.wbits < 2 || c.wbits > 8) fail("wbits " + std::to_string(c.wbits) + " (must be 2..8)");
         if (n.mode == IntConvMode::Raw ? c.levels != 0 : (c.levels < 1 || c.levels > 255))
           fail("output levels " + std::to_string(c.levels));
+        if (n.offset != 0 && (n.mode == IntConvMode::Raw || 2 * n.offset != c.levels))
+          fail("output offset " + std::to_string(n.offset) + " (0, or levels / 2 for signed codes)");
+        c.x_offset = in_offset;
         n.c = c.c_out, n.h = (ih + 2 * c.pad - c.k) / c.stride + 1, n.w = (iw + 2 * c.pad - c.k) / c.stride + 1;
         if (ih + 2 * c.pad < c.k || iw + 2 * c.pad < c.k) fail("input smaller than the kernel");
         if (n.mode == IntConvMode::Residual) {
@@ -266,9 +272,11 @@ void int_model_shapes(IntModel& m, const std::string& where) {
             ih + 2 * n.pad < n.kernel || iw + 2 * n.pad < n.kernel)
           fail("implausible geometry");
         n.c = ic, n.h = (ih + 2 * n.pad - n.kernel) / n.stride + 1, n.w = (iw + 2 * n.pad - n.kernel) / n.stride + 1;
+        n.offset = in_offset;  // the max of offset codes is the offset code of the max
         break;
       case IntOp::AvgPool:
         if (n.levels < 1 || n.levels > 255) fail("levels " + std::to_string(n.levels) + " (must be 1..255)");
+        if (in_offset != 0) fail("reads signed (offset) codes; the classifier's input quantizer takes unsigned ones");
         n.c = ic, n.h = n.w = 1;
         break;
       case IntOp::Fc:
@@ -327,7 +335,7 @@ IntModel read_int_model(const std::string& path) {
   if (format == "vkqat-int-1")
     throw Error(path + " is a vkqat-int-1 model (the ResNet-only layout of an older vkqat): re-export it from its "
                        "checkpoint with `vkqat export`");
-  if (!format.is_string() || format.get<std::string>() != kIntModelFormat)
+  if (!format.is_string() || (format.get<std::string>() != kIntModelFormat && format.get<std::string>() != "vkqat-int-2"))
     throw Error(path + ": vkqat_int metadata has format " + format.dump() + ", this vkqat reads " +
                 std::string(kIntModelFormat));
   IntModel m;

@@ -1,19 +1,28 @@
 #pragma once
 // The deployable integer model of `vkqat export` / `vkqat infer`: a list of integer layers
 // derived from the model description (nn/model/model_desc.h) of a network trained with
-// DoReFa weights and PACT / CG-PACT / DoReFa activations, with BN folded, weights as packed
-// integer codes and every activation quantizer turned into an integer requantization.
+// DoReFa weights and PACT / CG-PACT / DoReFa activations (symmetric PACT / CG-PACT on linear
+// bottlenecks), with BN folded, weights as packed integer codes and every activation
+// quantizer turned into an integer requantization.
 // Every consumer (CPU reference, GPU engine, `vkqat infer`) walks the same list; none knows
 // a model class. Arithmetic (see int_reference.h for the exact pipeline):
 //   weight code i in [0, nw] (nw = 2^wbits - 1) stands for (2i - nw) / nw (DoReFa);
 //   activations are codes a in [0, n] (n = 2^abits - 1) standing for a * alpha / n;
-//   conv: acc = sum (2i - nw) a  (int32; zero padding contributes 0; grouped / depthwise
+//   signed activations (symmetric PACT on a linear bottleneck, integer levels c in [-s, s],
+//   s = 2^(abits-1) - 1) are offset codes a = c + s in [0, 2s]: the layer's levels are 2s and
+//   its offset (zero point) s, so they pack and multiply like unsigned codes;
+//   conv: acc = sum (2i - nw) (a - z)  (int32; z = the input's offset; zero padding
+//         contributes 0, i.e. the sum runs over the taps inside the image, so a kernel adds
+//         sum (2i - nw) a and subtracts z times the border sum below; grouped / depthwise
 //         convs sum over their group's input channels only)
 //   requant: v = acc * mult + extra * mult2 + bias          (int64)
 //            code = clamp((v + 2^(shift-1)) >> shift, 0, n') (round half up; v < 0 -> 0)
+//            (a signed output's bias holds + s 2^shift: the offset is added before the clamp,
+//            so the clamp to [0, 2s] is symmetric PACT's clip)
 //   extra (the conv's mode): stem: the sum of (2i - nw) over the taps inside the image (the
 //   normalization offset: pixels p in 0..255 are fed unnormalized); residual: the second
 //   input (codes of an identity shortcut, or the raw accumulator of a raw conv); else none.
+//   A shortcut of offset codes adds (a - z) mult2: the export folds - z mult2 into the bias.
 //   A raw conv outputs its accumulator (a BN'd shortcut conv, folded into the conv it adds to).
 //   ReLU and ReLU6 are the requantization's clamp (PACT / CG-PACT replace them when quantized;
 //   ReLU6's clip level is PACT's alpha).
@@ -22,11 +31,12 @@
 //   avgpool (the classifier's input quantizer "NAME.act"): code = requant(sum over H x W);
 //   fc: logits = float(sum (2i - nw) code) * logit_scale + bias   (SAT factor folded in).
 //
-// File format vkqat-int-2 (safetensors; metadata "vkqat_int" = JSON {format, model,
+// File format vkqat-int-3 (safetensors; metadata "vkqat_int" = JSON {format, model,
 // normalization, quant, source, graph}). graph: the layers in execution order, each
 //   {"name", "op": "conv"|"maxpool"|"avgpool"|"fc", "inputs": [names of earlier layers or
 //    "input" (the image)], + conv: c_in, c_out, kernel, stride, padding, groups, wbits,
-//    levels, mode ("requant"|"stem"|"residual"|"raw"; residual has 2 inputs: x, shortcut);
+//    levels, offset (the output codes' zero point: 0, or levels / 2 for signed codes),
+//    mode ("requant"|"stem"|"residual"|"raw"; residual has 2 inputs: x, shortcut);
 //    maxpool: kernel, stride, padding; avgpool: levels; fc: c_in, classes, wbits}
 // The last layer is the fc. Tensors, for conv / fc layer L and avgpool layer P:
 //   L.weight_codes        U32 [c_out, kh*kw, words]  codes of one group's in channels packed
@@ -38,6 +48,7 @@
 //   L.requant.bias        I64 [c_out]
 //   P.requant.multiplier / .shift  I32 [1]
 //   fc: L.weight_codes U32 [classes, 1, words], L.logit_scale F32 [1], L.bias F32 [classes]
+// vkqat-int-2 files (the same without signed codes) are read as written (every offset 0).
 // vkqat-int-1 files (the ResNet-only layout) are refused with "re-export": the checkpoint is
 // the source of truth and `vkqat export` rewrites it in seconds.
 #include <nlohmann/json.hpp>
@@ -51,7 +62,7 @@
 
 namespace vkqat::quant {
 
-constexpr const char* kIntModelFormat = "vkqat-int-2";
+constexpr const char* kIntModelFormat = "vkqat-int-3";
 
 // Storage width of a code of `bits` (1..8): 2, 4 or 8.
 int int_container_bits(int bits);
@@ -77,6 +88,7 @@ struct IntConv {
   std::vector<uint32_t> codes;  // packed [c_out, k*k, words of c_in/groups], see pack_codes
   Requant rq;                   // empty for a raw conv
   int levels = 0;               // n of the output codes (0: raw accumulator)
+  int x_offset = 0;             // zero point of the input codes (set by int_model_shapes)
   int wlevels() const { return (1 << wbits) - 1; }
   int group_in() const { return c_in / groups; }
   bool depthwise() const { return groups > 1 && groups == c_in && groups == c_out; }
@@ -95,6 +107,7 @@ struct IntNode {
   int kernel = 0, stride = 1, pad = 0;  // MaxPool
   int32_t mult = 0, shift = 1;          // AvgPool: code = requant(sum * mult, shift, levels)
   int levels = 0;                       // AvgPool
+  int offset = 0;  // zero point of the output codes: Conv (in the file), MaxPool (its input's)
   float logit_scale = 1;                // Fc
   std::vector<float> bias;              // Fc
   // Set by int_model_shapes: output per image (C, H, W; 1 x 1 after the avgpool and fc) and

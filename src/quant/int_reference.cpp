@@ -39,6 +39,7 @@ std::vector<int32_t> int_conv(const IntConv& c, IntConvMode mode, const std::vec
                 border += wq;
               }
           const size_t idx = ((size_t(b) * c.c_out + o) * oh + r) * ow + q;
+          acc -= int64_t(c.x_offset) * border;  // offset codes a - z (padding is 0, not -z)
           if (mode == IntConvMode::Raw) {
             y[idx] = int32_t(acc);
             continue;

@@ -18,7 +18,8 @@ int32_t int_requant(int64_t v, int shift, int levels);
 
 // x [n, c_in, h, w] (codes, or pixels for the stem) -> [n, c_out, oh, ow]: codes, or raw
 // accumulators for Raw. residual: same shape as the output (Residual only). Grouped convs
-// (depthwise) sum over their group's input channels.
+// (depthwise) sum over their group's input channels. Offset input codes (c.x_offset) count
+// as a - x_offset at the taps inside the image.
 std::vector<int32_t> int_conv(const IntConv& c, IntConvMode mode, const std::vector<int32_t>& x, int n, int h, int w,
                               const std::vector<int32_t>* residual = nullptr);
 // x [n, c, h, w] codes -> max over each window (padding never wins; codes are >= 0).
