@@ -6,7 +6,9 @@
 // description written here from the checkpoint's tensors (so the BN folding, the stem's
 // normalization, the residual scales, ReLU6 as PACT's clip and max pool on codes are
 // checked, not only reproduced); (c) what has no integer form is refused naming the layer:
-// preact-resnet20's pre-activation, MobileNetV2's linear bottleneck.
+// preact-resnet20's pre-activation, a linear bottleneck trained with no quantizer there.
+// Linear bottlenecks with their signed quantizers (tests/data/int-linear-bottleneck.json and a
+// tiny mobilenet-v2) export to signed offset codes and pass (a) and (b) too.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -18,6 +20,7 @@
 
 #include "backend/error.h"
 #include "nn/model/model_builders.h"
+#include "nn/model/network.h"
 #include "nn/safetensors.h"
 #include "quant/int_engine.h"
 #include "quant/int_export.h"
@@ -42,18 +45,35 @@ nn::ModelDescription description(const nn::ModelConfig& mc) {
   return mc.model_file.empty() ? nn::describe_model(mc) : nn::load_model_description(mc.model_file);
 }
 
+// The signed activation quantizers ("LAYER.act" of a linear bottleneck) the graph gives this
+// model under q, by their names.
+std::set<std::string> signed_sites(nn::ModelConfig mc, const quant::QuantConfig& q, const nn::ModelDescription& d) {
+  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
+  auto net = nn::build_network(test::ctx(), mc, 1);
+  net->apply_quant_policy(*quant::make_quant_policy(q));
+  std::set<std::string> names;
+  for (const auto& a : net->quant_sites().acts)
+    if (a.quant && a.quant->describe().find("signed") != std::string::npos) names.insert(a.name);
+  return names;
+}
+
 // A checkpoint with random weights, BN statistics sized to each conv's fan-in (so the codes
-// spread over the levels) and PACT clip levels, written as the trainer's checkpoints are.
+// spread over the levels) and PACT clip levels (signed sites included unless
+// with_signed_sites is false: a model trained in float there), written as the trainer's
+// checkpoints are.
 struct Synthetic {
   nn::ModelConfig mc;
   quant::QuantConfig q;
   nn::ModelDescription d;
   std::map<std::string, std::vector<float>> t;
   fs::path path;
+  std::set<std::string> signed_acts;  // names of the signed quantizers ("LAYER.act")
 };
 
-Synthetic synthetic(const nn::ModelConfig& mc, const quant::QuantConfig& q, const fs::path& path, uint32_t seed) {
-  Synthetic s{mc, q, description(mc), {}, path};
+Synthetic synthetic(const nn::ModelConfig& mc, const quant::QuantConfig& q, const fs::path& path, uint32_t seed,
+                    bool with_signed_sites = true) {
+  Synthetic s{mc, q, description(mc), {}, path, {}};
+  if (with_signed_sites) s.signed_acts = signed_sites(mc, q, s.d);
   std::mt19937 rng(seed);
   auto uni = [&](float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng); };
   nn::SafeTensors st;
@@ -85,6 +105,9 @@ Synthetic synthetic(const nn::ModelConfig& mc, const quant::QuantConfig& q, cons
       put(l.name + ".bias", {x[0]}, fill(c, -0.3f, 1.2f));
       put(l.name + ".running_mean", {x[0]}, fill(c, -0.3f * std::sqrt(fan), 0.3f * std::sqrt(fan)));
       put(l.name + ".running_var", {x[0]}, fill(c, 0.2f * fan, 0.4f * fan));
+    }
+    if (s.signed_acts.count(l.name + ".act")) {
+      put(l.name + ".act.alpha", {1}, {uni(1.5f, 4.f)});
     } else if (l.op == nn::LayerOp::Relu || l.op == nn::LayerOp::Relu6) {
       put(l.name + ".alpha", {1}, {uni(1.5f, 4.f)});
     } else if (l.op == nn::LayerOp::Linear) {
@@ -104,8 +127,9 @@ Synthetic synthetic(const nn::ModelConfig& mc, const quant::QuantConfig& q, cons
 
 // Float fake-quant inference of the description (eval mode), in double: DoReFa weight
 // levels (the exported codes), BN with running statistics, PACT on every relu / relu6 and on
-// the classifier's input. Returns the codes of every quantized output, named as the integer
-// model names the layer that makes them, and the logits.
+// the classifier's input, symmetric PACT on the signed sites (codes reported offset by n, as
+// the integer model stores them). Returns the codes of every quantized output, named as the
+// integer model names the layer that makes them, and the logits.
 struct Simulated {
   std::map<std::string, std::vector<int32_t>> codes;
   std::vector<double> logits;
@@ -130,7 +154,19 @@ Simulated simulate(const Synthetic& s, const quant::IntModel& m, const std::vect
     }
     r.codes[name] = codes;
   };
-  const int levels = (1 << s.q.abits) - 1;
+  const int levels = (1 << s.q.abits) - 1, side = (1 << (s.q.abits - 1)) - 1;
+  auto quantize_signed = [&](Act& a, double alpha, const std::string& name) {
+    std::vector<int32_t> codes(a.v.size());
+    for (size_t i = 0; i < a.v.size(); ++i) {
+      const long level = std::lround(std::clamp(a.v[i], -alpha, alpha) * side / alpha);
+      codes[i] = int32_t(level + side);
+      a.v[i] = double(level) * alpha / side;
+    }
+    r.codes[name] = codes;
+  };
+  auto signed_site = [&](Act& y, const nn::LayerDesc& l) {
+    if (s.signed_acts.count(l.name + ".act")) quantize_signed(y, s.t.at(l.name + ".act.alpha")[0], y.producer);
+  };
   for (size_t li = 0; li < d.layers.size(); ++li) {
     const nn::LayerDesc& l = d.layers[li];
     const Act& x = l.input_index[0] < 0 ? image : out[size_t(l.input_index[0])];
@@ -175,6 +211,7 @@ Simulated simulate(const Synthetic& s, const quant::IntModel& m, const std::vect
           const size_t c = (i / size_t(y.h * y.w)) % size_t(y.c);
           y.v[i] = (y.v[i] - mu[c]) / std::sqrt(double(var[c]) + 1e-5) * g[c] + be[c];
         }
+        signed_site(y, l);
         break;
       }
       case nn::LayerOp::Relu:
@@ -188,6 +225,7 @@ Simulated simulate(const Synthetic& s, const quant::IntModel& m, const std::vect
         for (size_t i = 0; i < y.v.size(); ++i) y.v[i] += x2.v[i];
         // The integer model requantizes the sum in the conv + BN branch (the first, if both).
         y.producer = d.layers[size_t(l.input_index[0])].op == nn::LayerOp::BatchNorm ? x.producer : x2.producer;
+        signed_site(y, l);
         break;
       }
       case nn::LayerOp::MaxPool: {
@@ -364,6 +402,51 @@ TEST_CASE("integer graph: ReLU6, 3x3/2 padded max pool, depthwise main branch an
   fs::remove_all(dir);
 }
 
+TEST_CASE("integer graph: a linear bottleneck's signed quantizer exports to offset codes (int-linear-bottleneck.json)" *
+          doctest::test_suite("int")) {
+  const nn::ModelConfig mc = file_model(data_file("int-linear-bottleneck.json"));
+  check_model(mc, w4a4(false), "int-linear-bottleneck");
+  // The sum 'b1' is requantized, with its shortcut, in b1.project to signed codes: 4 bits,
+  // 7 levels per side, offset 7; b2.expand reads them (the offset subtracted in its conv).
+  const fs::path dir = test::fresh_dir("int-graph-lb-layers");
+  fs::create_directories(dir);
+  const Synthetic s = synthetic(mc, w4a4(false), dir / "c.safetensors", 3);
+  CHECK(s.signed_acts == std::set<std::string>{"b1.act"});
+  const quant::IntModel m = quant::export_int_model(s.path.string());
+  const quant::IntNode& project = m.nodes[size_t(m.index_of("b1.project"))];
+  CHECK(project.mode == quant::IntConvMode::Residual);
+  CHECK(project.inputs == std::vector<std::string>{"b1.dw", "conv1"});
+  CHECK((project.offset == 7 && project.conv.levels == 14));
+  const quant::IntNode& expand = m.nodes[size_t(m.index_of("b2.expand"))];
+  CHECK((expand.conv.x_offset == 7 && expand.offset == 0 && expand.conv.levels == 15));
+  CHECK(m.nodes[size_t(m.index_of("b1.dw"))].conv.x_offset == 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("integer graph: tiny mobilenet-v2 (every block output signed) exports; GPU == reference == simulation" *
+          doctest::test_suite("int")) {
+  nn::ModelConfig mc;
+  mc.name = "mobilenet-v2";
+  mc.width_mult = 0.25, mc.stem = "cifar";
+  mc.in_channels = 1, mc.height = 12, mc.width_px = 12, mc.classes = 10;
+  check_model(mc, w4a4(true), "mobilenet-v2");
+  const fs::path dir = test::fresh_dir("int-graph-mbv2-layers");
+  fs::create_directories(dir);
+  const Synthetic s = synthetic(mc, w4a4(false), dir / "c.safetensors", 4);
+  const quant::IntModel m = quant::export_int_model(s.path.string());
+  int signed_out = 0, signed_in = 0, signed_shortcut = 0;
+  for (const quant::IntNode& n : m.nodes) {
+    signed_out += n.offset == 7;
+    signed_in += n.conv.x_offset == 7;
+    if (n.mode == quant::IntConvMode::Residual) signed_shortcut += m.nodes[size_t(m.index_of(n.inputs[1]))].offset == 7;
+  }
+  CHECK(s.signed_acts.size() == 17);  // one per inverted residual
+  CHECK(signed_out == 17);
+  CHECK(signed_in == 17);        // the next block's expand conv, features.18 after the last
+  CHECK(signed_shortcut == 10);  // torchvision's 10 residual blocks add a signed block output
+  fs::remove_all(dir);
+}
+
 TEST_CASE("integer graph: what has no integer form is refused naming the layer" * doctest::test_suite("int")) {
   const fs::path dir = test::fresh_dir("int-graph-refuse");
   fs::create_directories(dir);
@@ -375,27 +458,13 @@ TEST_CASE("integer graph: what has no integer form is refused naming the layer" 
                        doctest::Contains("layer 'layer1.0' (add) has no integer form: it adds the raw output of conv "
                                          "'layer1.0.conv2'"),
                        Error);
-  const Synthetic lb =
-      synthetic(file_model(data_file("int-linear-bottleneck.json")), w4a4(false), dir / "lb.safetensors", 2);
+  // A linear bottleneck trained with no quantizer there (--abits 32 at that site): the sum
+  // stays float, so what reads it has no exact integer form.
+  const Synthetic lb = synthetic(file_model(data_file("int-linear-bottleneck.json")), w4a4(false),
+                                 dir / "lb.safetensors", 2, false);
   CHECK_THROWS_WITH_AS(quant::export_int_model(lb.path.string()),
                        doctest::Contains("layer 'b2.expand' (conv) has no integer form: it reads add 'b1' with no "
                                          "activation quantizer after it (a linear bottleneck"),
-                       Error);
-  // Trained with the signed quantizer GraphNetwork now puts there ("b1.act"): still no
-  // integer form (unsigned codes only), refused naming the add and its quantizer.
-  nn::SafeTensors lb_signed = nn::read_safetensors(lb.path.string());
-  {
-    nn::StTensor alpha;
-    alpha.dtype = "F32", alpha.shape = {1};
-    const float a = 2.f;
-    alpha.data.resize(4);
-    std::memcpy(alpha.data.data(), &a, 4);
-    lb_signed.tensors["b1.act.alpha"] = alpha;
-  }
-  nn::write_safetensors(lb.path.string(), lb_signed);
-  CHECK_THROWS_WITH_AS(quant::export_int_model(lb.path.string()),
-                       doctest::Contains("layer 'b1' (add) has no integer form: its signed activation quantizer "
-                                         "'b1.act' (a linear bottleneck) has no integer kernel yet"),
                        Error);
   fs::remove_all(dir);
 }

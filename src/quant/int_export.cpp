@@ -72,12 +72,15 @@ struct Exporter {
     }
   }
 
-  // Output levels n and clip level alpha of activation quantizer `name`.
-  void act(const std::string& name, int& levels, double& alpha) const {
+  // Levels n above zero and clip level alpha of activation quantizer `name`; a signed
+  // (symmetric PACT) one has n = 2^(k-1) - 1 per side (quant/pact.h).
+  void act(const std::string& name, int& levels, double& alpha, bool is_signed = false) const {
     const int bits = bits_of(name, "abits", q.abits);
     if (bits == 32) fail(name + " is not quantized: the integer model needs every activation quantized");
-    if (bits < 1 || bits > 8) fail(name + " has " + std::to_string(bits) + "-bit activations (supported: 1..8)");
-    levels = (1 << bits) - 1;
+    if (bits < 1 + int(is_signed) || bits > 8)
+      fail(name + " has " + std::to_string(bits) + "-bit " + (is_signed ? "signed " : "") + "activations (supported: " +
+           (is_signed ? "2" : "1") + "..8)");
+    levels = is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
     alpha = q.aquant == "dorefa" ? 1.0 : std::max(double(st.get_f32(name + ".alpha", {1})[0]), double(kMinScale));
   }
 
@@ -109,6 +112,7 @@ struct Value {
   enum class Kind { Image, Codes, Conv, BnConv, Sum, Pooled } kind = Kind::Image;
   std::string node;  // Codes / Pooled: the integer layer whose codes these are
   double step = 0;   // Codes / Pooled: the value of one code
+  int offset = 0;    // Codes: the codes' zero point (signed codes: levels per side)
   int layer = -1;    // the description layer that made it
   int conv = -1;     // Conv / BnConv: the conv layer (BnConv: `layer` is the batchnorm)
   int a = -1, b = -1;  // Sum: the add's inputs (description indices)
@@ -143,7 +147,7 @@ struct GraphExport {
     using K = Value::Kind;
     switch (v.kind) {
       case K::Image: return "the image";
-      case K::Codes: return "the codes of '" + v.node + "'";
+      case K::Codes: return std::string(v.offset ? "the signed codes of '" : "the codes of '") + v.node + "'";
       case K::Conv: return "the raw output of conv '" + lname(v.conv) + "' (no batchnorm and activation quantizer after it)";
       case K::BnConv: return "conv + batchnorm '" + lname(v.layer) + "' with no activation quantizer after it";
       case K::Sum:
@@ -154,12 +158,11 @@ struct GraphExport {
     }
     return "?";
   }
-  // Training quantized this linear bottleneck with a signed quantizer (GraphNetwork's
-  // "LAYER.act"): the integer kernels have unsigned codes only, so no exact integer form.
-  void refuse_signed(int i) const {
+  // Whether training quantized this batchnorm / add (a linear bottleneck) with a signed
+  // quantizer, GraphNetwork's "LAYER.act" (not a relu of that name).
+  bool signed_site(int i) const {
     const std::string q = lname(i) + ".act";
-    if (d.index_of(q) < 0 && ex.st.has(q + ".alpha"))  // not a relu of that name
-      refuse(i, "its signed activation quantizer '" + q + "' (a linear bottleneck) has no integer kernel yet (the integer layers take unsigned codes)");
+    return d.index_of(q) < 0 && ex.st.has(q + ".alpha");
   }
   void emit(int i, IntNode n) {
     if (m.index_of(n.name) >= 0) refuse(i, "'" + n.name + "' would feed two activation quantizers");
@@ -194,17 +197,21 @@ struct GraphExport {
     return f;
   }
 
-  // A quantized activation (relu / relu6 replaced by its quantizer) on `v`: the conv(s) that
-  // make v, requantized to its codes.
-  Value activation(int i, const Value& v) {
+  // A quantized activation on `v`, quantizer `qname`: a relu / relu6 replaced by its
+  // quantizer, or the signed quantizer of a linear bottleneck (codes offset by its levels per
+  // side n, 2n + 1 of them). The conv(s) that make v, requantized to its codes.
+  Value activation(int i, const Value& v, const std::string& qname, bool is_signed) {
     using K = Value::Kind;
     if (v.kind != K::BnConv && v.kind != K::Sum) refuse(i, "it reads " + describe(v));
     int levels;
     double alpha;
-    ex.act(lname(i), levels, alpha);
+    ex.act(qname, levels, alpha, is_signed);
     const double q = levels / alpha;
     Value out;
-    out.kind = K::Codes, out.layer = i, out.step = alpha / levels;
+    out.kind = K::Codes, out.layer = i, out.step = alpha / levels, out.offset = is_signed ? levels : 0;
+    // Signed: code = clamp(round(v q) + n, 0, 2n): the offset n joins the bias, the clamp is
+    // symmetric PACT's clip.
+    auto offset_codes = [&](IntNode& node) { node.offset = out.offset, node.conv.levels = levels + out.offset; };
     if (v.kind == K::BnConv) {
       Folded f = fold(v);
       IntConv& c = f.node.conv;
@@ -215,8 +222,9 @@ struct GraphExport {
       // Stem: conv(x) = (sum w' p / (255 std) - (mean / std) sum_inside w') / nw.
       for (int o = 0; o < c.c_out; ++o)
         ex.requant(o, stem ? f.scale[o] / (255.0 * pix_std) * q : f.scale[o] * q,
-                   stem ? -f.scale[o] * pix_mean / pix_std * q : 0.0, f.shift[o] * q, c.rq, c.name);
+                   stem ? -f.scale[o] * pix_mean / pix_std * q : 0.0, f.shift[o] * q + out.offset, c.rq, c.name);
       if (!stem) c.rq.mult2.clear();
+      offset_codes(f.node);
       out.node = c.name;
       emit(i, std::move(f.node));
       return out;
@@ -246,7 +254,12 @@ struct GraphExport {
     } else {
       f.node.inputs.push_back(shortcut.node);
     }
-    for (int o = 0; o < c.c_out; ++o) ex.requant(o, f.scale[o] * q, m2[o], bias[o] * q, c.rq, c.name);
+    for (int o = 0; o < c.c_out; ++o) {
+      ex.requant(o, f.scale[o] * q, m2[o], bias[o] * q + out.offset, c.rq, c.name);
+      // Signed shortcut codes stand for a - z: - z mult2 joins the bias, exactly.
+      if (shortcut.kind == K::Codes) c.rq.bias[o] -= int64_t(shortcut.offset) * c.rq.mult2[o];
+    }
+    offset_codes(f.node);
     out.node = c.name;
     emit(i, std::move(f.node));
     return out;
@@ -301,11 +314,11 @@ struct GraphExport {
             refuse(i, "a batchnorm folds only into the conv right before it (it reads " + describe(in) +
                           "; pre-activation BN has no integer kernel)");
           v.kind = K::BnConv, v.conv = in.conv;
-          refuse_signed(i);
+          if (signed_site(i)) v = activation(i, v, lname(i) + ".act", true);
           break;
         case LayerOp::Relu:
         case LayerOp::Relu6:
-          v = activation(i, in);
+          v = activation(i, in, lname(i), false);
           break;
         case LayerOp::Add:
           for (int j : l.input_index) {
@@ -313,7 +326,7 @@ struct GraphExport {
             if (x.kind != K::Codes && x.kind != K::BnConv) refuse(i, "it adds " + describe(x));
           }
           v.kind = K::Sum, v.a = l.input_index[0], v.b = l.input_index[1];
-          refuse_signed(i);
+          if (signed_site(i)) v = activation(i, v, lname(i) + ".act", true);
           break;
         case LayerOp::MaxPool: {
           if (in.kind != K::Codes) refuse(i, "max pool runs on codes, it reads " + describe(in));
@@ -325,7 +338,7 @@ struct GraphExport {
           break;
         }
         case LayerOp::GlobalAvgPool: {
-          if (in.kind != K::Codes) refuse(i, "it reads " + describe(in));
+          if (in.kind != K::Codes || in.offset != 0) refuse(i, "it reads " + describe(in));
           const std::vector<int>& s = d.layers[size_t(l.input_index[0])].shape;
           v = in, v.kind = K::Pooled, v.layer = i, v.hw = s.at(1) * s.at(2);
           break;
