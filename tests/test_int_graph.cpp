@@ -363,6 +363,25 @@ quant::QuantConfig w4a4(bool sat_conv) {
   return q;
 }
 
+// A synthetic W4A4 checkpoint of mc exported (no SAT), to look at the layers the export makes.
+struct Exported {
+  Synthetic s;
+  quant::IntModel m;
+  const quant::IntNode& node(const char* name) const {
+    REQUIRE(m.index_of(name) >= 0);
+    return m.nodes[size_t(m.index_of(name))];
+  }
+};
+
+Exported exported(const nn::ModelConfig& mc, const std::string& tag, uint32_t seed) {
+  const fs::path dir = test::fresh_dir("int-graph-" + tag);
+  fs::create_directories(dir);
+  Exported e{synthetic(mc, w4a4(false), dir / "c.safetensors", seed), {}};
+  e.m = quant::export_int_model(e.s.path.string());
+  fs::remove_all(dir);
+  return e;
+}
+
 }  // namespace
 
 TEST_CASE("integer graph: resnet20 (width 4) export, reference, GPU and float simulation agree" *
@@ -381,14 +400,8 @@ TEST_CASE("integer graph: ReLU6, 3x3/2 padded max pool, depthwise main branch an
   const nn::ModelConfig mc = file_model(data_file("int-mobile-ops.json"));
   check_model(mc, w4a4(true), "int-mobile-ops");
   // The layers the description asks for are there, with the ops and modes it implies.
-  const fs::path dir = test::fresh_dir("int-graph-mobile-layers");
-  fs::create_directories(dir);
-  const Synthetic s = synthetic(mc, w4a4(false), dir / "c.safetensors", 3);
-  const quant::IntModel m = quant::export_int_model(s.path.string());
-  auto node = [&](const char* name) -> const quant::IntNode& {
-    REQUIRE(m.index_of(name) >= 0);
-    return m.nodes[size_t(m.index_of(name))];
-  };
+  const Exported e = exported(mc, "mobile-layers", 3);
+  auto node = [&](const char* name) -> const quant::IntNode& { return e.node(name); };
   CHECK(node("pool").op == quant::IntOp::MaxPool);
   CHECK((node("pool").h == 7 && node("pool").w == 7));
   CHECK(node("b1.dw").conv.depthwise());
@@ -399,7 +412,6 @@ TEST_CASE("integer graph: ReLU6, 3x3/2 padded max pool, depthwise main branch an
   CHECK(node("b3.down").mode == quant::IntConvMode::Raw);
   CHECK(node("b3.down").conv.depthwise());
   CHECK(node("b3.conv").inputs == std::vector<std::string>{"b2.dw", "b3.down"});
-  fs::remove_all(dir);
 }
 
 TEST_CASE("integer graph: a linear bottleneck's signed quantizer exports to offset codes (int-linear-bottleneck.json)" *
@@ -408,19 +420,15 @@ TEST_CASE("integer graph: a linear bottleneck's signed quantizer exports to offs
   check_model(mc, w4a4(false), "int-linear-bottleneck");
   // The sum 'b1' is requantized, with its shortcut, in b1.project to signed codes: 4 bits,
   // 7 levels per side, offset 7; b2.expand reads them (the offset subtracted in its conv).
-  const fs::path dir = test::fresh_dir("int-graph-lb-layers");
-  fs::create_directories(dir);
-  const Synthetic s = synthetic(mc, w4a4(false), dir / "c.safetensors", 3);
-  CHECK(s.signed_acts == std::set<std::string>{"b1.act"});
-  const quant::IntModel m = quant::export_int_model(s.path.string());
-  const quant::IntNode& project = m.nodes[size_t(m.index_of("b1.project"))];
+  const Exported e = exported(mc, "lb-layers", 3);
+  CHECK(e.s.signed_acts == std::set<std::string>{"b1.act"});
+  const quant::IntNode& project = e.node("b1.project");
   CHECK(project.mode == quant::IntConvMode::Residual);
   CHECK(project.inputs == std::vector<std::string>{"b1.dw", "conv1"});
   CHECK((project.offset == 7 && project.conv.levels == 14));
-  const quant::IntNode& expand = m.nodes[size_t(m.index_of("b2.expand"))];
+  const quant::IntNode& expand = e.node("b2.expand");
   CHECK((expand.conv.x_offset == 7 && expand.offset == 0 && expand.conv.levels == 15));
-  CHECK(m.nodes[size_t(m.index_of("b1.dw"))].conv.x_offset == 0);
-  fs::remove_all(dir);
+  CHECK(e.node("b1.dw").conv.x_offset == 0);
 }
 
 TEST_CASE("integer graph: tiny mobilenet-v2 (every block output signed) exports; GPU == reference == simulation" *
@@ -430,21 +438,18 @@ TEST_CASE("integer graph: tiny mobilenet-v2 (every block output signed) exports;
   mc.width_mult = 0.25, mc.stem = "cifar";
   mc.in_channels = 1, mc.height = 12, mc.width_px = 12, mc.classes = 10;
   check_model(mc, w4a4(true), "mobilenet-v2");
-  const fs::path dir = test::fresh_dir("int-graph-mbv2-layers");
-  fs::create_directories(dir);
-  const Synthetic s = synthetic(mc, w4a4(false), dir / "c.safetensors", 4);
-  const quant::IntModel m = quant::export_int_model(s.path.string());
+  const Exported e = exported(mc, "mbv2-layers", 4);
+  const quant::IntModel& m = e.m;
   int signed_out = 0, signed_in = 0, signed_shortcut = 0;
   for (const quant::IntNode& n : m.nodes) {
     signed_out += n.offset == 7;
     signed_in += n.conv.x_offset == 7;
     if (n.mode == quant::IntConvMode::Residual) signed_shortcut += m.nodes[size_t(m.index_of(n.inputs[1]))].offset == 7;
   }
-  CHECK(s.signed_acts.size() == 17);  // one per inverted residual
+  CHECK(e.s.signed_acts.size() == 17);  // one per inverted residual
   CHECK(signed_out == 17);
   CHECK(signed_in == 17);        // the next block's expand conv, features.18 after the last
   CHECK(signed_shortcut == 10);  // torchvision's 10 residual blocks add a signed block output
-  fs::remove_all(dir);
 }
 
 TEST_CASE("integer graph: what has no integer form is refused naming the layer" * doctest::test_suite("int")) {
