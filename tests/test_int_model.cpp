@@ -261,6 +261,30 @@ TEST_CASE("bad inputs: FP32 / unsupported checkpoints, corrupt model files, shap
   CHECK_THROWS_WITH_AS(quant::read_int_model(rewrite_meta(
                            [](nlohmann::json& j) { j["graph"][1]["op"] = "softmax"; }, dir / "op.safetensors")),
                        doctest::Contains("unknown op 'softmax'"), Error);
+  // Signed (offset) codes: the offset must be levels / 2, and only convs read them; a
+  // vkqat-int-2 file (no offsets) still reads, as the same model.
+  CHECK_THROWS_WITH_AS(quant::read_int_model(rewrite_meta(
+                           [](nlohmann::json& j) { j["graph"][1]["offset"] = 5; }, dir / "offset.safetensors")),
+                       doctest::Contains("layer 'layer1.0.conv1' (conv): output offset 5 (0, or levels / 2"), Error);
+  CHECK_THROWS_WITH_AS(quant::read_int_model(rewrite_meta(
+                           [](nlohmann::json& j) {
+                             for (auto& pool : j["graph"])
+                               if (pool["op"] == "avgpool")
+                                 for (auto& l : j["graph"])
+                                   if (l["name"] == pool["inputs"][0]) l["levels"] = 14, l["offset"] = 7;
+                           },
+                           dir / "signed-pool.safetensors")),
+                       doctest::Contains("(avgpool): reads signed (offset) codes"), Error);
+  const std::string v2 = rewrite_meta(
+      [](nlohmann::json& j) {
+        j["format"] = "vkqat-int-2";
+        for (auto& l : j["graph"]) l.erase("offset");
+      },
+      dir / "v2.safetensors");
+  const quant::IntModel from_v2 = quant::read_int_model(v2), from_v3 = quant::read_int_model(good.string());
+  REQUIRE(from_v2.nodes.size() == from_v3.nodes.size());
+  for (size_t i = 0; i < from_v2.nodes.size(); ++i)
+    CHECK((from_v2.nodes[i].offset == 0 && from_v2.nodes[i].conv.codes == from_v3.nodes[i].conv.codes));
   // Model / data shape mismatch.
   const quant::IntModel m = quant::read_int_model(good.string());
   nn::Dataset cifar_like;
