@@ -3,8 +3,9 @@
 // one dispatch: convs of shaders/int_conv.comp (packed weight codes, int32 accumulation,
 // 64-bit requantization fused into the epilogue, residual adds in the integer domain) or
 // int_conv_dw.comp (depthwise), int_maxpool (max pool on codes), int_pool (the classifier's
-// input codes) and int_fc (float logits). Activations are int32 codes, NCHW. The whole network
-// is recorded once for a fixed batch and replayed.
+// input codes) and int_fc (float logits). Activations are int32 codes, NCHW (signed ones
+// offset: a conv reading them gets the offset as a specialization constant, IntConv::x_offset).
+// The whole network is recorded once for a fixed batch and replayed.
 //
 // Kernel variant (chosen per device, like the conv2d variants): the portable path
 // (int_conv.comp: unpack + int32 multiply-add, register-blocked) runs on every device; the
