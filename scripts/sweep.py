@@ -54,7 +54,7 @@ PROTOCOLS = {
 # without SAT, and with the aux module. Sized for ~10 min on two quiet cores (lavapipe).
 BLOCKS = {
     "quick": [("mobilenet-v2", dict(model="mobilenet-v2", width_mult=0.25, stem="cifar", bits=[4],
-                                    methods=["cgpact", "sat", "aux+sat"], train_limit=3840, test_limit=1000))],
+                                    methods=["cgpact", "sat", "aux+sat"], train_limit=6400, test_limit=1000))],
 }
 
 
@@ -80,7 +80,7 @@ def parse_args(argv):
     p.add_argument("--train-limit", type=int)
     p.add_argument("--test-limit", type=int)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, help="the block's (0.1 unless the block says)")
     p.add_argument("--results", default="results", help="where <name>/TABLE.md goes")
     p.add_argument("--runs", default="runs", help="where sweep-<name>/ run directories go")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -107,11 +107,11 @@ def block_names(protocol):
 
 def block_proto(p, a, block):
     """The settings of one block: the protocol's, the block's own, then the flags."""
-    proto = dict(PROTOCOLS[a.protocol], width_mult=None, stem=None, methods=list(METHODS))
+    proto = dict(PROTOCOLS[a.protocol], width_mult=None, stem=None, lr=0.1, methods=list(METHODS))
     proto.update(dict(BLOCKS.get(a.protocol, [])).get(block, {}))
     proto["block"] = block
     proto["first_block"] = block == block_names(a.protocol)[0]
-    for key in ("model", "width", "width_mult", "stem", "epochs", "train_limit", "test_limit"):
+    for key in ("model", "width", "width_mult", "stem", "lr", "epochs", "train_limit", "test_limit"):
         if getattr(a, key) is not None:
             proto[key] = getattr(a, key)
     if a.seeds:
@@ -159,7 +159,7 @@ def train_command(a, proto, bits, method, seed, run_dir, init):
     shape = ["--width-mult", str(proto["width_mult"])] if proto["width_mult"] else ["--width", str(proto["width"])]
     shape += ["--stem", proto["stem"]] if proto["stem"] else []
     cmd = [a.vkqat, "train", "--data", a.data, "--model", proto["model"], *shape,
-           "--epochs", str(proto["epochs"]), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+           "--epochs", str(proto["epochs"]), "--batch-size", str(a.batch_size), "--lr", str(proto["lr"]),
            "--seed", str(seed), "--wbits", str(bits), "--abits", str(bits), "--log-every", "10",
            "--out", run_dir]
     if proto["train_limit"]:
@@ -229,7 +229,7 @@ def write_table(path, a, proto, results):
              f"{proto['model']} width {proto['width']}") + (f", {proto['stem']} stem" if proto["stem"] else "")
     lines = [f"# Sweep `{a.name}` ({a.protocol} protocol{block})", "",
              f"{model}, {proto['epochs']} epoch(s), batch {a.batch_size}, "
-             f"lr {a.lr} (cosine), data {a.data}"
+             f"lr {proto['lr']} (cosine), data {a.data}"
              + (f", first {proto['train_limit']} training images" if proto["train_limit"] else "")
              + (f", first {proto['test_limit']} test images" if proto["test_limit"] else ", full test set")
              + (", low-bit runs initialised from the FP32+aux run of the same seed" if proto["two_stage"] else
