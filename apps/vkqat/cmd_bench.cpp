@@ -34,9 +34,9 @@ struct BenchOptions {
 };
 
 // The model of a timed training step: ResNet-20 (width 16, batch 128, 28x28x1, 10 classes,
-// the acceptance configuration) or, with `--only train`, torchvision's ResNet-18 and
-// MobileNetV2 with the CIFAR stem on 32x32x3 images at a small batch (seconds per step on
-// lavapipe).
+// the acceptance configuration) or, with `--only train`, torchvision's ResNet-18 (width 64),
+// MobileNetV2 and MobileNetV1 (x1.0) at their full widths with the CIFAR stem on 32x32x3
+// images, batch 8 (a ResNet-18 step costs about what the ResNet-20 b128 one does on lavapipe).
 struct StepModel {
   std::string label;  // "resnet20 w16 b128"
   nn::ModelConfig model;
