@@ -51,7 +51,8 @@ PROTOCOLS = {
 # Further blocks of a protocol: (name, the values that differ from the protocol's). SAT's paper
 # reports quantized MobileNets at 4 bits beating full precision; this block is a small-scale
 # reading of that claim: MobileNetV2 x0.25 with the CIFAR stem, FP32 vs W4A4 CG-PACT with and
-# without SAT, and with the aux module. Sized for ~10 min on two quiet cores (lavapipe).
+# without SAT, and with the aux module. Meant to take ~10 min on two quiet cores (lavapipe); not
+# timed quietly (34 min under load average 12-16).
 BLOCKS = {
     "quick": [("mobilenet-v2", dict(model="mobilenet-v2", width_mult=0.25, stem="cifar", bits=[4],
                                     methods=["cgpact", "sat", "aux+sat"], train_limit=6400, test_limit=1000))],

@@ -111,8 +111,9 @@ struct TrainStepCase {
   std::unique_ptr<Recording> rec;
 };
 
-// torchvision: also time ResNet-18 and MobileNetV2 (FP32 and W4A4 CG-PACT + SAT + aux);
-// `vkqat bench --only train` asks for them, the default bench leaves them out (time).
+// torchvision: also time ResNet-18, MobileNetV2 and MobileNetV1 (FP32 and W4A4 CG-PACT +
+// SAT + aux); `vkqat bench --only train` asks for them, the default bench leaves them out
+// (its running time).
 std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick, bool torchvision) {
   struct Case {
     std::string model, name;
