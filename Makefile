@@ -49,7 +49,7 @@ bench: build
 ASAN_BUILD := build-asan
 ASAN_TESTS ?= .
 # The long tests and their _mobile twins (the same test under VKQAT_DEVICE_PROFILE=mobile).
-ASAN_EXCLUDE ?= ^(test_conv2d|test_int_kernels|test_train|test_quant_training|test_run_state|test_stats|test_quant_bench|cli_inputs|sweep_script|viz_.*)(_mobile)?$$
+ASAN_EXCLUDE ?= ^(test_conv2d|test_int_kernels|test_train|test_quant_training|test_run_state|test_stats|test_quant_bench|cli_inputs|sweep_script|sweep_script_mobilenet_v2|viz_.*)(_mobile)?$$
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVKQAT_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target vkqat_tests vkqat

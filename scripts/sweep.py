@@ -2,6 +2,7 @@
 """Run a grid of `vkqat train` runs and write results/<name>/TABLE.md, runs.json and PNG plots.
 
     scripts/sweep.py --protocol quick --name quick-lavapipe        # ResNet-20 w16, short runs (CPU)
+    scripts/sweep.py --protocol quick --block mobilenet-v2 --name quick-lavapipe   # its MobileNetV2 block only
     scripts/sweep.py --protocol full  --name full-h100             # >= 30 epochs, 3 seeds, two-stage (GPU)
 
 It runs under Debian's /usr/bin/python3, whose python3-matplotlib draws the plots.
@@ -10,6 +11,10 @@ The grid is FP32 plus, for each bit-width, the methods below; every cell is run 
 and reported as mean +- std over seeds. Runs live in runs/sweep-<name>/<config>-s<seed>; a run
 that already has summary.json is reused, a run that was interrupted is resumed, so a sweep can be
 stopped and restarted. Protocol values can be overridden by flags (--epochs, --seeds, ...).
+
+A protocol is one or more blocks (a model and its grid). The first block's table is
+results/<name>/TABLE.md, its runs runs/sweep-<name>/<config>-s<seed>; a later block B writes
+results/<name>/B/TABLE.md from runs/sweep-<name>/B/. --block picks blocks (default: all).
 
 Methods (what each adds, METHODS.md):
   dorefa-pact   DoReFa weights + PACT activations with the original alpha gradient (baseline)
@@ -43,6 +48,16 @@ PROTOCOLS = {
                  test_limit=0, two_stage=True),
 }
 
+# Further blocks of a protocol: (name, the values that differ from the protocol's). SAT's paper
+# reports quantized MobileNets at 4 bits beating full precision; this block is a small-scale
+# reading of that claim: MobileNetV2 x0.25 with the CIFAR stem, FP32 vs W4A4 CG-PACT with and
+# without SAT, and with the aux module. Meant to take ~10 min on two quiet cores (lavapipe); not
+# timed quietly (34 min under load average 12-16).
+BLOCKS = {
+    "quick": [("mobilenet-v2", dict(model="mobilenet-v2", width_mult=0.25, stem="cifar", bits=[4],
+                                    methods=["cgpact", "sat", "aux+sat"], train_limit=6400, test_limit=1000))],
+}
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,8 +65,12 @@ def parse_args(argv):
     p.add_argument("--name", required=True, help="results/<name>/ and runs/sweep-<name>/")
     p.add_argument("--vkqat", default="build/vkqat", help="the vkqat binary")
     p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--block", help="comma-separated blocks of the protocol to run (default: all): "
+                                   + "; ".join(f"{k}: {','.join(block_names(k))}" for k in sorted(PROTOCOLS)))
     p.add_argument("--model")
     p.add_argument("--width", type=int)
+    p.add_argument("--width-mult", type=float, help="mobilenet-v1/v2: the channel multiplier")
+    p.add_argument("--stem", choices=["imagenet", "cifar"], help="torchvision models: the stem")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
     p.add_argument("--bits", help="comma-separated W=A bit-widths, e.g. 4,3,2")
@@ -62,13 +81,38 @@ def parse_args(argv):
     p.add_argument("--train-limit", type=int)
     p.add_argument("--test-limit", type=int)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, help="the block's (0.1 unless the block says)")
     p.add_argument("--results", default="results", help="where <name>/TABLE.md goes")
     p.add_argument("--runs", default="runs", help="where sweep-<name>/ run directories go")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = p.parse_args(argv)
-    proto = dict(PROTOCOLS[a.protocol])
-    for key in ("model", "width", "epochs", "train_limit", "test_limit"):
+    names = block_names(a.protocol)
+    picked = a.block.split(",") if a.block else names
+    unknown = [b for b in picked if b not in names]
+    if unknown:
+        p.error(f"--block: {unknown} not in the {a.protocol} protocol; known: {','.join(names)}")
+    if a.width_mult is not None and not a.width_mult > 0:
+        p.error(f"--width-mult: must be > 0, got {a.width_mult}")
+    blocks = [(b, block_proto(p, a, b)) for b in picked]
+    if a.cells:
+        known = {name for _, proto in blocks for name, _, _ in grid(proto)}
+        unknown = [c for c in a.cells.split(",") if c not in known]
+        if unknown:
+            p.error(f"--cells: {unknown} not in the grid; known: {','.join(sorted(known))}")
+    return a, blocks
+
+
+def block_names(protocol):
+    return [PROTOCOLS[protocol]["model"]] + [name for name, _ in BLOCKS.get(protocol, [])]
+
+
+def block_proto(p, a, block):
+    """The settings of one block: the protocol's, the block's own, then the flags."""
+    proto = dict(PROTOCOLS[a.protocol], width_mult=None, stem=None, lr=0.1, methods=list(METHODS))
+    proto.update(dict(BLOCKS.get(a.protocol, [])).get(block, {}))
+    proto["block"] = block
+    proto["first_block"] = block == block_names(a.protocol)[0]
+    for key in ("model", "width", "width_mult", "stem", "lr", "epochs", "train_limit", "test_limit"):
         if getattr(a, key) is not None:
             proto[key] = getattr(a, key)
     if a.seeds:
@@ -78,7 +122,6 @@ def parse_args(argv):
         bad = [b for b in proto["bits"] if not 1 <= b <= 8]
         if bad:
             p.error(f"--bits: {bad} outside 1-8")
-    proto["methods"] = list(METHODS)
     if a.methods:
         proto["methods"] = a.methods.split(",")
         unknown = [m for m in proto["methods"] if m not in METHODS]
@@ -86,13 +129,10 @@ def parse_args(argv):
             p.error(f"--methods: unknown {unknown}; known: {','.join(METHODS)}")
     proto["fp32"] = not a.no_fp32
     proto["cells"] = None
-    if a.cells:
-        known = {name: (name, bits, m) for name, bits, m in grid(proto)}
-        proto["cells"] = [c for c in a.cells.split(",")]
-        unknown = [c for c in proto["cells"] if c not in known]
-        if unknown:
-            p.error(f"--cells: {unknown} not in the grid; known: {','.join(known)}")
-    return a, proto
+    if a.cells:  # the block runs the cells it has (parse_args checks each is in some block)
+        known = {name for name, _, _ in grid(proto)}
+        proto["cells"] = [c for c in a.cells.split(",") if c in known]
+    return proto
 
 
 def grid(proto):
@@ -117,8 +157,10 @@ def run_order(proto):
 
 
 def train_command(a, proto, bits, method, seed, run_dir, init):
-    cmd = [a.vkqat, "train", "--data", a.data, "--model", proto["model"], "--width", str(proto["width"]),
-           "--epochs", str(proto["epochs"]), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+    shape = ["--width-mult", str(proto["width_mult"])] if proto["width_mult"] else ["--width", str(proto["width"])]
+    shape += ["--stem", proto["stem"]] if proto["stem"] else []
+    cmd = [a.vkqat, "train", "--data", a.data, "--model", proto["model"], *shape,
+           "--epochs", str(proto["epochs"]), "--batch-size", str(a.batch_size), "--lr", str(proto["lr"]),
            "--seed", str(seed), "--wbits", str(bits), "--abits", str(bits), "--log-every", "10",
            "--out", run_dir]
     if proto["train_limit"]:
@@ -183,9 +225,12 @@ def fmt(m, sd, n):
 def write_table(path, a, proto, results):
     cells = grid(proto)
     devices = sorted({r["device"] for runs in results.values() for r in runs.values() if r.get("device")})
-    lines = [f"# Sweep `{a.name}` ({a.protocol} protocol)", "",
-             f"{proto['model']} width {proto['width']}, {proto['epochs']} epoch(s), batch {a.batch_size}, "
-             f"lr {a.lr} (cosine), data {a.data}"
+    block = "" if proto["first_block"] else f", {proto['block']} block"
+    model = (f"{proto['model']} width-mult {proto['width_mult']:g}" if proto["width_mult"] else
+             f"{proto['model']} width {proto['width']}") + (f", {proto['stem']} stem" if proto["stem"] else "")
+    lines = [f"# Sweep `{a.name}` ({a.protocol} protocol{block})", "",
+             f"{model}, {proto['epochs']} epoch(s), batch {a.batch_size}, "
+             f"lr {proto['lr']} (cosine), data {a.data}"
              + (f", first {proto['train_limit']} training images" if proto["train_limit"] else "")
              + (f", first {proto['test_limit']} test images" if proto["test_limit"] else ", full test set")
              + (", low-bit runs initialised from the FP32+aux run of the same seed" if proto["two_stage"] else
@@ -195,7 +240,8 @@ def write_table(path, a, proto, results):
              "auxiliary head (training only). img/s is wall clock: it drops when other jobs share the device.",
              "",
              f"Device: {', '.join(devices) or '-'}. Produced by `scripts/sweep.py --protocol {a.protocol} "
-             f"--name {a.name}`; raw numbers in runs.json.", "",
+             + ("" if proto["first_block"] else f"--block {proto['block']} ")
+             + f"--name {a.name}`; raw numbers in runs.json.", "",
              "| config | bits | method | LP test acc | aux test acc | seeds done | train img/s (wall clock) |",
              "|---|---|---|---|---|---|---|"]
     for name, bits, method in cells:
@@ -280,11 +326,18 @@ def collect(runs_root, proto):
 
 
 def main(argv):
-    a, proto = parse_args(argv)
+    a, blocks = parse_args(argv)
     if not a.dry_run and not os.access(a.vkqat, os.X_OK):
         raise SystemExit(f"sweep: --vkqat {a.vkqat}: not an executable (run `make build` first)")
-    runs_root = os.path.join(a.runs, f"sweep-{a.name}")
-    out_dir = os.path.join(a.results, a.name)
+    for _, proto in blocks:
+        run_block(a, proto)
+    return 0
+
+
+def run_block(a, proto):
+    sub = [] if proto["first_block"] else [proto["block"]]
+    runs_root = os.path.join(a.runs, f"sweep-{a.name}", *sub)
+    out_dir = os.path.join(a.results, a.name, *sub)
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     for seed in proto["seeds"]:  # seed-major: an interrupted sweep has whole grids, not whole columns
@@ -303,7 +356,7 @@ def main(argv):
             # Rewrite the table after every run: a long sweep shows its progress.
             write_table(os.path.join(out_dir, "TABLE.md"), a, proto, collect(runs_root, proto))
     if a.dry_run:
-        return 0
+        return
     results = collect(runs_root, proto)
     write_table(os.path.join(out_dir, "TABLE.md"), a, proto, results)
     with open(os.path.join(out_dir, "runs.json"), "w") as f:
@@ -311,7 +364,6 @@ def main(argv):
                    "runs": {n: {str(s): r for s, r in rs.items()} for n, rs in results.items()}}, f, indent=1)
     plot(out_dir, proto, results)
     print(f"sweep: wrote {out_dir}/TABLE.md", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

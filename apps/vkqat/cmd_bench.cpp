@@ -1,5 +1,6 @@
-// `vkqat bench [--json] [--quick] [--only SECTIONS] [--device N] [--profile]`: throughput of the
-// kernels on one device; --profile adds the occupancy of every dispatch of the training steps.
+// `vkqat bench [--json] [--quick] [--only SECTIONS] [--depthwise-direct] [--device N] [--profile]`:
+// throughput of the kernels on one device; --profile adds the occupancy of every dispatch of the
+// training steps.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -27,19 +28,53 @@ namespace {
 
 struct BenchOptions {
   bool json = false, quick = false, profile = false;
+  bool depthwise_direct = false;  // also time the former direct depthwise kernels
   int device = -1;
   std::vector<std::string> only;  // section names; empty = all
 };
 
-// One whole training step of ResNet-20 (width 16, batch 128, 28x28x1, 10 classes) on
-// random data: full precision vs W4A4 CG-PACT + SAT + aux, the quantization overhead, and
-// the two halves of that overhead (quantizers alone, the aux module alone).
+// The model of a timed training step: ResNet-20 (width 16, batch 128, 28x28x1, 10 classes,
+// the acceptance configuration) or, with `--only train`, torchvision's ResNet-18 (width 64),
+// MobileNetV2 and MobileNetV1 (x1.0) at their full widths with the CIFAR stem on 32x32x3
+// images, batch 8 (a ResNet-18 step costs about what the ResNet-20 b128 one does on lavapipe).
+struct StepModel {
+  std::string label;  // "resnet20 w16 b128"
+  nn::ModelConfig model;
+  int batch = 128;
+};
+
+StepModel resnet20_step() {
+  StepModel s{"resnet20 w16 b128", {}, 128};
+  s.model.in_channels = 1, s.model.height = s.model.width_px = 28, s.model.classes = 10;
+  return s;
+}
+
+// width: the ResNet's first-stage channels; width_mult: the MobileNet's multiplier.
+StepModel torchvision_step(const std::string& name, int width, double width_mult, int batch) {
+  StepModel s;
+  nn::ModelConfig& m = s.model;
+  m.name = name, m.stem = "cifar", m.width = width, m.width_mult = width_mult;
+  m.in_channels = 3, m.height = m.width_px = 32, m.classes = 10;
+  s.batch = batch;
+  char label[96];
+  if (name.rfind("mobilenet", 0) == 0)
+    std::snprintf(label, sizeof label, "%s x%g cifar-stem 3x32x32 b%d", name.c_str(), width_mult, batch);
+  else
+    std::snprintf(label, sizeof label, "%s w%d cifar-stem 3x32x32 b%d", name.c_str(), width, batch);
+  s.label = label;
+  return s;
+}
+
+// One whole training step on random data: full precision vs W4A4 CG-PACT + SAT + aux, the
+// quantization overhead, and (ResNet-20) the two halves of that overhead (quantizers alone,
+// the aux module alone).
 struct TrainStepCase {
-  // graph: the same model from its description on GraphNetwork (nn/model/graph_network.h).
-  TrainStepCase(Context& ctx, bool quant, bool with_aux, bool graph = false) {
-    cfg.batch = 128;
-    nn::ModelConfig& m = cfg.model;
-    m.in_channels = 1, m.height = m.width_px = 28, m.classes = 10;
+  // graph: the model from its description on GraphNetwork (nn/model/graph_network.h); the
+  // torchvision models always run there.
+  TrainStepCase(Context& ctx, const StepModel& sm, bool quant, bool with_aux, bool graph = false) {
+    cfg.batch = sm.batch;
+    cfg.model = sm.model;
+    const nn::ModelConfig& m = cfg.model;
     net = graph ? nn::build_graph_network(ctx, m, cfg.batch) : nn::build_network(ctx, m, cfg.batch);
     net->init(0);
     const nn::QuantPlugins plugins = quant::quant_plugins();
@@ -56,7 +91,7 @@ struct TrainStepCase {
     std::vector<float> x(size_t(net->input().numel()));
     std::vector<uint32_t> y(size_t(cfg.batch));
     for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 2654435761u) % 1000) / 500.f - 1.f;
-    for (size_t i = 0; i < y.size(); ++i) y[i] = uint32_t(i % 10);
+    for (size_t i = 0; i < y.size(); ++i) y[i] = uint32_t(i % size_t(m.classes));
     net->input().upload(x);
     labels = nn::Tensor(ctx, {cfg.batch}, nn::DType::U32);
     params = nn::Tensor(ctx, {4}, nn::DType::F32, MemoryKind::Host);
@@ -76,38 +111,56 @@ struct TrainStepCase {
   std::unique_ptr<Recording> rec;
 };
 
-std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick) {
+// torchvision: also time ResNet-18, MobileNetV2 and MobileNetV1 (FP32 and W4A4 CG-PACT +
+// SAT + aux); `vkqat bench --only train` asks for them, the default bench leaves them out
+// (its running time).
+std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick, bool torchvision) {
   struct Case {
-    const char* name;
-    TrainStepCase step;
+    std::string model, name;
+    std::unique_ptr<TrainStepCase> step;
+    size_t fp32;  // index of the same model's FP32 case: the ratio's denominator
     std::vector<double> ms;
   };
-  Case cases[] = {{"fp32", {ctx, false, false}, {}},
-                  {"w4a4 cgpact+sat+aux", {ctx, true, true}, {}},
-                  {"w4a4 cgpact+sat (no aux)", {ctx, true, false}, {}},
-                  {"fp32+aux", {ctx, false, true}, {}},
-                  {"fp32 graph", {ctx, false, false, true}, {}},
-                  {"w4a4 cgpact+sat+aux graph", {ctx, true, true, true}, {}}};
+  std::vector<Case> cases;
+  auto add = [&](const StepModel& sm, const char* name, bool quant, bool with_aux, bool graph = false) {
+    const bool first = cases.empty() || cases.back().model != sm.label;
+    const size_t fp32 = first ? cases.size() : cases.back().fp32;
+    cases.push_back({sm.label, name, std::make_unique<TrainStepCase>(ctx, sm, quant, with_aux, graph), fp32, {}});
+  };
+  const StepModel r20 = resnet20_step();
+  add(r20, "fp32", false, false);
+  add(r20, "w4a4 cgpact+sat+aux", true, true);
+  add(r20, "w4a4 cgpact+sat (no aux)", true, false);
+  add(r20, "fp32+aux", false, true);
+  add(r20, "fp32 graph", false, false, true);
+  add(r20, "w4a4 cgpact+sat+aux graph", true, true, true);
+  if (torchvision)
+    for (const StepModel& sm : {torchvision_step("resnet18", 64, 1.0, 8), torchvision_step("mobilenet-v2", 64, 1.0, 8),
+                                torchvision_step("mobilenet-v1", 64, 1.0, 8)}) {
+      add(sm, "fp32", false, false);
+      add(sm, "w4a4 cgpact+sat+aux", true, true);
+    }
   // Alternate the steps and take each one's median: a slow spell of a shared machine then
   // hits all of them, and the ratios stay honest.
   const int rounds = quick ? 3 : 7;
-  for (Case& c : cases) c.step.rec->run();
+  for (Case& c : cases) c.step->rec->run();
   for (int i = 0; i < rounds; ++i)
-    for (Case& c : cases) c.ms.push_back(nn::time_recording_ms(*c.step.rec, 0, 1));
+    for (Case& c : cases) c.ms.push_back(nn::time_recording_ms(*c.step->rec, 0, 1));
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  const double f = median(cases[0].ms);
   std::vector<nn::BenchRecord> out;
-  for (const Case& c : cases) {
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
     nn::BenchRecord r;
-    r.name = std::string("train_step resnet20 w16 b128 ") + c.name;
+    r.name = "train_step " + c.model + " " + c.name;
     r.ms = median(c.ms);
-    r.images_per_s = c.step.cfg.batch * 1000.0 / r.ms;
-    if (&c != &cases[0]) {
+    r.images_per_s = c.step->cfg.batch * 1000.0 / r.ms;
+    if (c.fp32 != i) {
       char ratio[64];
-      std::snprintf(ratio, sizeof ratio, "x%.3f of fp32 (median of %d alternating runs)", r.ms / f, rounds);
+      std::snprintf(ratio, sizeof ratio, "x%.3f of fp32 (median of %d alternating runs)",
+                    r.ms / median(cases[c.fp32].ms), rounds);
       r.variant = ratio;
     }
     out.push_back(r);
@@ -199,7 +252,7 @@ nlohmann::json profile_training_steps(Context& ctx) {
   const std::string variant = std::string("conv ") + nn::conv_variant_name(nn::conv_variant(ctx)) + ", bn " + walk;
   nlohmann::json out = nlohmann::json::array();
   for (bool quant : {false, true}) {
-    TrainStepCase step(ctx, quant, quant);
+    TrainStepCase step(ctx, resnet20_step(), quant, quant);
     const auto& shapes = step.rec->dispatch_shapes();
     double total = 0;
     for (const DispatchShape& d : shapes) total += d.flops;
@@ -233,16 +286,19 @@ int run_bench(const BenchOptions& o) {
   Context ctx(co);
   std::vector<nn::BenchRecord> records;
   using BenchFn = std::function<std::vector<nn::BenchRecord>(Context&, bool)>;
+  auto asked = [&](const char* section) { return std::find(o.only.begin(), o.only.end(), section) != o.only.end(); };
+  const bool torchvision_steps = asked("train");
   const std::vector<std::pair<std::string, BenchFn>> benches = {
       {"conv", nn::bench_conv2d},
-      {"depthwise", nn::bench_conv2d_depthwise},
+      {"depthwise", [&o](Context& c, bool quick) { return nn::bench_conv2d_depthwise(c, quick, o.depthwise_direct); }},
       {"elementwise", nn::bench_elementwise},
       {"reduce", nn::bench_reductions},
       {"quant", quant::bench_quant},
       {"int", quant::bench_int},
       {"train",
-       [](Context& c, bool quick) {
-         std::vector<nn::BenchRecord> r = bench_training_step(c, quick), loop = bench_training_loop(c, quick);
+       [torchvision_steps](Context& c, bool quick) {
+         std::vector<nn::BenchRecord> r = bench_training_step(c, quick, torchvision_steps),
+                                      loop = bench_training_loop(c, quick);
          r.insert(r.end(), loop.begin(), loop.end());
          return r;
        }},
@@ -251,7 +307,7 @@ int run_bench(const BenchOptions& o) {
     if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
       throw Error("--only " + name + ": unknown section (conv, depthwise, elementwise, reduce, quant, int, train, data)");
   for (auto& [name, fn] : benches) {
-    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), name) == o.only.end()) continue;
+    if (!o.only.empty() && !asked(name.c_str())) continue;
     if (name == "train" && o.profile) continue;  // --profile records the steps without timing them
     auto r = fn(ctx, o.quick);
     records.insert(records.end(), r.begin(), r.end());
@@ -269,7 +325,7 @@ int run_bench(const BenchOptions& o) {
         std::fflush(stdout);
       }
   }
-  const bool profile = o.profile && (o.only.empty() || std::find(o.only.begin(), o.only.end(), "train") != o.only.end());
+  const bool profile = o.profile && (o.only.empty() || asked("train"));
   const nlohmann::json steps = profile ? profile_training_steps(ctx) : nlohmann::json();
   if (o.json) {
     nlohmann::json out = nlohmann::json::array();
@@ -308,8 +364,12 @@ void add_bench_command(CLI::App& app, Actions& actions) {
   cmd->add_flag("--profile", o->profile,
                 "with the train section: record the training steps (not timed) and list every dispatch "
                 "(kernel, workgroups, invocations, FLOPs, bytes)");
+  cmd->add_flag("--depthwise-direct", o->depthwise_direct,
+                "depthwise section: also time the former direct kernels (VKQAT_DW_VARIANT=direct), alternating "
+                "with the blocked ones");
   cmd->add_option("--device", o->device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--only", o->only, "only these sections: conv, depthwise, elementwise, reduce, quant, int, train, data")->delimiter(',');
+  cmd->add_option("--only", o->only, "only these sections: conv, depthwise, elementwise, reduce, quant, int, train, data "
+                  "(train named here adds ResNet-18, MobileNetV2 and MobileNetV1 training steps)")->delimiter(',');
   cmd->callback([&actions, o] { actions.push_back([o] { return run_bench(*o); }); });
 }
 

@@ -40,8 +40,9 @@ BenchRecord bench_op(Context& ctx, bool quick, const std::string& name, double b
 }
 
 std::vector<BenchRecord> bench_conv2d(Context& ctx, bool quick);
-// Depthwise forward / backward-data / backward-weight, both DepthwiseVariants timed alternately.
-std::vector<BenchRecord> bench_conv2d_depthwise(Context& ctx, bool quick);
+// Depthwise forward / backward-data / backward-weight with the variant depthwise_variant()
+// picks; with_direct: the Direct kernels too, timed alternately with the Blocked ones.
+std::vector<BenchRecord> bench_conv2d_depthwise(Context& ctx, bool quick, bool with_direct = false);
 std::vector<BenchRecord> bench_elementwise(Context& ctx, bool quick);  // relu, add, bn, pool, linear
 std::vector<BenchRecord> bench_reductions(Context& ctx, bool quick);   // sum, meanvar, maxabs, sgd
 

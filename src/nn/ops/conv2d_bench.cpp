@@ -1,6 +1,7 @@
 // `vkqat bench` entries for conv2d (and the shared timing helper): forward, backward-data
 // and backward-weight on the ResNet-20 convolution shapes at batch 128, and the depthwise
-// kernels (old direct vs blocked, alternating) on MobileNetV2-like shapes.
+// kernels on MobileNetV2-like shapes (the selected variant; optionally the old direct kernels
+// alternating with the blocked ones).
 #include <algorithm>
 #include <chrono>
 #include <memory>
@@ -89,7 +90,7 @@ std::vector<BenchRecord> bench_conv2d(Context& ctx, bool quick) {
   return out;
 }
 
-std::vector<BenchRecord> bench_conv2d_depthwise(Context& ctx, bool quick) {
+std::vector<BenchRecord> bench_conv2d_depthwise(Context& ctx, bool quick, bool with_direct) {
   // MobileNetV2-like depthwise 3x3 layers at batch 32: the 144-channel expansion at 56x56
   // (stride 1 and the stride-2 one leaving the stage), 384 channels at 14x14, 960 at 7x7.
   std::vector<Conv2dShape> shapes = {{32, 144, 56, 56, 144, 3, 3, 1, 1, 144}, {32, 384, 14, 14, 384, 3, 3, 1, 1, 384}};
@@ -98,7 +99,9 @@ std::vector<BenchRecord> bench_conv2d_depthwise(Context& ctx, bool quick) {
     shapes.push_back({32, 960, 7, 7, 960, 3, 3, 1, 1, 960});
   }
   const DepthwiseVariant chosen = depthwise_variant();
-  const DepthwiseVariant variants[] = {DepthwiseVariant::Direct, DepthwiseVariant::Blocked};
+  const std::vector<DepthwiseVariant> variants =
+      with_direct ? std::vector<DepthwiseVariant>{DepthwiseVariant::Direct, DepthwiseVariant::Blocked}
+                  : std::vector<DepthwiseVariant>{chosen};
   const int rounds = quick ? 2 : 3;
   std::vector<BenchRecord> out;
   for (const Conv2dShape& s : shapes) {
