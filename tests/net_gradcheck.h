@@ -37,15 +37,17 @@ struct GradCheckNet {
   // Parameters whose recorded gradient is by design a multiple of the loss's derivative
   // (LSQ's step-size gradient scale): the check divides it out.
   std::map<std::string, double> grad_scale;
-  // Parameters finite-differenced with steps relative to their value (LSQ's tiny step sizes).
-  std::set<std::string> relative_step;
+  // Parameters finite-differenced with steps relative to their value (LSQ's step sizes, 1e-7
+  // at kCheckBits): the largest relative step that moves the clip level (Qp s) less than half
+  // the gap around it in the data, so that no value crosses the clip during the difference.
+  std::map<std::string, double> relative_step;
   // Gradients whose backward treats a statistic of the tensor as a constant by design
   // (DoReFa's max|tanh w|, SAT's variance): the closed-form term it leaves out, added to the
   // recorded gradient (given the values) before the comparison.
   std::map<std::string, std::function<void(std::vector<float>& grad, const std::vector<float>& value)>> complete;
 
-  static constexpr int kBatch = 3;
-  // The built-in model at width 2, 8x8x1 images, 10 classes, batch 3.
+  static constexpr int kBatch = 3;  // the default; the labels follow the network's batch
+  // The built-in model at width 2, 8x8x1 images, 10 classes.
   static nn::ModelConfig tiny(const std::string& model) {
     nn::ModelConfig mc;
     mc.name = model;
@@ -55,10 +57,10 @@ struct GradCheckNet {
   }
   GradCheckNet(const std::string& model, bool with_aux, const std::function<void(nn::Network&)>& tweak = {})
       : GradCheckNet(nn::build_network(test::ctx(), tiny(model), kBatch), with_aux, tweak) {}
-  // Any network of batch kBatch and 10 classes.
+  // Any network of 10 classes.
   GradCheckNet(std::unique_ptr<nn::Network> built, bool with_aux, const std::function<void(nn::Network&)>& tweak = {})
       : ctx(test::ctx()), net(std::move(built)) {
-    const int batch = kBatch;
+    const int batch = int(net->logits().dim(0));
     net->init(7);
     if (tweak) tweak(*net);
     if (with_aux) {
@@ -72,7 +74,8 @@ struct GradCheckNet {
     aux_correct = Tensor(ctx, {1}, nn::DType::U32, MemoryKind::Host);
     std::vector<float> x = test::random_vector(size_t(net->input().numel()), 11, -2.f, 2.f);
     net->input().upload(x);
-    std::vector<uint32_t> y = {3, 7, 1};
+    std::vector<uint32_t> y(static_cast<size_t>(batch));
+    for (int i = 0; i < batch; ++i) y[size_t(i)] = uint32_t(3 + 4 * i) % 10;  // 3, 7, 1, 5, ...
     ctx.upload(labels.view(), y.data(), y.size() * 4);
 
     grad_step = std::make_unique<Recording>(ctx);
@@ -95,7 +98,9 @@ struct GradCheckNet {
     rec.finish();
   }
 
+  int evaluations = 0;  // of the loss (the cost of a check)
   double objective() {
+    ++evaluations;
     loss_step->run();
     double l = *static_cast<const float*>(loss.view().mapped);
     if (aux) l += kAuxWeight * *static_cast<const float*>(aux_loss.view().mapped);
@@ -123,20 +128,59 @@ struct Mismatch {
   double analytic, numeric;
 };
 
-// Finite differences at two elements of every parameter tensor: the one with the largest
-// analytic gradient and a random one. A tiny net has ReLU kinks close to its parameters:
-// for layer1.0.conv1.weight's largest element at width 2, the right difference is 4.4656 at
-// a step of 1e-4 and the backward 4.4796, while the left one is 3.49 (a kink less than 1e-4
-// to the left). So each element is tried with three steps, central and one-sided, and agrees
-// when one of them is within tolerance; the dropped-shortcut test shows that the check still
-// fails on a real error. Returns the elements that disagree every way.
-inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
+// The float32 loss's rounding noise: how far the loss computed at parameters moved by a few
+// ulps strays from a smooth function of them. Half the second difference
+// |L(v + h) + L(v - h) - 2 L(v)| / 2 at h = 1e-6 (relative for LSQ's steps; first order cancels; the curvature term
+// L'' h^2 / 2 is below 1e-8 for |L''| < 1e4), the largest over `samples` random elements of
+// random tensors. Deep tiny nets round far above one ulp of the loss: a BN whose channel
+// has a small spread amplifies its input's rounding by gamma / std.
+inline double loss_noise_floor(GradCheckNet& g, int samples = 12) {
+  std::mt19937 rng(17);
+  const std::vector<nn::Parameter*> params = g.parameters();
+  const double base = g.objective();
+  double noise = 0;
+  for (int k = 0; k < samples; ++k) {
+    nn::Parameter* p = params[std::uniform_int_distribution<size_t>(0, params.size() - 1)(rng)];
+    std::vector<float> value = p->value.download();
+    const size_t i = std::uniform_int_distribution<size_t>(0, value.size() - 1)(rng);
+    const float v = value[i];
+    const double h = 1e-6 * (g.relative_step.count(p->name) ? std::fabs(double(v)) : std::max(1.0, std::fabs(double(v))));
+    value[i] = float(v + h);
+    p->value.upload(value);
+    const double up = g.objective();
+    value[i] = float(v - h);
+    p->value.upload(value);
+    const double down = g.objective();
+    value[i] = v;
+    p->value.upload(value);
+    noise = std::max(noise, std::fabs(up + down - 2 * base) / 2);
+  }
+  return noise;
+}
+
+// Finite differences at elements of every parameter tensor: the one with the largest
+// analytic gradient, and (elements_per_tensor = 2) a random one. A tiny net has ReLU kinks
+// close to its parameters: for layer1.0.conv1.weight's largest element at width 2, the right
+// difference is 4.4656 at a step of 1e-4 and the backward 4.4796, while the left one is 3.49
+// (a kink less than 1e-4 to the left). So each element is tried with three steps, central
+// and one-sided, and agrees when one of them is within tolerance; the dropped-shortcut test
+// shows that the check still fails on a real error. Returns the elements that disagree every way.
+//
+// Tolerance of a difference quotient over a step eps: |backward - fd| <= rtol (|backward| +
+// the tensor's largest |backward|) + 2 noise / eps, noise = loss_noise_floor(g) (at least
+// kMinLossNoise): 2 noise / eps bounds the rounding in a one-sided quotient (two noisy losses;
+// the central one's is noise / eps). rtol: differences near a kink are rough at the scale of
+// the tensor's gradients (bn1.bias[1] of resnet20 at width 2: 0.116 vs 0.133, with bn1.bias[0]
+// at 1.05), while real errors (a dropped path, a mis-weighted aux loss) move gradients by tens
+// of percent. The noise term is what lets the parameters a later batch norm cancels pass: a
+// linear bottleneck's BN bias feeds a 1x1 conv and a BN that removes any per-channel constant,
+// so its true gradient is 0 and the backward gives 1e-6, while its finite differences are
+// rounding, 1e-3 in MobileNetV2 at width 0.1.
+constexpr double kMinLossNoise = 2.5e-7;  // the old fixed atol 5e-4 at eps 1e-3: about two ulps of a loss near 2
+
+inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked, int elements_per_tensor = 2) {
   g.grad_step->run();
-  // Relative to the element and to the tensor's largest gradient: differences near a kink
-  // are rough at the scale of the tensor's gradients (bn1.bias[1] at width 2: 0.116 vs
-  // 0.133, with bn1.bias[0] at 1.05), while real errors (a dropped path, a mis-weighted aux
-  // loss) move gradients by tens of percent.
-  const double rtol = 3e-2, atol = 5e-4;  // atol: float32 loss noise over a step of 1e-3
+  const double rtol = 3e-2, noise = std::max(kMinLossNoise, loss_noise_floor(g));
   std::vector<Mismatch> bad;
   std::mt19937 rng(5);
   *checked = 0;
@@ -152,15 +196,22 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
     std::vector<size_t> at = {size_t(std::max_element(grad.begin(), grad.end(),
                                                       [](float a, float b) { return std::fabs(a) < std::fabs(b); }) -
                                      grad.begin())};
-    if (value.size() > 1) at.push_back(std::uniform_int_distribution<size_t>(0, value.size() - 1)(rng));
+    if (value.size() > 1 && elements_per_tensor > 1)
+      at.push_back(std::uniform_int_distribution<size_t>(0, value.size() - 1)(rng));
     for (size_t i : at) {
       const float v = value[i];
-      double closest = 0, best = INFINITY;
-      // Relative steps are larger: the loss moves little with LSQ's step sizes (d loss / d log s
-      // is about 1e-3 in the tiny nets) and is a float.
+      double closest = 0, excess = INFINITY;  // excess: |backward - fd| over its tolerance, the least of the candidates
+      // LSQ's steps: relative, at most half the step that keeps every value on its side of the
+      // clip, and no smaller than 3e-4: d loss / d log s is 0.05 .. 1 in the tiny nets, so the
+      // loss's rounding (2e-6) over a relative step of 3e-4 is already 2 .. 25% of it.
       const bool relative = g.relative_step.count(p->name) && v != 0.f;
-      static constexpr double kSteps[3] = {1e-3, 1e-4, 3e-5}, kRelativeSteps[3] = {1e-2, 3e-3, 1e-3};
-      for (double rel : relative ? kRelativeSteps : kSteps) {
+      static constexpr double kSteps[3] = {1e-3, 1e-4, 3e-5}, kRelativeSteps[3] = {1e-3, 5e-4, 3e-4};
+      double steps[3];
+      for (int k = 0; k < 3; ++k)
+        steps[k] = relative ? std::min(kRelativeSteps[k], 0.5 * g.relative_step.at(p->name)) : kSteps[k];
+      const double scale_tol = rtol * (std::fabs(double(grad[i])) + max_grad);
+      for (double rel : steps) {
+        if (excess <= 0) break;  // agreed at a larger step: the smaller ones cannot change the verdict
         const double eps = relative ? rel * std::fabs(double(v)) : rel;
         const float vu = float(v + eps), vd = float(v - eps);  // the steps as the floats uploaded
         value[i] = vu;
@@ -169,15 +220,17 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
         value[i] = vd;
         p->value.upload(value);
         const double down = g.objective();
+        const double tol = scale_tol + 2 * noise / eps;
         for (double numeric : {(up - down) / (double(vu) - vd), (up - base) / (double(vu) - v), (base - down) / (v - double(vd))})
-          if (std::fabs(numeric - grad[i]) < best) best = std::fabs(numeric - grad[i]), closest = numeric;
+          if (std::fabs(numeric - grad[i]) - tol < excess) excess = std::fabs(numeric - grad[i]) - tol, closest = numeric;
       }
       value[i] = v;
       p->value.upload(value);
       ++*checked;
-      if (best > atol + rtol * (std::fabs(double(grad[i])) + max_grad)) bad.push_back({p->name, i, grad[i], closest});
+      if (excess > 0) bad.push_back({p->name, i, grad[i], closest});
     }
   }
+  if (!bad.empty()) MESSAGE("the loss's rounding noise: " << noise);
   return bad;
 }
 
@@ -186,8 +239,14 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked) {
 // straight-through backward is the derivative of the loss, while clipping stays real: PACT /
 // CG-PACT's alpha, LSQ's step sizes and SAT's rescale of the FC are differentiable parameters
 // of the loss (at 4 bits the loss is a staircase in every weight and no finite difference
-// means anything). quantize_for_check moves the clip levels into the data (activations clip at
-// 2, or 0.5 before the FC; weights at half the largest) so that their gradients are not zero.
+// means anything). calibrate_quantizers moves the clip levels into gaps of the data so that
+// their gradients are not zero. LSQ's step-size gradient carries the detached scale
+// gs = 1 / sqrt(N Qp) by design (METHODS.md): the check divides it out (grad_scale) and
+// compares the rest, the STE formula, with the loss's derivative: inside the range
+// round(v/s) - v/s averages to zero over a difference step (it is the rounding the loss does
+// not see at 24 bits), outside it is -Qn or Qp, the true derivative of the clipped values.
+// A signed site (a linear bottleneck's LAYER.act) gets the policy's signed form; signed PACT
+// takes 2..8 bits only, so nets with such sites are checked quantized with LSQ or not at all.
 constexpr int kCheckBits = quant::kMaxKernelBits;
 
 struct QuantCheck {
@@ -214,6 +273,12 @@ class HighBitsPolicy : public nn::QuantPolicy {
     if (q_.aquant.empty()) return nullptr;
     return quant::act_quantizer(q_.aquant).make(ctx, name, shape, kCheckBits, consumer);
   }
+  // Linear bottlenecks (MobileNetV2's block outputs): the signed form, as the run's policy.
+  std::unique_ptr<nn::ActQuantizer> signed_activation(Context& ctx, const std::string& name,
+                                                      const std::vector<int>& shape) override {
+    if (q_.aquant.empty()) return nullptr;
+    return quant::act_quantizer(q_.aquant).make_signed(ctx, name, shape, kCheckBits);
+  }
 
  private:
   QuantCheck q_;
@@ -226,41 +291,54 @@ inline void quantize_for_check(nn::Network& net, const QuantCheck& q) {
   net.apply_quant_policy(policy);
 }
 
+// A clip level in the middle of the widest gap between neighbouring values of x (>= 0) near
+// its 90th percentile: a value at the clip level would be a kink that every step of every
+// parameter upstream crosses, and a learned clip level (LSQ's step) can be differenced by
+// up to half the gap without any value crossing it. At least 3 values above it (the FC's
+// input has only batch x features values): a single clipped value may have no gradient
+// (clipped again downstream), which leaves only LSQ's by-design rounding term in its step's
+// gradient.
+struct ClipInGap {
+  float clip, half_gap;
+};
+inline ClipInGap clip_in_gap(std::vector<float> x) {
+  REQUIRE(x.size() >= 5);
+  std::sort(x.begin(), x.end());
+  const size_t top = std::min(x.size() * 94 / 100, x.size() - 4);
+  size_t at = std::min(x.size() * 88 / 100, top);
+  for (size_t k = at; k <= top; ++k)
+    if (x[k + 1] - x[k] > x[at + 1] - x[at]) at = k;
+  return {0.5f * (x[at] + x[at + 1]), 0.5f * (x[at + 1] - x[at])};
+}
+
 // After GradCheckNet's construction: moves the clip levels into the data, so that their
 // gradients are not zero, and tells the checker what the quantizers' backward leaves out by
 // design. Activations clip near the 90th percentile of their input (one site after the other,
 // each seeing the clipped ones before it): a few percent of the values; clipping more makes
 // whole channels of the tiny nets constant, which the next BN blows up by 1 / std. LSQ's
-// weight steps clip at half the largest weight (the BN after the conv cancels a common scale,
-// so the loss feels the step only through the clipped weights).
+// weight steps clip |w| the same way (the BN after the conv cancels a common scale, so the
+// loss feels the step only through the clipped weights).
 inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q) {
-  const quant::LsqConfig act_cfg{kCheckBits, quant::QuantTarget::Activation, false};
   const quant::LsqConfig wgt_cfg{kCheckBits, quant::QuantTarget::Weight, false};
   const nn::QuantSites sites = g.net->quant_sites();
   for (const nn::ActSite& s : sites.acts) {
     if (!s.quant) continue;
     REQUIRE_MESSAGE(s.input->defined(), s.name);
+    // A signed site (a linear bottleneck's "LAYER.act") clips |x| at the level.
+    const bool is_signed = s.quant->describe().find(" signed ") != std::string::npos;
+    const quant::LsqConfig act_cfg{kCheckBits, quant::QuantTarget::Activation, false, is_signed};
     g.loss_step->run();
     std::vector<float> x = s.input->download();
-    std::sort(x.begin(), x.end());
-    // In the middle of the widest gap between neighbouring values near the 90th percentile:
-    // an element at the clip level would be a kink that every step of every parameter
-    // upstream crosses.
-    // At least 3 values above it (the FC's input has only batch x features values): a single clipped
-    // value may have no gradient (clipped again downstream), which leaves only LSQ's
-    // by-design rounding term in its step's gradient.
-    const size_t top = std::min(x.size() * 94 / 100, x.size() - 4);
-    size_t at = std::min(x.size() * 88 / 100, top);
-    for (size_t k = at; k <= top; ++k)
-      if (x[k + 1] - x[k] > x[at + 1] - x[at]) at = k;
-    const float clip = 0.5f * (x[at] + x[at + 1]);
+    if (is_signed)
+      for (float& v : x) v = std::fabs(v);
+    const ClipInGap c = clip_in_gap(std::move(x));
     for (nn::Parameter* p : s.quant->parameters()) {
       if (q.aquant == "lsq") {
-        p->value.upload(std::vector<float>(size_t(p->value.numel()), clip / quant::lsq_range(act_cfg).qp));
+        p->value.upload(std::vector<float>(size_t(p->value.numel()), c.clip / quant::lsq_range(act_cfg).qp));
         g.grad_scale[p->name] = quant::lsq_grad_scale(act_cfg, s.input->shape());
-        g.relative_step.insert(p->name);
+        g.relative_step[p->name] = c.half_gap / c.clip;
       } else {
-        p->value.upload(std::vector<float>(size_t(p->value.numel()), clip));
+        p->value.upload(std::vector<float>(size_t(p->value.numel()), c.clip));
       }
     }
   }
@@ -298,13 +376,13 @@ inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q) {
         a[k] = float(a[k] - (1 - m * m) * (wv[k] < 0 ? -1 : 1) / m * sum);
       };
     } else if (q.wquant == "lsq") {
-      const std::vector<float> v = w.weight->download();
-      double m = 0;
-      for (float x : v) m = std::max(m, double(std::fabs(x)));
+      std::vector<float> v = w.weight->download();
+      for (float& x : v) x = std::fabs(x);
+      const ClipInGap c = clip_in_gap(std::move(v));
       for (nn::Parameter* p : w.quant->parameters()) {
-        p->value.upload(std::vector<float>(size_t(p->value.numel()), float(0.5 * m / quant::lsq_range(wgt_cfg).qp)));
+        p->value.upload(std::vector<float>(size_t(p->value.numel()), c.clip / quant::lsq_range(wgt_cfg).qp));
         g.grad_scale[p->name] = quant::lsq_grad_scale(wgt_cfg, w.weight->shape());
-        g.relative_step.insert(p->name);
+        g.relative_step[p->name] = c.half_gap / c.clip;
       }
     }
   }

@@ -4,8 +4,9 @@
 // network's taps) is compared with central finite differences of the loss the forward pass
 // computes. Quantized too, with the quantizers at 24 bits (net_gradcheck.h: rounding below
 // the loss's float noise, clipping and the learned clip levels real; the statistics that
-// DoReFa and SAT detach in backward completed in closed form). And the checks can fail: a
-// dropped shortcut gradient, a mis-scaled alpha gradient are caught.
+// DoReFa and SAT detach in backward completed in closed form, LSQ's gradient scale divided
+// out). And the checks can fail: a dropped shortcut gradient, a mis-scaled alpha or LSQ step
+// gradient are caught.
 #include "net_gradcheck.h"
 #include "nn/model/resnet.h"
 
@@ -37,11 +38,15 @@ TEST_CASE("network gradient check: every parameter of each built-in model, with 
   }
 }
 
-// The quantizer pairs checked: the default recipe (DoReFa weights, CG-PACT, SAT on the FC)
-// and PACT's own alpha gradient. plain-cnn has no hand-written quantized version: its
+// The quantizer pairs checked: the default recipe (DoReFa weights, CG-PACT, SAT on the FC),
+// PACT's own alpha gradient, and LSQ (signed weight steps, unsigned activation steps; its
+// step gradients are differenced with steps that keep every value on its side of the clip,
+// net_gradcheck.h: at relative steps of 1e-2 .. 1e-3 values cross the clip level and the
+// differences of layer1.0.act1.step swung from -3.4e6 to 5.4e6 around a backward of 8.8e6,
+// while fc.act.step agreed to 1e-4 at every step from 1e-2 down). plain-cnn has no hand-written quantized version: its
 // description on GraphNetwork (the engine that runs it quantized) is checked.
 namespace {
-const QuantCheck kRecipe{"dorefa", "cg-pact", true}, kPact{"dorefa", "pact", false};
+const QuantCheck kRecipe{"dorefa", "cg-pact", true}, kPact{"dorefa", "pact", false}, kLsq{"lsq", "lsq", false};
 
 std::unique_ptr<nn::Network> tiny_net(const std::string& model) {
   if (model == "plain-cnn") return nn::build_graph_network(test::ctx(), GradCheckNet::tiny(model), GradCheckNet::kBatch);
@@ -58,14 +63,16 @@ TEST_CASE("quantized network gradient check: every parameter incl. PACT's alpha,
   };
   for (const Case& c : {Case{"resnet20", kRecipe, false}, Case{"resnet20", kRecipe, true}, Case{"resnet20", kPact, false},
                         Case{"preact-resnet20", kRecipe, false}, Case{"preact-resnet20", kRecipe, true},
-                        Case{"preact-resnet20", kPact, true}, Case{"plain-cnn", kRecipe, false}, Case{"plain-cnn", kPact, false}}) {
+                        Case{"preact-resnet20", kPact, true}, Case{"plain-cnn", kRecipe, false}, Case{"plain-cnn", kPact, false},
+                        Case{"resnet20", kLsq, false}, Case{"preact-resnet20", kLsq, true}}) {
     CAPTURE(c.model);
     CAPTURE(c.q.str());
     CAPTURE(c.aux);
     GradCheckNet g(tiny_net(c.model), c.aux, [&](nn::Network& n) { quantize_for_check(n, c.q); });
     calibrate_quantizers(g, c.q);
-    int alphas = 0;
-    for (nn::Parameter* p : g.parameters()) alphas += p->name.find(".alpha") != std::string::npos;
+    int alphas = 0;  // PACT's alphas or LSQ's activation steps
+    for (nn::Parameter* p : g.parameters())
+      alphas += p->name.find(".alpha") != std::string::npos || p->name.find(".step") != std::string::npos;
     CHECK(alphas == int(g.net->act_quantizers().size()));
     CHECK(alphas > 0);
     expect_gradients_match(g);
@@ -83,6 +90,22 @@ TEST_CASE("quantized network gradient check can fail: an alpha gradient 30% off 
   const auto bad = check_gradients(g, &checked);
   REQUIRE(bad.size() == 1);
   CHECK(bad[0].param == "layer1.0.act1.alpha");
+}
+
+// 50% rather than 30%: over LSQ's relative steps (3e-4 .. 1e-3) the loss's rounding allows up
+// to about 25% of fc.act.step's gradient (net_gradcheck.h).
+TEST_CASE("quantized network gradient check can fail: an LSQ step gradient 50% off is caught" *
+          doctest::test_suite("net-gradcheck")) {
+  GradCheckNet g(tiny_net("resnet20"), false, [&](nn::Network& n) { quantize_for_check(n, kLsq); });
+  calibrate_quantizers(g, kLsq);
+  const std::string step = "fc.act.step";
+  for (nn::Parameter* p : g.parameters())
+    if (p->name == step) g.complete[p->name] = [](std::vector<float>& a, const std::vector<float>&) { a[0] *= 1.5f; };
+  REQUIRE(g.complete.count(step));
+  int checked = 0;
+  const auto bad = check_gradients(g, &checked);
+  REQUIRE(bad.size() == 1);
+  CHECK(bad[0].param == step);
 }
 
 TEST_CASE("network gradient check can fail: a dropped shortcut gradient is caught" *

@@ -10,7 +10,6 @@
 #include <fstream>
 
 #include "backend/error.h"
-#include "net_gradcheck.h"
 #include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
 #include "nn/train/checkpoint.h"
@@ -299,21 +298,4 @@ TEST_CASE("torchvision models train: a few steps at a tiny size, FP32 and W4A4 C
     }
 }
 
-// resnet18 (BasicBlock, 1x1 downsample shortcuts, the cifar stem) at width 2 on 8x8 images.
-// Not here yet: resnet34/50 and mobilenet-v2 take minutes on the 2-core CI machine at this
-// size; mobilenet-v1 (32x32, multiplier 0.1) passes but for the stem BN's gamma, whose tiny
-// gradient (1e-4) is at the float32 finite differences' noise floor (4e-4 .. 6e-4 vs atol 5e-4).
-TEST_CASE("torchvision models: network gradient check of resnet18 at a tiny size, with and without the aux module" *
-          doctest::test_suite("net-gradcheck")) {
-  for (bool with_aux : {false, true}) {
-    CAPTURE(with_aux);
-    nn::ModelConfig mc = gradcheck::GradCheckNet::tiny("resnet18");
-    mc.stem = "cifar";
-    gradcheck::GradCheckNet g(nn::build_network(test::ctx(), mc, gradcheck::GradCheckNet::kBatch), with_aux);
-    int checked = 0;
-    const auto bad = gradcheck::check_gradients(g, &checked);
-    gradcheck::report(bad);
-    CHECK(bad.empty());
-    CHECK(checked >= 2 * int(g.parameters().size()) - 1);
-  }
-}
+// The network gradient checks of these models: test_net_gradcheck_torchvision.cpp.

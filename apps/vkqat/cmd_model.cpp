@@ -1,8 +1,9 @@
 // vkqat model show NAME|FILE: the layer table of a built-in model or a JSON model description
 // (nn/model/model_desc.h): name, op, output shape, parameters, FLOPs and the quantizer the
-// quantization flags would give each layer.
+// quantization policy gives each layer.
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "backend/error.h"
 #include "commands.h"
@@ -20,38 +21,60 @@ struct ModelShowArgs {
   int wbits = 32, abits = 32;
   std::string quantizer = "cgpact", wquant, aquant, bits_config;
   int edge_bits = 8;
+  bool sat = false, sat_conv = false, per_channel = false;
   int batch = 0;  // > 0: build the net on the device and report its buffers' memory
 };
 
-std::string with_bits(const std::string& method, int bits) {
-  return bits >= 32 ? "-" : method + " " + std::to_string(bits) + "-bit";
+// The quantizer column: what the quantization policy gives each layer of the net built at
+// batch 1 (GraphNetwork::apply_quant_policy, as vkqat train does), so the column shows edge
+// bits of the first conv and last linear, --bits-config overrides and the signed "LAYER.act"
+// sites GraphNetwork places on linear bottlenecks, not the flags' rules.
+struct LayerQuantizers {
+  std::map<std::string, std::string> weight, act;  // layer name -> describe(); act site name -> describe()
+};
+
+nn::ModelConfig build_config(const nn::ModelDescription& d, const ModelShowArgs& a, bool builtin) {
+  nn::ModelConfig mc = a.model;
+  if (builtin)
+    mc.name = a.what;
+  else
+    mc.model_file = std::filesystem::absolute(a.what).string();
+  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
+  return mc;
 }
 
-// The quantizer column, as quant::make_quant_policy decides (METHODS.md section 5): weights of
-// the conv reading the image and of the last linear at --edge-bits, activation quantizers where
-// the net has a ReLU (and on the classifier's input), --bits-config overriding per layer.
-std::string quantizer_of(const nn::ModelDescription& d, size_t i, const quant::QuantConfig& q) {
-  const nn::LayerDesc& l = d.layers[i];
-  auto override_bits = [&](const std::string& name, const char* key, int bits) {
-    if (q.bits_config.contains(name) && q.bits_config[name].contains(key) && q.bits_config[name][key].is_number_integer())
-      return q.bits_config[name][key].get<int>();
-    return bits;
+LayerQuantizers ask_policy(const nn::ModelDescription& d, const ModelShowArgs& a, bool builtin, const quant::QuantConfig& q) {
+  LayerQuantizers out;
+  if (!q.any()) return out;
+  Context ctx;
+  nn::GraphNetwork net(ctx, d, build_config(d, a, builtin), 1);
+  net.init(0);
+  net.apply_quant_policy(*quant::make_quant_policy(q));
+  const nn::QuantSites sites = net.quant_sites();
+  for (const nn::WeightSite& w : sites.weights)
+    if (w.quant) out.weight[w.name] = w.quant->describe();
+  for (const nn::ActSite& s : sites.acts)
+    if (s.quant) out.act[s.name] = s.quant->describe();
+  return out;
+}
+
+std::string quantizer_of(const nn::ModelDescription& d, const nn::LayerDesc& l, const LayerQuantizers& lq) {
+  auto get = [](const std::map<std::string, std::string>& m, const std::string& k) {
+    auto it = m.find(k);
+    return it == m.end() ? std::string("-") : it->second;
   };
-  const bool edge = (l.op == nn::LayerOp::Conv && l.input_index[0] < 0) || i + 1 == d.layers.size();
   switch (l.op) {
     case nn::LayerOp::Conv:
     case nn::LayerOp::Linear: {
-      const int wb = q.wbits >= 32 ? 32 : override_bits(l.name, "wbits", edge ? q.edge_bits : q.wbits);
-      std::string s = "w: " + with_bits(q.wquant, wb);
-      if (l.op == nn::LayerOp::Linear && i + 1 == d.layers.size())
-        s += ", in: " + with_bits(q.aquant, q.abits >= 32 ? 32 : override_bits(l.name + ".act", "abits", q.abits));
+      std::string s = "w: " + get(lq.weight, l.name);
+      if (l.op == nn::LayerOp::Linear && lq.act.count(l.name + ".act")) s += ", in: " + lq.act.at(l.name + ".act");
       return s;
     }
     case nn::LayerOp::Relu:
     case nn::LayerOp::Relu6:
-      return with_bits(q.aquant, q.abits >= 32 ? 32 : override_bits(l.name, "abits", q.abits));
-    default:
-      return "";
+      return get(lq.act, l.name);
+    default:  // a linear bottleneck's output (batch norm or add): its signed site, unless a layer has that name
+      return lq.act.count(l.name + ".act") && d.index_of(l.name + ".act") < 0 ? "out: " + lq.act.at(l.name + ".act") : "";
   }
 }
 
@@ -72,14 +95,8 @@ std::string human(double v) {
 // gradients; full precision, no aux module): the allocator's bytes in use before and after.
 void print_device_memory(const nn::ModelDescription& d, const ModelShowArgs& a, bool builtin) {
   Context ctx;
-  nn::ModelConfig mc = a.model;
-  if (builtin)
-    mc.name = a.what;
-  else
-    mc.model_file = std::filesystem::absolute(a.what).string();
-  mc.in_channels = d.in_channels, mc.height = d.height, mc.width_px = d.width, mc.classes = d.classes;
   const MemoryStats before = ctx.allocator().stats();
-  nn::GraphNetwork net(ctx, d, mc, a.batch);
+  nn::GraphNetwork net(ctx, d, build_config(d, a, builtin), a.batch);
   const MemoryStats after = ctx.allocator().stats();
   std::printf("device memory at batch %d (GraphNetwork, FP32 training buffers): %.2f MiB in %llu buffers\n", a.batch,
               double(after.used_bytes - before.used_bytes) / (1 << 20),
@@ -106,11 +123,13 @@ int show_model(const ModelShowArgs& a) {
   quant::QuantConfig q;
   q.apply_preset(a.quantizer, a.wquant, a.aquant);
   q.wbits = a.wbits, q.abits = a.abits, q.edge_bits = a.edge_bits;
+  q.sat = a.sat, q.sat_conv = a.sat_conv, q.per_channel = a.per_channel;
   if (!a.bits_config.empty()) {
     q.bits_config = quant::load_bits_config(a.bits_config);
     q.bits_config_source = "--bits-config " + a.bits_config;
   }
   q.validate();
+  const LayerQuantizers lq = ask_policy(d, a, builtin, q);
   std::printf("%s: input [%d,%d,%d], %d classes\n", d.source.c_str(), d.in_channels, d.height, d.width, d.classes);
   size_t wn = 4;
   for (const auto& l : d.layers) wn = std::max(wn, l.name.size());
@@ -120,7 +139,7 @@ int show_model(const ModelShowArgs& a) {
     std::string op = nn::layer_op_name(l.op);
     if (l.op == nn::LayerOp::Conv && l.groups > 1) op = l.groups == l.out ? "conv dw" : "conv g" + std::to_string(l.groups);
     std::printf("%-*s  %-9s  %-14s  %10s  %10s  %s\n", int(wn), l.name.c_str(), op.c_str(), nn::dims_str(l.shape).c_str(),
-                l.params ? std::to_string(l.params).c_str() : "-", human(l.flops).c_str(), quantizer_of(d, i, q).c_str());
+                l.params ? std::to_string(l.params).c_str() : "-", human(l.flops).c_str(), quantizer_of(d, l, lq).c_str());
   }
   std::printf("total: %zu layers, %lld parameters, %s FLOPs per image (forward)\n", d.layers.size(),
               static_cast<long long>(d.parameter_count()), human(d.flops()).c_str());
@@ -155,6 +174,9 @@ void add_model_command(CLI::App& app, Actions& actions) {
   show->add_option("--aquant", a->aquant, "activation quantizer, as vkqat train");
   show->add_option("--edge-bits", a->edge_bits, "weight bits of the first conv and last linear")->capture_default_str();
   show->add_option("--bits-config", a->bits_config, "per-layer bits, as vkqat train");
+  show->add_flag("--sat", a->sat, "SAT's rescale of the last linear, as vkqat train");
+  show->add_flag("--sat-conv", a->sat_conv, "SAT's rescale of every conv, as vkqat train");
+  show->add_flag("--per-channel", a->per_channel, "per-channel weight scales, as vkqat train");
   show->add_option("--batch", a->batch, "also build the net on the device and print the memory its buffers take at this batch")
       ->check(CLI::Range(1, 65536));
   show->callback([&actions, a] { actions.push_back([a] { return show_model(*a); }); });
