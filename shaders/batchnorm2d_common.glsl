@@ -30,7 +30,8 @@
 // the device idle). Workgroup (c, k) takes chunk k, elements [k * p.chunk, (k + 1) * p.chunk),
 // of channel c (the one-workgroup kernels above run with p.chunk = N*H*W, p.chunks = 1):
 //   BN_STATS_PARTIAL: the chunk's shifted sums (shift: the channel's first element, the same
-//     for every chunk) to partials[(c * chunks + k) * 2 + {0, 1}];
+//     for every chunk) to partials[(c * chunks + k) * 2 + {0, 1}], and (chunk 0) the shift
+//     to partials[C * chunks * 2 + c];
 //   BN_STATS_FINALIZE (one invocation per channel): adds them in chunk order (Kahan), then
 //     step 2 of BN_TRAIN; BN_TRAIN with FROM_SAVED_STATS then does step 3 per chunk;
 //   BN_GRAD_PARTIAL: the chunk's sums of g, g * (x - mean) and the clip gradient's terms to
@@ -145,12 +146,11 @@ layout(std430, binding = 5) writeonly buffer Yb { VEC y[]; };
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
 layout(std430, binding = 1) writeonly buffer Pb { float partials[]; };
 #elif BN_KERNEL == BN_STATS_FINALIZE  // VEC_WIDTH 1: p.hw counts floats
-layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
-layout(std430, binding = 1) readonly buffer Pb { float partials[]; };
-layout(std430, binding = 2) buffer RMb { float running_mean[]; };
-layout(std430, binding = 3) buffer RVb { float running_var[]; };
-layout(std430, binding = 4) writeonly buffer SMb { float saved_mean[]; };
-layout(std430, binding = 5) writeonly buffer SIb { float saved_invstd[]; };
+layout(std430, binding = 0) readonly buffer Pb { float partials[]; };
+layout(std430, binding = 1) buffer RMb { float running_mean[]; };
+layout(std430, binding = 2) buffer RVb { float running_var[]; };
+layout(std430, binding = 3) writeonly buffer SMb { float saved_mean[]; };
+layout(std430, binding = 4) writeonly buffer SIb { float saved_invstd[]; };
 #include "kahan.glsl"
 #elif BN_KERNEL == BN_GRAD_PARTIAL
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
@@ -333,11 +333,13 @@ void main() {
 #elif BN_KERNEL == BN_STATS_PARTIAL
 void main() {
   uint c = gl_WorkGroupID.x;
-  vec3 sums = shifted_sums(c, FIRST(x[c * p.hw]));
+  float shift = FIRST(x[c * p.hw]);
+  vec3 sums = shifted_sums(c, shift);
   if (gl_LocalInvocationID.x == 0u) {
     uint at = (c * p.chunks + gl_WorkGroupID.y) * 2u;
     partials[at] = sums.x;
     partials[at + 1u] = sums.y;
+    if (gl_WorkGroupID.y == 0u) partials[p.c * p.chunks * 2u + c] = shift;
   }
 }
 
@@ -351,7 +353,7 @@ void main() {
     kahan_add(s2, s2_comp, partials[(c * p.chunks + k) * 2u + 1u]);
   }
   float mean, inv_std;
-  channel_stats(c, s1, s2, x[c * p.hw], float(p.n * p.hw), true, mean, inv_std);
+  channel_stats(c, s1, s2, partials[p.c * p.chunks * 2u + c], float(p.n * p.hw), true, mean, inv_std);
 }
 
 #elif BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_PARTIAL || BN_KERNEL == BN_GRAD_APPLY

@@ -382,3 +382,4 @@ TEST_CASE("batchnorm2d rejects bad shapes" * doctest::test_suite("batchnorm2d"))
   CHECK_THROWS_AS(batchnorm2d_forward_train(rec, single, c3, c3b, c3c, c3d, c3e, c3f, single_y), Error);
   batchnorm2d_forward_eval(rec, single, c3, c3b, c3c, c3d, single_y);  // fine in eval
 }
+

@@ -127,9 +127,13 @@ TEST_CASE("one training step, FP32 and W4A4 CG-PACT + SAT + aux: split BN reduct
     CAPTURE(w4a4);
     const auto single = one_step(w4a4, conv, walk, w4a4 ? "w4a4-bn-single" : "fp32-bn-single", nn::BnReduction::Single);
     const auto split = one_step(w4a4, conv, walk, w4a4 ? "w4a4-bn-split" : "fp32-bn-split", nn::BnReduction::Split);
-    // Only batch norm's sums change order (per chunk, then across chunks): 1e-3 of the update
-    // in FP32; with W4A4 a pre-activation within rounding of a quantizer level may take the
-    // other level, hence 2% as for the kernel sets above.
-    compare_steps(single, split, w4a4 ? 2e-2 : 1e-3, 1e-6);
+    // Only batch norm's sums change order (per chunk, then across chunks): mean and inv_std
+    // move by an ulp, so a pre-activation within an ulp of the ReLU's 0 (FP32) or of a
+    // quantizer level (W4A4) may take the other side. Measured: one such element in FP32
+    // moved ResNet-20's layer1.1.bn1.bias by 0.65% of its update (and what lies before it
+    // in the backward by less); everything after it agreed to 7e-5, as the walks do. Hence
+    // 2% as for the kernel sets above; each op is checked against its CPU twin to 1e-4.
+    compare_steps(single, split, 2e-2, 1e-6);
   }
 }
+

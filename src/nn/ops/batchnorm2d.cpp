@@ -102,13 +102,13 @@ std::string width(const std::string& shader, bool vec4) { return vec4 ? shader +
 void record_split_statistics(Recording& rec, const BnParams& p, bool vec4, uint32_t local, const Tensor& x,
                              Tensor& running_mean, Tensor& running_var, Tensor& saved_mean, Tensor& saved_invstd) {
   Context& ctx = rec.context();
-  const BufferView partials = rec.transient(uint64_t(p.c) * p.chunks * 2 * sizeof(float));
+  const BufferView partials = rec.transient(uint64_t(p.c) * (p.chunks * 2 + 1) * sizeof(float));  // sums, shifts
   rec.dispatch(ctx.kernel(width("batchnorm2d_stats_partial", vec4), {local, 1, 1}, training_specs(ctx, false)),
                {x.view(), partials}, p, Groups{p.c, p.chunks, 1}, "batchnorm2d_stats_partial");
   BnParams per_channel = p;
-  per_channel.hw = uint32_t(x.dim(2) * x.dim(3));  // the finalize kernel reads x as floats
+  per_channel.hw = uint32_t(x.dim(2) * x.dim(3));  // the finalize kernel counts floats
   rec.dispatch_1d(ctx.kernel("batchnorm2d_stats_finalize", {64, 1, 1}),
-                  {x.view(), partials, running_mean.view(), running_var.view(), saved_mean.view(), saved_invstd.view()},
+                  {partials, running_mean.view(), running_var.view(), saved_mean.view(), saved_invstd.view()},
                   per_channel, p.c, "batchnorm2d_stats_finalize");
 }
 
