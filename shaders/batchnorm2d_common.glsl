@@ -115,7 +115,7 @@ layout(std430, binding = 9) writeonly buffer Qb { VEC q[]; };
 #if BN_RESIDUAL
 layout(std430, binding = BN_QUANT == 1 ? 10 : 8) readonly buffer Resb { VEC res[]; };
 #endif
-#elif BN_KERNEL == BN_BACKWARD
+#elif BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_APPLY
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
 layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // read with RELU or BN_QUANT
 layout(std430, binding = 2) readonly buffer DYb { VEC dy[]; };
@@ -123,17 +123,29 @@ layout(std430, binding = 3) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 4) readonly buffer SMb { float saved_mean[]; };
 layout(std430, binding = 5) readonly buffer SIb { float saved_invstd[]; };
 layout(std430, binding = 6) buffer DXb { VEC dx[]; };  // read when accumulating
+// BN_GRAD_APPLY binds the channel sums where BN_BACKWARD binds dgamma and dbeta, and no
+// clip gradient (BN_GRAD_FINALIZE writes those).
+#if BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 7) buffer DGb { float dgamma[]; };
 layout(std430, binding = 8) buffer DBb { float dbeta[]; };
+#define BN_CLIP_BINDING 9
+#define BN_GRAD_OUT_BINDING (BN_QUANT == 1 ? 12 : 9)
+#else
+layout(std430, binding = 7) readonly buffer CSb { vec2 channel_sums[]; };
+#define BN_CLIP_BINDING 8
+#define BN_GRAD_OUT_BINDING (BN_QUANT == 1 ? 10 : 8)
+#endif
 #if BN_QUANT
-layout(std430, binding = 9) readonly buffer Clipb { float clip_buf[]; };
-layout(std430, binding = 10) readonly buffer Eb { VEC extra[]; };  // read when p.extra
+layout(std430, binding = BN_CLIP_BINDING) readonly buffer Clipb { float clip_buf[]; };
+layout(std430, binding = BN_CLIP_BINDING + 1) readonly buffer Eb { VEC extra[]; };  // read when p.extra
+#if BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 11) writeonly buffer CGb { float clip_grad[]; };
-#include "pact_grad.glsl"
 #include "kahan.glsl"
 #endif
+#include "pact_grad.glsl"
+#endif
 #if BN_GRAD_OUT
-layout(std430, binding = BN_QUANT == 1 ? 12 : 9) writeonly buffer GOb { VEC g_out[]; };
+layout(std430, binding = BN_GRAD_OUT_BINDING) writeonly buffer GOb { VEC g_out[]; };
 #endif
 #elif BN_KERNEL == BN_EVAL
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
@@ -174,23 +186,6 @@ layout(std430, binding = 4) writeonly buffer CSb { vec2 channel_sums[]; };
 layout(std430, binding = 5) writeonly buffer CGb { float clip_grad[]; };
 #endif
 #include "kahan.glsl"
-#else  // BN_GRAD_APPLY
-layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
-layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // read with RELU or BN_QUANT
-layout(std430, binding = 2) readonly buffer DYb { VEC dy[]; };
-layout(std430, binding = 3) readonly buffer Gb { float gamma[]; };
-layout(std430, binding = 4) readonly buffer SMb { float saved_mean[]; };
-layout(std430, binding = 5) readonly buffer SIb { float saved_invstd[]; };
-layout(std430, binding = 6) buffer DXb { VEC dx[]; };  // read when accumulating
-layout(std430, binding = 7) readonly buffer CSb { vec2 channel_sums[]; };
-#if BN_QUANT
-layout(std430, binding = 8) readonly buffer Clipb { float clip_buf[]; };
-layout(std430, binding = 9) readonly buffer Eb { VEC extra[]; };  // read when p.extra
-#include "pact_grad.glsl"
-#endif
-#if BN_GRAD_OUT
-layout(std430, binding = BN_QUANT == 1 ? 10 : 8) writeonly buffer GOb { VEC g_out[]; };
-#endif
 #endif
 
 struct ChannelWalk {
