@@ -29,16 +29,23 @@ inline const BnKernelConfig kBnKernelConfigs[] = {
     {"contiguous", nn::BnReduction::Split, 7},  {"interleaved", nn::BnReduction::Split, 5},
 };
 
+// Selects a reduction for one scope (then back to Auto).
+class ScopedBnReduction {
+ public:
+  explicit ScopedBnReduction(nn::BnReduction r, uint32_t chunk = 0) { nn::set_bn_reduction(r, chunk); }
+  ~ScopedBnReduction() { nn::set_bn_reduction(nn::BnReduction::Auto); }
+  ScopedBnReduction(const ScopedBnReduction&) = delete;
+  ScopedBnReduction& operator=(const ScopedBnReduction&) = delete;
+};
+
 // Selects a configuration for one scope (then back to the defaults).
 class ScopedBnKernelConfig {
  public:
-  explicit ScopedBnKernelConfig(const BnKernelConfig& c) : walk_("VKQAT_BN_WALK", c.walk) {
-    nn::set_bn_reduction(c.reduction, c.chunk);
-  }
-  ~ScopedBnKernelConfig() { nn::set_bn_reduction(nn::BnReduction::Auto); }
+  explicit ScopedBnKernelConfig(const BnKernelConfig& c) : walk_("VKQAT_BN_WALK", c.walk), reduction_(c.reduction, c.chunk) {}
 
  private:
   ScopedEnv walk_;
+  ScopedBnReduction reduction_;
 };
 
 }  // namespace vkqat::test
