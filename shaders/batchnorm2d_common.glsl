@@ -26,6 +26,20 @@
 //     sum_{y < clip} dy (round(r) - r) / levels, r = max(y, 0) * levels / clip), to clip_grad[c].
 //   BN_EVAL: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (+ ReLU);
 //     workgroup (c, b) handles channel c of batch items [b * ITEMS_N, (b + 1) * ITEMS_N).
+// Two-level reductions (GPUs with few channels: one workgroup per channel leaves most of
+// the device idle). Workgroup (c, k) takes chunk k, elements [k * p.chunk, (k + 1) * p.chunk),
+// of channel c (the one-workgroup kernels above run with p.chunk = N*H*W, p.chunks = 1):
+//   BN_STATS_PARTIAL: the chunk's shifted sums (shift: the channel's first element, the same
+//     for every chunk) to partials[(c * chunks + k) * 2 + {0, 1}], and (chunk 0) the shift
+//     to partials[C * chunks * 2 + c];
+//   BN_STATS_FINALIZE (one invocation per channel): adds them in chunk order (Kahan), then
+//     step 2 of BN_TRAIN; BN_TRAIN with FROM_SAVED_STATS then does step 3 per chunk;
+//   BN_GRAD_PARTIAL: the chunk's sums of g, g * (x - mean) and the clip gradient's terms to
+//     partials[(c * chunks + k) * 3 + {0, 1, 2}];
+//   BN_GRAD_FINALIZE (one invocation per channel): adds them in chunk order (Kahan), writes
+//     dgamma, dbeta (and clip_grad) and channel_sums[c] = (sum g, sum g * xhat);
+//   BN_GRAD_APPLY: BN_BACKWARD's second sweep over the chunk from channel_sums.
+// Fixed orders throughout: a replay gives the same bits.
 // A workgroup walks a channel's elements (j = n*HW + i) without a division per element:
 // each invocation tracks i and the flat NCHW address. GPUs interleave the invocations (steps
 // of the workgroup size: coalesced loads); CPU drivers (CONTIGUOUS) give each invocation one
@@ -35,6 +49,11 @@
 #define BN_TRAIN 0
 #define BN_BACKWARD 1
 #define BN_EVAL 2
+#define BN_STATS_PARTIAL 3
+#define BN_STATS_FINALIZE 4
+#define BN_GRAD_PARTIAL 5
+#define BN_GRAD_FINALIZE 6
+#define BN_GRAD_APPLY 7
 #ifndef BN_QUANT
 #define BN_QUANT 0
 #endif
@@ -62,14 +81,18 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const bool RELU = false;
 layout(constant_id = 4) const uint ITEMS_N = 1;  // BN_EVAL: batch items per workgroup
 layout(constant_id = 5) const bool CONTIGUOUS = false;  // training kernels: see ChannelWalk
+// BN_TRAIN: read mean and inv_std from saved_mean / saved_invstd (written by
+// BN_STATS_FINALIZE) and only normalize this workgroup's chunk.
+layout(constant_id = 6) const bool FROM_SAVED_STATS = false;
 
 layout(push_constant) uniform Params {
   uint n, c, hw;  // tensor is [n, c, hw], hw counted in VEC elements
   float eps, momentum;
   uint accumulate_dx, accumulate_params;
-#if BN_QUANT
+  uint chunk, chunks;  // elements (VEC) per workgroup along y, and the number of chunks
+#if BN_QUANT && BN_KERNEL != BN_GRAD_FINALIZE
   float levels, inv_levels;
-#if BN_KERNEL == BN_BACKWARD
+#if BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_PARTIAL || BN_KERNEL == BN_GRAD_APPLY
   uint calibrated, extra;
 #endif
 #endif
@@ -81,8 +104,8 @@ layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 2) readonly buffer Bb { float beta[]; };
 layout(std430, binding = 3) buffer RMb { float running_mean[]; };
 layout(std430, binding = 4) buffer RVb { float running_var[]; };
-layout(std430, binding = 5) writeonly buffer SMb { float saved_mean[]; };
-layout(std430, binding = 6) writeonly buffer SIb { float saved_invstd[]; };
+layout(std430, binding = 5) buffer SMb { float saved_mean[]; };  // read with FROM_SAVED_STATS
+layout(std430, binding = 6) buffer SIb { float saved_invstd[]; };
 layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
 #if BN_QUANT
 layout(std430, binding = 8) readonly buffer Clipb { float clip_buf[]; };
@@ -92,7 +115,7 @@ layout(std430, binding = 9) writeonly buffer Qb { VEC q[]; };
 #if BN_RESIDUAL
 layout(std430, binding = BN_QUANT == 1 ? 10 : 8) readonly buffer Resb { VEC res[]; };
 #endif
-#elif BN_KERNEL == BN_BACKWARD
+#elif BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_APPLY
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
 layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // read with RELU or BN_QUANT
 layout(std430, binding = 2) readonly buffer DYb { VEC dy[]; };
@@ -100,25 +123,69 @@ layout(std430, binding = 3) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 4) readonly buffer SMb { float saved_mean[]; };
 layout(std430, binding = 5) readonly buffer SIb { float saved_invstd[]; };
 layout(std430, binding = 6) buffer DXb { VEC dx[]; };  // read when accumulating
+// BN_GRAD_APPLY binds the channel sums where BN_BACKWARD binds dgamma and dbeta, and no
+// clip gradient (BN_GRAD_FINALIZE writes those).
+#if BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 7) buffer DGb { float dgamma[]; };
 layout(std430, binding = 8) buffer DBb { float dbeta[]; };
+#define BN_CLIP_BINDING 9
+#define BN_GRAD_OUT_BINDING (BN_QUANT == 1 ? 12 : 9)
+#else
+layout(std430, binding = 7) readonly buffer CSb { vec2 channel_sums[]; };
+#define BN_CLIP_BINDING 8
+#define BN_GRAD_OUT_BINDING (BN_QUANT == 1 ? 10 : 8)
+#endif
 #if BN_QUANT
-layout(std430, binding = 9) readonly buffer Clipb { float clip_buf[]; };
-layout(std430, binding = 10) readonly buffer Eb { VEC extra[]; };  // read when p.extra
+layout(std430, binding = BN_CLIP_BINDING) readonly buffer Clipb { float clip_buf[]; };
+layout(std430, binding = BN_CLIP_BINDING + 1) readonly buffer Eb { VEC extra[]; };  // read when p.extra
+#if BN_KERNEL == BN_BACKWARD
 layout(std430, binding = 11) writeonly buffer CGb { float clip_grad[]; };
-#include "pact_grad.glsl"
 #include "kahan.glsl"
 #endif
-#if BN_GRAD_OUT
-layout(std430, binding = BN_QUANT == 1 ? 12 : 9) writeonly buffer GOb { VEC g_out[]; };
+#include "pact_grad.glsl"
 #endif
-#else
+#if BN_GRAD_OUT
+layout(std430, binding = BN_GRAD_OUT_BINDING) writeonly buffer GOb { VEC g_out[]; };
+#endif
+#elif BN_KERNEL == BN_EVAL
 layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
 layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 2) readonly buffer Bb { float beta[]; };
 layout(std430, binding = 3) readonly buffer RMb { float running_mean[]; };
 layout(std430, binding = 4) readonly buffer RVb { float running_var[]; };
 layout(std430, binding = 5) writeonly buffer Yb { VEC y[]; };
+#elif BN_KERNEL == BN_STATS_PARTIAL
+layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
+layout(std430, binding = 1) writeonly buffer Pb { float partials[]; };
+#elif BN_KERNEL == BN_STATS_FINALIZE  // VEC_WIDTH 1: p.hw counts floats
+layout(std430, binding = 0) readonly buffer Pb { float partials[]; };
+layout(std430, binding = 1) buffer RMb { float running_mean[]; };
+layout(std430, binding = 2) buffer RVb { float running_var[]; };
+layout(std430, binding = 3) writeonly buffer SMb { float saved_mean[]; };
+layout(std430, binding = 4) writeonly buffer SIb { float saved_invstd[]; };
+#include "kahan.glsl"
+#elif BN_KERNEL == BN_GRAD_PARTIAL
+layout(std430, binding = 0) readonly buffer Xb { VEC x[]; };
+layout(std430, binding = 1) readonly buffer Yb { VEC y[]; };  // read with RELU or BN_QUANT
+layout(std430, binding = 2) readonly buffer DYb { VEC dy[]; };
+layout(std430, binding = 3) readonly buffer SMb { float saved_mean[]; };
+layout(std430, binding = 4) writeonly buffer Pb { float partials[]; };
+#if BN_QUANT
+layout(std430, binding = 5) readonly buffer Clipb { float clip_buf[]; };
+layout(std430, binding = 6) readonly buffer Eb { VEC extra[]; };  // read when p.extra
+#include "pact_grad.glsl"
+#include "kahan.glsl"
+#endif
+#elif BN_KERNEL == BN_GRAD_FINALIZE
+layout(std430, binding = 0) readonly buffer Pb { float partials[]; };
+layout(std430, binding = 1) readonly buffer SIb { float saved_invstd[]; };
+layout(std430, binding = 2) buffer DGb { float dgamma[]; };
+layout(std430, binding = 3) buffer DBb { float dbeta[]; };
+layout(std430, binding = 4) writeonly buffer CSb { vec2 channel_sums[]; };
+#if BN_QUANT
+layout(std430, binding = 5) writeonly buffer CGb { float clip_grad[]; };
+#endif
+#include "kahan.glsl"
 #endif
 
 struct ChannelWalk {
@@ -147,9 +214,20 @@ void walk_next(inout ChannelWalk w) {
   }
 }
 
+// This invocation's share of its workgroup's chunk (gl_WorkGroupID.y) of the channel: the
+// walk starts at j = first and stops at end (one run each with CONTIGUOUS, else every
+// gl_WorkGroupSize.x-th element).
+void invocation_share(out uint first, out uint end) {
+  uint count = p.n * p.hw;
+  uint begin = min(gl_WorkGroupID.y * p.chunk, count), stop = min(begin + p.chunk, count);
+  uint run = (stop - begin + gl_WorkGroupSize.x - 1u) / gl_WorkGroupSize.x;
+  first = CONTIGUOUS ? min(begin + gl_LocalInvocationID.x * run, stop) : begin + gl_LocalInvocationID.x;
+  end = CONTIGUOUS ? min(first + run, stop) : stop;
+}
+
 VEC relu_if(VEC v) { return RELU ? mix(v, VEC(0.0), IS_NEGATIVE(v)) : v; }
 
-#if BN_KERNEL != BN_EVAL
+#if BN_KERNEL == BN_TRAIN || BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_STATS_PARTIAL || BN_KERNEL == BN_GRAD_PARTIAL
 shared vec3 red[gl_WorkGroupSize.x];
 
 // Tree reduction of (up to) three sums over the workgroup; every invocation gets the totals.
@@ -165,35 +243,55 @@ vec3 workgroup_sum3(vec3 v) {
 }
 #endif
 
-#if BN_KERNEL == BN_TRAIN
-void main() {
-  uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
-  uint count = p.n * p.hw;
-  uint run = (count + gl_WorkGroupSize.x - 1u) / gl_WorkGroupSize.x;
-  uint walk_first = CONTIGUOUS ? min(lid * run, count) : lid;
-  uint walk_end = CONTIGUOUS ? min(walk_first + run, count) : count;
-  float elements = float(count) * float(VEC_WIDTH);
-  float shift = FIRST(x[c * p.hw]);
-
+#if BN_KERNEL == BN_TRAIN || BN_KERNEL == BN_STATS_PARTIAL
+// The workgroup's sums of (x - shift) and (x - shift)^2 over its chunk of channel c.
+vec3 shifted_sums(uint c, float shift) {
+  uint first, end;
+  invocation_share(first, end);
   VEC s1 = VEC(0.0), s2 = VEC(0.0);
-  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, first); w.j < end; walk_next(w)) {
     VEC v = x[w.addr] - shift;
     s1 += v;
     s2 += v * v;
   }
-  vec3 sums = workgroup_sum3(vec3(HSUM(s1), HSUM(s2), 0.0));
-  float mean_shifted = sums.x / elements;
-  float var = max(sums.y / elements - mean_shifted * mean_shifted, 0.0);
-  float mean = shift + mean_shifted;
-  float inv_std = 1.0 / sqrt(var + p.eps);
+  return workgroup_sum3(vec3(HSUM(s1), HSUM(s2), 0.0));
+}
+#endif
 
-  if (lid == 0u) {
+#if BN_KERNEL == BN_TRAIN || BN_KERNEL == BN_STATS_FINALIZE
+// Step 2: mean and inv_std from the channel's shifted sums over `elements` values; saves
+// them and updates the running stats like PyTorch when `save`.
+void channel_stats(uint c, float s1, float s2, float shift, float elements, bool save, out float mean,
+                   out float inv_std) {
+  float mean_shifted = s1 / elements;
+  float var = max(s2 / elements - mean_shifted * mean_shifted, 0.0);
+  mean = shift + mean_shifted;
+  inv_std = 1.0 / sqrt(var + p.eps);
+  if (save) {
     saved_mean[c] = mean;
     saved_invstd[c] = inv_std;
     float unbiased = var * elements / (elements - 1.0);
     running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
     running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
   }
+}
+#endif
+
+#if BN_KERNEL == BN_TRAIN
+void main() {
+  uint c = gl_WorkGroupID.x;
+  float mean, inv_std;
+  if (FROM_SAVED_STATS) {
+    mean = saved_mean[c];
+    inv_std = saved_invstd[c];
+  } else {
+    float shift = FIRST(x[c * p.hw]);
+    vec3 sums = shifted_sums(c, shift);
+    channel_stats(c, sums.x, sums.y, shift, float(p.n * p.hw) * float(VEC_WIDTH), gl_LocalInvocationID.x == 0u,
+                  mean, inv_std);
+  }
+  uint walk_first, walk_end;
+  invocation_share(walk_first, walk_end);
 
   float scale = gamma[c] * inv_std, bias = beta[c];
 #if BN_RESIDUAL
@@ -227,7 +325,33 @@ void main() {
 #undef BN_OUT
 }
 
-#elif BN_KERNEL == BN_BACKWARD
+#elif BN_KERNEL == BN_STATS_PARTIAL
+void main() {
+  uint c = gl_WorkGroupID.x;
+  float shift = FIRST(x[c * p.hw]);
+  vec3 sums = shifted_sums(c, shift);
+  if (gl_LocalInvocationID.x == 0u) {
+    uint at = (c * p.chunks + gl_WorkGroupID.y) * 2u;
+    partials[at] = sums.x;
+    partials[at + 1u] = sums.y;
+    if (gl_WorkGroupID.y == 0u) partials[p.c * p.chunks * 2u + c] = shift;
+  }
+}
+
+#elif BN_KERNEL == BN_STATS_FINALIZE
+void main() {
+  uint c = gl_GlobalInvocationID.x;
+  if (c >= p.c) return;
+  float s1 = 0.0, s1_comp = 0.0, s2 = 0.0, s2_comp = 0.0;
+  for (uint k = 0u; k < p.chunks; ++k) {
+    kahan_add(s1, s1_comp, partials[(c * p.chunks + k) * 2u]);
+    kahan_add(s2, s2_comp, partials[(c * p.chunks + k) * 2u + 1u]);
+  }
+  float mean, inv_std;
+  channel_stats(c, s1, s2, partials[p.c * p.chunks * 2u + c], float(p.n * p.hw), true, mean, inv_std);
+}
+
+#elif BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_PARTIAL || BN_KERNEL == BN_GRAD_APPLY
 #if BN_QUANT
 // The quantizer's straight-through gradient g = dq [0 <= y < clip] (+ extra), and the
 // element's term of the clip gradient (see the top of this file and quant_pact.glsl).
@@ -240,28 +364,28 @@ VEC quant_grad(uint addr, float clip, float scale, out VEC clip_term) {
 #endif
   return p.extra != 0u ? g + extra[addr] : g;
 }
-#else
-VEC masked_grad(uint addr) { return RELU ? mix(VEC(0.0), dy[addr], IS_POSITIVE(y[addr])) : dy[addr]; }
-#endif
-
-void main() {
-  uint c = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
-  uint count = p.n * p.hw;
-  uint run = (count + gl_WorkGroupSize.x - 1u) / gl_WorkGroupSize.x;
-  uint walk_first = CONTIGUOUS ? min(lid * run, count) : lid;
-  uint walk_end = CONTIGUOUS ? min(walk_first + run, count) : count;
-  float elements = float(count) * float(VEC_WIDTH);
-  float mean = saved_mean[c], inv_std = saved_invstd[c];
-#if BN_QUANT
-  float clip = max(clip_buf[0], MIN_SCALE), q_scale = p.levels / clip;
-  VEC s_clip = VEC(0.0), s_clip_comp = VEC(0.0), term;
+#define GRAD_SETUP                                                      \
+  float clip = max(clip_buf[0], MIN_SCALE), q_scale = p.levels / clip; \
+  VEC term;
 #define GRAD(addr) quant_grad(addr, clip, q_scale, term)
 #else
+VEC masked_grad(uint addr) { return RELU ? mix(VEC(0.0), dy[addr], IS_POSITIVE(y[addr])) : dy[addr]; }
+#define GRAD_SETUP
 #define GRAD(addr) masked_grad(addr)
 #endif
 
+#if BN_KERNEL != BN_GRAD_APPLY
+// The first sweep over the workgroup's chunk of channel c: the sums of g, g * (x - mean)
+// and (BN_QUANT) the clip gradient's terms (each invocation's Kahan partial).
+vec3 gradient_sums(uint c, float mean) {
+  uint first, end;
+  invocation_share(first, end);
+  GRAD_SETUP
+#if BN_QUANT
+  VEC s_clip = VEC(0.0), s_clip_comp = VEC(0.0);
+#endif
   VEC s_g = VEC(0.0), s_gx = VEC(0.0);
-  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, first); w.j < end; walk_next(w)) {
     VEC g = GRAD(w.addr);
     s_g += g;
     s_gx += g * (x[w.addr] - mean);
@@ -271,22 +395,23 @@ void main() {
   }
 #if BN_QUANT
   precise VEC clip_partial = s_clip - s_clip_comp;
-  vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), HSUM(clip_partial)));
-  if (lid == 0u) clip_grad[c] = sums.z;
+  return workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), HSUM(clip_partial)));
 #else
-  vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), 0.0));
+  return workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), 0.0));
 #endif
-  float sum_g = sums.x, sum_gxhat = sums.y * inv_std;
+}
+#endif
 
-  if (lid == 0u) {
-    bool acc = p.accumulate_params != 0u;
-    dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
-    dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
-  }
-
+#if BN_KERNEL != BN_GRAD_PARTIAL
+// The second sweep over the workgroup's chunk: dx (and g_out) from the channel's sums.
+void apply_gradient(uint c, float mean, float inv_std, float sum_g, float sum_gxhat) {
+  uint first, end;
+  invocation_share(first, end);
+  GRAD_SETUP
+  float elements = float(p.n * p.hw) * float(VEC_WIDTH);
   float scale = gamma[c] * inv_std;
   float mean_g = sum_g / elements, mean_gxhat = sum_gxhat / elements;
-  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
+  for (ChannelWalk w = walk_begin(c, first); w.j < end; walk_next(w)) {
     VEC xhat = (x[w.addr] - mean) * inv_std, g = GRAD(w.addr);
     VEC v = scale * (g - mean_g - xhat * mean_gxhat);
     dx[w.addr] = p.accumulate_dx != 0u ? dx[w.addr] + v : v;
@@ -294,7 +419,65 @@ void main() {
     g_out[w.addr] = g;
 #endif
   }
+}
+#endif
+
+#if BN_KERNEL == BN_BACKWARD
+void main() {
+  uint c = gl_WorkGroupID.x;
+  float mean = saved_mean[c], inv_std = saved_invstd[c];
+  vec3 sums = gradient_sums(c, mean);
+  float sum_g = sums.x, sum_gxhat = sums.y * inv_std;
+  if (gl_LocalInvocationID.x == 0u) {
+    bool acc = p.accumulate_params != 0u;
+    dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
+    dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
+#if BN_QUANT
+    clip_grad[c] = sums.z;
+#endif
+  }
+  apply_gradient(c, mean, inv_std, sum_g, sum_gxhat);
+}
+#elif BN_KERNEL == BN_GRAD_PARTIAL
+void main() {
+  uint c = gl_WorkGroupID.x;
+  vec3 sums = gradient_sums(c, saved_mean[c]);
+  if (gl_LocalInvocationID.x == 0u) {
+    uint at = (c * p.chunks + gl_WorkGroupID.y) * 3u;
+    partials[at] = sums.x;
+    partials[at + 1u] = sums.y;
+    partials[at + 2u] = sums.z;
+  }
+}
+#else  // BN_GRAD_APPLY
+void main() {
+  uint c = gl_WorkGroupID.x;
+  vec2 sums = channel_sums[c];
+  apply_gradient(c, saved_mean[c], saved_invstd[c], sums.x, sums.y);
+}
+#endif
 #undef GRAD
+#undef GRAD_SETUP
+
+#elif BN_KERNEL == BN_GRAD_FINALIZE
+void main() {
+  uint c = gl_GlobalInvocationID.x;
+  if (c >= p.c) return;
+  float s_g = 0.0, s_g_comp = 0.0, s_gx = 0.0, s_gx_comp = 0.0, s_clip = 0.0, s_clip_comp = 0.0;
+  for (uint k = 0u; k < p.chunks; ++k) {
+    uint at = (c * p.chunks + k) * 3u;
+    kahan_add(s_g, s_g_comp, partials[at]);
+    kahan_add(s_gx, s_gx_comp, partials[at + 1u]);
+    kahan_add(s_clip, s_clip_comp, partials[at + 2u]);
+  }
+  float sum_g = s_g, sum_gxhat = s_gx * saved_invstd[c];
+  bool acc = p.accumulate_params != 0u;
+  dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
+  dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
+  channel_sums[c] = vec2(sum_g, sum_gxhat);
+#if BN_QUANT
+  clip_grad[c] = s_clip;
+#endif
 }
 
 #else

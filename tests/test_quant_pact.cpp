@@ -18,6 +18,7 @@
 #include "nn/ops/batchnorm2d.h"
 #include "quant/common.h"
 #include "quant/pact.h"
+#include "bn_kernel_configs.h"
 #include "test_quant_common.h"
 
 using namespace vkqat;
@@ -242,12 +243,13 @@ TEST_CASE("BN training forward with the PACT epilogue (+ residual) equals BN (+ 
           doctest::test_suite("quant-pact")) {
   Context& ctx = test::ctx();
   // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
-  // Both channel walks of the BN kernels (VKQAT_BN_WALK): each device takes one.
-  for (const char* walk : {"contiguous", "interleaved"})
-  for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {3, 4, 2, 2}}) {
+  // Every BN kernel configuration (channel walk, one workgroup per channel or split).
+  for (const auto& config : test::kBnKernelConfigs)
+  for (std::vector<int> shape :
+       {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {3, 4, 2, 2}, {3, 1, 33, 31}}) {
     for (int bits : {2, 4, 8}) {
-      CAPTURE(walk);
-      test::ScopedEnv env("VKQAT_BN_WALK", walk);
+      CAPTURE(config.str());
+      test::ScopedBnKernelConfig scoped(config);
       CAPTURE(nn::shape_str(shape));
       CAPTURE(bits);
       const int c = shape[1];
@@ -302,14 +304,15 @@ TEST_CASE("BN backward with PACT's backward fused equals pact_backward then BN b
           doctest::test_suite("quant-pact")) {
   Context& ctx = test::ctx();
   // H*W % 4 == 0 takes the vec4 kernels, the others the float kernels.
-  // Both channel walks of the BN kernels (VKQAT_BN_WALK): each device takes one.
-  for (const char* walk : {"contiguous", "interleaved"})
-  for (std::vector<int> shape : {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {16, 8, 6, 6}}) {
+  // Every BN kernel configuration (channel walk, one workgroup per channel or split).
+  for (const auto& config : test::kBnKernelConfigs)
+  for (std::vector<int> shape :
+       {std::vector<int>{2, 3, 5, 3}, {4, 5, 4, 4}, {1, 2, 7, 7}, {16, 8, 6, 6}, {3, 1, 33, 31}}) {
     for (int bits : {2, 4, 8}) {
       for (PactGradient gradient : {PactGradient::Original, PactGradient::Calibrated}) {
         for (bool with_extra : {false, true}) {
-          CAPTURE(walk);
-          test::ScopedEnv env("VKQAT_BN_WALK", walk);
+          CAPTURE(config.str());
+          test::ScopedBnKernelConfig scoped(config);
           CAPTURE(nn::shape_str(shape));
           CAPTURE(bits);
           CAPTURE(int(gradient));

@@ -17,6 +17,7 @@
 #include "nn/bench.h"
 #include "nn/data/data_bench.h"
 #include "nn/model/network.h"
+#include "nn/ops/batchnorm2d.h"
 #include "nn/ops/conv2d.h"
 #include "nn/train/trainer.h"
 #include "quant/bench.h"
@@ -245,22 +246,26 @@ std::vector<nn::BenchRecord> bench_training_loop(Context& ctx, bool quick) {
 // variant set, workgroups, invocations per workgroup, FLOPs (convolutions; other kernels
 // report 0) and the bytes of the bound views (an upper bound on bytes moved). A dispatch
 // that carries >= 1% of the step's FLOPs with fewer than 264 workgroups (two per SM of a
-// 132-SM GPU) cannot fill a large GPU: counted in "starved".
+// 132-SM GPU) cannot fill a large GPU: counted in "starved". The same for dispatches that
+// bind >= 1% of the step's bytes (memory-bound kernels, batch norm's reductions, which
+// report no FLOPs): "starved_heavy_bytes_dispatches".
 nlohmann::json profile_training_steps(Context& ctx) {
   const char* walk_env = std::getenv("VKQAT_BN_WALK");
   const std::string walk = walk_env && *walk_env ? walk_env : ctx.info().is_cpu() ? "contiguous" : "interleaved";
-  const std::string variant = std::string("conv ") + nn::conv_variant_name(nn::conv_variant(ctx)) + ", bn " + walk;
+  const std::string variant = std::string("conv ") + nn::conv_variant_name(nn::conv_variant(ctx)) + ", bn " + walk +
+                              " reduction " + nn::bn_reduction_setting();
   nlohmann::json out = nlohmann::json::array();
   for (bool quant : {false, true}) {
     TrainStepCase step(ctx, resnet20_step(), quant, quant);
     const auto& shapes = step.rec->dispatch_shapes();
-    double total = 0;
-    for (const DispatchShape& d : shapes) total += d.flops;
+    double total = 0, total_bytes = 0;
+    for (const DispatchShape& d : shapes) total += d.flops, total_bytes += double(d.bytes_bound);
     nlohmann::json list = nlohmann::json::array();
-    int starved = 0;
+    int starved = 0, starved_bytes = 0;
     for (const DispatchShape& d : shapes) {
       const bool heavy = total > 0 && d.flops >= 0.01 * total;
       if (heavy && d.workgroups() < 264) ++starved;
+      if (double(d.bytes_bound) >= 0.01 * total_bytes && d.workgroups() < 264) ++starved_bytes;
       list.push_back({{"label", d.label},
                       {"kernel", d.kernel},
                       {"workgroups", d.workgroups()},
@@ -275,6 +280,8 @@ nlohmann::json profile_training_steps(Context& ctx) {
                    {"dispatches", shapes.size()},
                    {"flops", total},
                    {"starved_heavy_dispatches", starved},
+                   {"bytes_bound", total_bytes},
+                   {"starved_heavy_bytes_dispatches", starved_bytes},
                    {"dispatch", list}});
   }
   return out;
@@ -342,9 +349,10 @@ int run_bench(const BenchOptions& o) {
     std::cout << out.dump(2) << "\n";
   } else if (profile) {
     for (const auto& s : steps) {
-      std::printf("\n%s (%s): %zu dispatches, %.2f GFLOP; %d dispatches with >= 1%% of the FLOPs launch < 264 "
-                  "workgroups\n", s["step"].get<std::string>().c_str(), s["variant"].get<std::string>().c_str(),
-                  size_t(s["dispatches"]), double(s["flops"]) * 1e-9, int(s["starved_heavy_dispatches"]));
+      std::printf("\n%s (%s): %zu dispatches, %.2f GFLOP; %d dispatches with >= 1%% of the FLOPs, %d with >= 1%% "
+                  "of the bytes launch < 264 workgroups\n", s["step"].get<std::string>().c_str(),
+                  s["variant"].get<std::string>().c_str(), size_t(s["dispatches"]), double(s["flops"]) * 1e-9,
+                  int(s["starved_heavy_dispatches"]), int(s["starved_heavy_bytes_dispatches"]));
       for (const auto& d : s["dispatch"])
         std::printf("  %-44s %8llu wg x %4u inv  %9.3f GFLOP  %9.2f MB\n", d["label"].get<std::string>().c_str(),
                     (unsigned long long)d["workgroups"], unsigned(d["invocations_per_workgroup"]),

@@ -2,6 +2,7 @@
 // BatchNorm2d (PyTorch semantics) on NCHW activations, with an optional fused ReLU, and its
 // CPU twin (namespace ref). Per-channel tensors (gamma, beta, running and saved stats, and
 // their gradients) are F32 [C].
+#include <cstdint>
 #include <vector>
 
 #include "backend/recording.h"
@@ -70,6 +71,22 @@ struct BnQuantBackward {
   const Tensor* extra = nullptr;       // optional, shaped like y: another consumer's gradient of y
   Tensor* clip_grad_partials = nullptr;  // F32 [C]
 };
+
+// How the training kernels reduce a channel's N*H*W values. Single: one workgroup per
+// channel, one dispatch. Split (two-level, for GPUs, where C workgroups leave most of the
+// device idle): workgroups (channel, chunk of N*H*W) write partial sums, one invocation per
+// channel adds them in chunk order (deterministic), then (channel, chunk) workgroups
+// normalize / write dx: three dispatches. saved_mean / saved_invstd and every other output
+// keep their layout. Auto: Split when the device is not a CPU driver and the channels give
+// fewer than 264 workgroups (two per SM of a 132-SM GPU), with chunks of at least one
+// element per invocation; Single on CPU drivers (one workgroup per channel already keeps
+// their few cores busy). VKQAT_BN_REDUCTION=single|split overrides Auto;
+// set_bn_reduction overrides both (tests), chunk > 0 then fixing the elements (of the
+// kernel's width, float or vec4) per chunk.
+enum class BnReduction { Auto, Single, Split };
+void set_bn_reduction(BnReduction r, uint32_t chunk = 0);
+// "single", "split" or "auto" (per layer shape): what set_bn_reduction / the environment select.
+const char* bn_reduction_setting();
 
 namespace ref {
 // shape = {N, C, H, W}. Outputs are resized. Sums in double.

@@ -1,0 +1,6 @@
+#version 450
+// BatchNorm2d two-level backward, pass 2 (dgamma, dbeta and the channel sums): see batchnorm2d_common.glsl.
+#extension GL_GOOGLE_include_directive : require
+#define VEC_WIDTH 1
+#define BN_KERNEL BN_GRAD_FINALIZE
+#include "batchnorm2d_common.glsl"

@@ -1,0 +1,7 @@
+#version 450
+// BatchNorm2d two-level backward, pass 3 (dx and the gradient of BN's output), float elements: see batchnorm2d_common.glsl.
+#extension GL_GOOGLE_include_directive : require
+#define VEC_WIDTH 1
+#define BN_KERNEL BN_GRAD_APPLY
+#define BN_GRAD_OUT 1
+#include "batchnorm2d_common.glsl"

@@ -1,0 +1,6 @@
+#version 450
+// BatchNorm2d two-level statistics, pass 1 (a chunk's shifted sums), vec4 elements: see batchnorm2d_common.glsl.
+#extension GL_GOOGLE_include_directive : require
+#define VEC_WIDTH 4
+#define BN_KERNEL BN_STATS_PARTIAL
+#include "batchnorm2d_common.glsl"
