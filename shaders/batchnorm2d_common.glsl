@@ -24,6 +24,16 @@
 //     p.extra: a gradient of y from another consumer), and the workgroup writes channel c's
 //     Kahan partial of the clip gradient, sum_{y >= clip} dy (+ with p.calibrated, CG-PACT's
 //     sum_{y < clip} dy (round(r) - r) / levels, r = max(y, 0) * levels / clip), to clip_grad[c].
+//   Synchronized batch norm (data parallel: one batch's statistics over several processes)
+//   splits both training kernels in two dispatches (p.sync_phase; 0: the one pass above):
+//     SYNC_STATISTICS: forward: this process's mean -> saved_mean[c], biased variance ->
+//       saved_invstd[c], nothing else; backward: this process's sum(g * xhat) -> dgamma[c],
+//       sum(g) -> dbeta[c] (and the clip partial), nothing else.
+//     SYNC_APPLY: the host has put the statistics of every process's values where phase 1
+//       wrote its own (forward: mean, biased variance; backward: the two sums), and
+//       p.sync_elements is the element count they span; the kernel does the rest of the
+//       single pass with them (saved_invstd, running stats with the unbiased variance of
+//       that count, y; or dx).
 //   BN_EVAL: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (+ ReLU);
 //     workgroup (c, b) handles channel c of batch items [b * ITEMS_N, (b + 1) * ITEMS_N).
 // A workgroup walks a channel's elements (j = n*HW + i) without a division per element:
@@ -35,6 +45,9 @@
 #define BN_TRAIN 0
 #define BN_BACKWARD 1
 #define BN_EVAL 2
+#define SYNC_NONE 0u
+#define SYNC_STATISTICS 1u
+#define SYNC_APPLY 2u
 #ifndef BN_QUANT
 #define BN_QUANT 0
 #endif
@@ -67,6 +80,8 @@ layout(push_constant) uniform Params {
   uint n, c, hw;  // tensor is [n, c, hw], hw counted in VEC elements
   float eps, momentum;
   uint accumulate_dx, accumulate_params;
+  uint sync_phase;      // SYNC_*: see the top of this file
+  float sync_elements;  // SYNC_APPLY: the elements per channel of all processes
 #if BN_QUANT
   float levels, inv_levels;
 #if BN_KERNEL == BN_BACKWARD
@@ -81,8 +96,8 @@ layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 2) readonly buffer Bb { float beta[]; };
 layout(std430, binding = 3) buffer RMb { float running_mean[]; };
 layout(std430, binding = 4) buffer RVb { float running_var[]; };
-layout(std430, binding = 5) writeonly buffer SMb { float saved_mean[]; };
-layout(std430, binding = 6) writeonly buffer SIb { float saved_invstd[]; };
+layout(std430, binding = 5) buffer SMb { float saved_mean[]; };    // read in SYNC_APPLY
+layout(std430, binding = 6) buffer SIb { float saved_invstd[]; };  // read in SYNC_APPLY
 layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
 #if BN_QUANT
 layout(std430, binding = 8) readonly buffer Clipb { float clip_buf[]; };
@@ -173,18 +188,32 @@ void main() {
   uint walk_first = CONTIGUOUS ? min(lid * run, count) : lid;
   uint walk_end = CONTIGUOUS ? min(walk_first + run, count) : count;
   float elements = float(count) * float(VEC_WIDTH);
-  float shift = FIRST(x[c * p.hw]);
-
-  VEC s1 = VEC(0.0), s2 = VEC(0.0);
-  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
-    VEC v = x[w.addr] - shift;
-    s1 += v;
-    s2 += v * v;
+  float mean, var;
+  if (p.sync_phase == SYNC_APPLY) {  // every process's statistics, from the host
+    mean = saved_mean[c];
+    var = saved_invstd[c];
+    elements = p.sync_elements;
+    barrier();  // every invocation has read them before invocation 0 overwrites saved_invstd
+  } else {
+    float shift = FIRST(x[c * p.hw]);
+    VEC s1 = VEC(0.0), s2 = VEC(0.0);
+    for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
+      VEC v = x[w.addr] - shift;
+      s1 += v;
+      s2 += v * v;
+    }
+    vec3 sums = workgroup_sum3(vec3(HSUM(s1), HSUM(s2), 0.0));
+    float mean_shifted = sums.x / elements;
+    var = max(sums.y / elements - mean_shifted * mean_shifted, 0.0);
+    mean = shift + mean_shifted;
+    if (p.sync_phase == SYNC_STATISTICS) {
+      if (lid == 0u) {
+        saved_mean[c] = mean;
+        saved_invstd[c] = var;
+      }
+      return;
+    }
   }
-  vec3 sums = workgroup_sum3(vec3(HSUM(s1), HSUM(s2), 0.0));
-  float mean_shifted = sums.x / elements;
-  float var = max(sums.y / elements - mean_shifted * mean_shifted, 0.0);
-  float mean = shift + mean_shifted;
   float inv_std = 1.0 / sqrt(var + p.eps);
 
   if (lid == 0u) {
@@ -260,28 +289,36 @@ void main() {
 #define GRAD(addr) masked_grad(addr)
 #endif
 
-  VEC s_g = VEC(0.0), s_gx = VEC(0.0);
-  for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
-    VEC g = GRAD(w.addr);
-    s_g += g;
-    s_gx += g * (x[w.addr] - mean);
+  float sum_g, sum_gxhat;
+  if (p.sync_phase == SYNC_APPLY) {  // every process's sums, from the host (dgamma, dbeta stay)
+    sum_g = dbeta[c];
+    sum_gxhat = dgamma[c];
+    elements = p.sync_elements;
+  } else {
+    VEC s_g = VEC(0.0), s_gx = VEC(0.0);
+    for (ChannelWalk w = walk_begin(c, walk_first); w.j < walk_end; walk_next(w)) {
+      VEC g = GRAD(w.addr);
+      s_g += g;
+      s_gx += g * (x[w.addr] - mean);
 #if BN_QUANT
-    kahan_add(s_clip, s_clip_comp, term);
+      kahan_add(s_clip, s_clip_comp, term);
 #endif
-  }
+    }
 #if BN_QUANT
-  precise VEC clip_partial = s_clip - s_clip_comp;
-  vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), HSUM(clip_partial)));
-  if (lid == 0u) clip_grad[c] = sums.z;
+    precise VEC clip_partial = s_clip - s_clip_comp;
+    vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), HSUM(clip_partial)));
+    if (lid == 0u) clip_grad[c] = sums.z;
 #else
-  vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), 0.0));
+    vec3 sums = workgroup_sum3(vec3(HSUM(s_g), HSUM(s_gx), 0.0));
 #endif
-  float sum_g = sums.x, sum_gxhat = sums.y * inv_std;
+    sum_g = sums.x, sum_gxhat = sums.y * inv_std;
 
-  if (lid == 0u) {
-    bool acc = p.accumulate_params != 0u;
-    dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
-    dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
+    if (lid == 0u) {
+      bool acc = p.accumulate_params != 0u;
+      dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
+      dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
+    }
+    if (p.sync_phase == SYNC_STATISTICS) return;
   }
 
   float scale = gamma[c] * inv_std;

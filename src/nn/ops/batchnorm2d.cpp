@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/error.h"
@@ -15,7 +16,10 @@ struct BnParams {
   uint32_t n, c, hw;  // hw in elements of the kernel's width
   float eps, momentum;
   uint32_t accumulate_dx, accumulate_params;
+  uint32_t sync_phase;  // kSync*
+  float sync_elements;
 };
+constexpr uint32_t kSyncNone = 0, kSyncStatistics = 1, kSyncApply = 2;
 
 // One workgroup per channel: a power of two (tree reduction) within the device's limits
 // (a vec3 of shared memory, 16 bytes with padding, per invocation). CPU drivers pay per
@@ -41,7 +45,7 @@ std::vector<uint32_t> training_specs(Context& ctx, bool relu) {
 BnParams params_for(const char* op, const Tensor& x) {
   if (x.rank() != 4 || x.dtype() != DType::F32)
     throw Error(std::string(op) + ": x must be an F32 [N, C, H, W] tensor, got " + x.shape_str());
-  return BnParams{uint32_t(x.dim(0)), uint32_t(x.dim(1)), uint32_t(x.dim(2) * x.dim(3)), 0.f, 0.f, 0, 0};
+  return BnParams{uint32_t(x.dim(0)), uint32_t(x.dim(1)), uint32_t(x.dim(2) * x.dim(3)), 0.f, 0.f, 0, 0, kSyncNone, 0.f};
 }
 
 // Picks the vec4 variant of `shader` when planes split into whole, aligned vec4s (CPU
@@ -65,12 +69,74 @@ void require_like_x(const char* op, const Tensor& x, const Tensor& t, const char
     throw Error(std::string(op) + ": " + name + " " + t.shape_str() + " must be F32 of x's shape " +
                 x.shape_str());
 }
+
+// The host exchanges of the two directions (record_passes' combine).
+auto merge_moments(BnStatsSync* sync) {
+  return [sync](float* mean, float* var, int channels, double elements) {
+    sync->merge_moments(mean, var, channels, elements);
+  };
+}
+// dgamma and dbeta, adjacent in the host buffer, summed in one exchange.
+auto sum_gradients(BnStatsSync* sync) {
+  return [sync](float* dgamma, float*, int channels, double) { sync->sum(dgamma, 2 * size_t(channels)); };
+}
+
+// Without a sync: dispatch() once (the single pass). With one: the statistics pass, its
+// per-channel results (a, b: what the shaders' SYNC_STATISTICS writes) to host memory, the
+// host exchange (combine), the combined values back into a and b, and the apply pass over
+// every process's element count. bn is the dispatch's push block (dispatch() reads it).
+// restore_own: a and b get this process's own values back after the apply pass.
+template <class Dispatch, class Combine>
+void record_passes(Recording& rec, BnParams& bn, const Tensor& x, BnStatsSync* sync, Tensor& a, Tensor& b,
+                   bool restore_own, Dispatch dispatch, Combine combine) {
+  if (!sync) return dispatch();
+  const uint64_t bytes = a.bytes();
+  const BufferView host = rec.transient(4 * bytes, MemoryKind::Host);  // [a, b] exchanged, [a, b] own
+  const BufferView host_a = host.sub(0, bytes), host_b = host.sub(bytes, bytes);
+  const BufferView own_a = host.sub(2 * bytes, bytes), own_b = host.sub(3 * bytes, bytes);
+  bn.sync_phase = kSyncStatistics;
+  dispatch();
+  rec.copy(a.view(), host_a, "sync batchnorm statistics to host");
+  rec.copy(b.view(), host_b, "sync batchnorm statistics to host");
+  const int channels = int(a.numel());
+  const double elements = double(x.dim(0)) * x.dim(2) * x.dim(3);
+  rec.host_step([=] {
+    auto* f = static_cast<float*>(host.mapped);
+    if (restore_own) std::memcpy(f + 2 * channels, f, 2 * bytes);
+    combine(f, f + channels, channels, elements);
+  });
+  rec.copy(host_a, a.view(), "sync batchnorm statistics from host");
+  rec.copy(host_b, b.view(), "sync batchnorm statistics from host");
+  bn.sync_phase = kSyncApply;
+  bn.sync_elements = float(elements * sync->processes());
+  dispatch();
+  if (!restore_own) return;
+  rec.copy(own_a, a.view(), "sync batchnorm own sums");
+  rec.copy(own_b, b.view(), "sync batchnorm own sums");
+}
 }  // namespace
+
+void merge_channel_moments(const float* means, const float* vars, int ranks, int channels, double elements,
+                           float* mean_out, float* var_out) {
+  for (int c = 0; c < channels; ++c) {
+    double sum = 0;
+    for (int r = 0; r < ranks; ++r) sum += means[size_t(r) * channels + c];
+    const double mean = sum / ranks;
+    double m2 = 0;
+    for (int r = 0; r < ranks; ++r) {
+      const double d = means[size_t(r) * channels + c] - mean;
+      m2 += vars[size_t(r) * channels + c] * elements + elements * d * d;
+    }
+    mean_out[c] = float(mean);
+    var_out[c] = float(m2 / (elements * ranks));
+  }
+}
 
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y, float eps,
-                               float momentum, bool relu, const BnQuantEpilogue* quant, const Tensor* residual) {
+                               float momentum, bool relu, const BnQuantEpilogue* quant, const Tensor* residual,
+                               BnStatsSync* sync) {
   const char* op = "batchnorm2d_forward_train";
   BnParams p = params_for(op, x);
   require_channels(op, x, gamma, "gamma");
@@ -97,7 +163,9 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
     std::string shader = variant(residual ? "batchnorm2d_train_residual" : "batchnorm2d_train", p,
                                  {x.view(), y.view(), residual ? residual->view() : y.view()});
     if (residual) views.push_back(residual->view());
-    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu)), views, p, Groups{p.c, 1, 1}, name);
+    const Kernel& k = ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu));
+    record_passes(rec, p, x, sync, saved_mean, saved_invstd, false, [&] { rec.dispatch(k, views, p, Groups{p.c, 1, 1}, name); },
+                  merge_moments(sync));
     return;
   }
   if (!quant->clip || !quant->q || quant->clip->numel() != 1 || quant->clip->dtype() != DType::F32)
@@ -114,7 +182,9 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   views.push_back(quant->clip->view());
   views.push_back(quant->q->view());
   if (residual) views.push_back(residual->view());
-  rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu)), views, qp, Groups{p.c, 1, 1}, name);
+  const Kernel& k = ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu));
+  record_passes(rec, qp.bn, x, sync, saved_mean, saved_invstd, false, [&] { rec.dispatch(k, views, qp, Groups{p.c, 1, 1}, name); },
+                merge_moments(sync));
 }
 
 void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,
@@ -142,7 +212,7 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu,
-                          const BnQuantBackward* quant, Tensor* grad_out) {
+                          const BnQuantBackward* quant, Tensor* grad_out, BnStatsSync* sync) {
   const char* op = "batchnorm2d_backward";
   BnParams p = params_for(op, x);
   if (relu || quant) require_like_x(op, x, y, "y");
@@ -155,6 +225,8 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
   require_channels(op, x, dbeta, "dbeta");
   p.accumulate_dx = accumulate_dx ? 1 : 0;
   p.accumulate_params = accumulate_params ? 1 : 0;
+  // The apply pass reads the summed sums where dgamma and dbeta are: nothing to add to.
+  if (sync && accumulate_params) throw Error(std::string(op) + ": a synchronized backward cannot accumulate_params");
   Context& ctx = rec.context();
   const uint32_t local = channel_workgroup_size(ctx);
   // Bindings of every backward variant: x, y (read with the ReLU or quantizer), dy, the
@@ -188,7 +260,9 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
                                                grad_out ? grad_out->view() : dx.view()});
     views.insert(views.end(), {quant->clip->view(), extra.view(), quant->clip_grad_partials->view()});
     if (fuse_grad_out) views.push_back(grad_out->view());
-    rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, false)), views, qp, Groups{p.c, 1, 1}, name);
+    const Kernel& k = ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, false));
+    record_passes(rec, qp.bn, x, sync, dgamma, dbeta, true, [&] { rec.dispatch(k, views, qp, Groups{p.c, 1, 1}, name); },
+                  sum_gradients(sync));
     if (grad_out && !fuse_grad_out) {
       struct {
         uint32_t count;
@@ -205,7 +279,9 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
   std::string shader = variant(grad_out ? "batchnorm2d_bwd_grad_out" : "batchnorm2d_bwd", p,
                                {x.view(), y.view(), dy.view(), dx.view(), grad_out ? grad_out->view() : dx.view()});
   if (grad_out) views.push_back(grad_out->view());
-  rec.dispatch(ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu)), views, p, Groups{p.c, 1, 1}, name);
+  const Kernel& k = ctx.kernel(shader, {local, 1, 1}, training_specs(ctx, relu));
+  record_passes(rec, p, x, sync, dgamma, dbeta, true, [&] { rec.dispatch(k, views, p, Groups{p.c, 1, 1}, name); },
+                sum_gradients(sync));
 }
 
 }  // namespace vkqat::nn
