@@ -21,9 +21,10 @@ usage: mpi_train_check.py CASE VKQAT WORKDIR
              checkpoints ("stopped at step N"), the job exits within seconds.
   usage      a global batch that does not divide among the ranks is a clear error (exit 1).
   sync-bn    mpirun -n 2 --sync-bn (batch norm over the global batch) follows one process
-             with the same global batch step by step: FP32 on the hand-written plain CNN
-             (20 steps) and on a --model-file graph (GraphNetwork, 20 steps); per-step losses and
-             every checkpoint tensor (running statistics included) within SYNC_* below.
+             with the same global batch step by step: FP32 on the hand-written plain CNN, 20
+             steps; per-step losses and every checkpoint tensor (running statistics included)
+             within SYNC_* below.
+  sync-bn-graph  the same on a --model-file graph (GraphNetwork: residual add, ReLU6).
   sync-bn-quant  the same for W4A4 CG-PACT + SAT + aux on ResNet-20 (20 steps; the fused BN +
              residual + PACT kernels and the aux module's BN split too).
   sync-bn-lsq    the same for W4A4 LSQ (10 steps): LSQ's activation steps start from the first
@@ -41,13 +42,15 @@ WEIGHT_REL_TOL = 0.04
 # Tolerances of the --sync-bn comparisons with one process. The two runs compute the same
 # function and differ only in float summation order (per-rank partial sums merged in double,
 # the gradient sum over the ranks halved), ~1e-7 relative per step, which 20 steps of SGD
-# and, quantized, the odd value rounding to the other level amplify. Measured: see the
-# README's "several GPUs" section. Per-rank batch norm (no --sync-bn) misses them by far:
-# 0.022 loss, 1.1% weights on the plain CNN (LOSS_ABS_TOL above).
-SYNC_LOSS_ABS_TOL = 2e-3
-SYNC_WEIGHT_REL_TOL = 2e-3
-SYNC_QUANT_LOSS_ABS_TOL = 5e-3
-SYNC_QUANT_WEIGHT_REL_TOL = 5e-3
+# amplify. Measured (loaded 2-core lavapipe): plain CNN 1.9e-6 loss / 8.7e-7 weights
+# (relative L2), graph 3.8e-6 / 2.9e-7, W4A4 CG-PACT+SAT+aux 3.8e-6 / 1.7e-7. FP32 gets
+# ~25x that; quantized ~250x: a value within rounding of a level boundary may land on the
+# other level in one run, a discrete jump the FP32 runs cannot have. Per-rank batch norm
+# (no --sync-bn) misses both by far: 0.022 loss, 1.1% weights on the plain CNN.
+SYNC_LOSS_ABS_TOL = 1e-4
+SYNC_WEIGHT_REL_TOL = 1e-4
+SYNC_QUANT_LOSS_ABS_TOL = 1e-3
+SYNC_QUANT_WEIGHT_REL_TOL = 1e-3
 
 ARGS = ["--data", "fashion-mnist", "--model", "plain-cnn", "--width", "4", "--batch-size", "16", "--lr", "0.05",
         "--train-limit", "320", "--test-limit", "64", "--log-every", "1", "--epochs", "1", "--seed", "3"]
@@ -60,7 +63,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def run(cmd, env=None, timeout=120, expect=0):
+def run(cmd, env=None, timeout=200, expect=0):
     t0 = time.time()
     p = subprocess.run(cmd, env=env or ENV, capture_output=True, text=True, timeout=timeout)
     dt = time.time() - t0
@@ -206,8 +209,10 @@ def expect_close_runs(one, two, steps, loss_tol, weight_tol, what):
     den = sum(x * x for k in wa for x in wa[k])
     rel = math.sqrt(num / den)
     # Per tensor too: a small tensor (one BN layer's running variance) is invisible in the sum.
+    # Relative to the tensor's RMS, at least 1e-3: a bias whose gradient is zero up to
+    # rounding (a BN feeding another BN) stays ~1e-9 and its relative error means nothing.
     worst_tensor = max((math.sqrt(sum((x - y) ** 2 for x, y in zip(wa[k], wb[k])) /
-                                  max(1e-30, sum(x * x for x in wa[k]))), k) for k in wa)
+                                  max(sum(x * x for x in wa[k]), len(wa[k]) * 1e-6)), k) for k in wa)
     print(f"{what}: {len(lb)} steps, losses within {worst:.2e}, weights within {rel:.2e} relative L2 "
           f"(worst tensor {worst_tensor[1]}: {worst_tensor[0]:.2e})")
     if not all(math.isfinite(l) for _, l in lb) or worst > loss_tol:
@@ -229,6 +234,9 @@ def sync_bn_pair(vkqat, work, name, args, steps, loss_tol, weight_tol):
 
 def case_sync_bn(vkqat, work):
     sync_bn_pair(vkqat, work, "plain-cnn", ARGS, 20, SYNC_LOSS_ABS_TOL, SYNC_WEIGHT_REL_TOL)
+
+
+def case_sync_bn_graph(vkqat, work):
     graph = list(ARGS)
     i = graph.index("--model")
     graph[i:i + 4] = ["--model-file", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
@@ -281,7 +289,8 @@ def case_sigterm(vkqat, work):
 
 
 CASES = {"one-rank": case_one_rank, "two-ranks": case_two_ranks, "resume": case_resume, "quant": case_quant, "fault": case_fault, "sigterm": case_sigterm,
-         "usage": case_usage, "sync-bn": case_sync_bn, "sync-bn-quant": case_sync_bn_quant,
+         "usage": case_usage, "sync-bn": case_sync_bn, "sync-bn-graph": case_sync_bn_graph,
+         "sync-bn-quant": case_sync_bn_quant,
          "sync-bn-lsq": case_sync_bn_lsq}
 
 if __name__ == "__main__":
