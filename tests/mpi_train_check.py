@@ -27,9 +27,10 @@ usage: mpi_train_check.py CASE VKQAT WORKDIR
   sync-bn-graph  the same on a --model-file graph (GraphNetwork: residual add, ReLU6).
   sync-bn-quant  the same for W4A4 CG-PACT + SAT + aux on ResNet-20 (20 steps; the fused BN +
              residual + PACT kernels and the aux module's BN split too).
-  sync-bn-lsq    the same for W4A4 LSQ (10 steps): LSQ's activation steps start from the first
-             batch; on 2 ranks each is the mean of the ranks' shard values, taken right after
-             its initialisation, which with --sync-bn is the global batch's value.
+  sync-bn-lsq    the same for W4A4 LSQ (10 steps, lr 0.002): LSQ's activation steps start from
+             the first batch; on 2 ranks each is the mean of the ranks' shard values, taken right
+             after its initialisation, which with --sync-bn is the global batch's value: step 1's
+             loss (before any update) within 1e-5 of one process's.
 """
 import json, math, os, shutil, signal, struct, subprocess, sys, time
 
@@ -257,7 +258,16 @@ def case_sync_bn_quant(vkqat, work):
 
 
 def case_sync_bn_lsq(vkqat, work):
-    sync_bn_pair(vkqat, work, "lsq", quant_args("lsq", 10), 10, SYNC_QUANT_LOSS_ABS_TOL, SYNC_QUANT_WEIGHT_REL_TOL)
+    # At lr 0.05 W4A4 LSQ on this tiny net is chaotic: a 1e-6 difference grew to 0.058 in loss
+    # by step 10 (measured); at lr 0.002 the runs stay within 1e-6.
+    args = quant_args("lsq", 10)
+    args[args.index("--lr") + 1] = "0.002"
+    sync_bn_pair(vkqat, work, "lsq", args, 10, SYNC_QUANT_LOSS_ABS_TOL, SYNC_QUANT_WEIGHT_REL_TOL)
+    # Step 1's loss is the forward with the data-initialised steps: the same as one process's
+    # (measured: equal bits) only if each step is the global batch's.
+    first = abs(step_losses(f"{work}/lsq1")[0][1] - step_losses(f"{work}/lsq2")[0][1])
+    if first > 1e-5:
+        fail(f"lsq: step 1 losses differ by {first:.2e}: the LSQ steps did not start from the global batch")
 
 
 def case_sigterm(vkqat, work):
