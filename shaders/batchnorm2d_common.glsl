@@ -24,6 +24,17 @@
 //     p.extra: a gradient of y from another consumer), and the workgroup writes channel c's
 //     Kahan partial of the clip gradient, sum_{y >= clip} dy (+ with p.calibrated, CG-PACT's
 //     sum_{y < clip} dy (round(r) - r) / levels, r = max(y, 0) * levels / clip), to clip_grad[c].
+//   Synchronized batch norm (data parallel: one batch's statistics over several processes)
+//   splits both one-workgroup-per-channel training kernels in two dispatches (p.sync_phase;
+//   0: the one pass above; the host never splits the reduction of a synchronized layer):
+//     SYNC_STATISTICS: forward: this process's mean -> saved_mean[c], biased variance ->
+//       saved_invstd[c], nothing else; backward: this process's sum(g * xhat) -> dgamma[c],
+//       sum(g) -> dbeta[c] (and the clip partial), nothing else.
+//     SYNC_APPLY: the host has put the statistics of every process's values where phase 1
+//       wrote its own (forward: mean, biased variance; backward: the two sums), and
+//       p.sync_elements is the element count they span; the kernel does the rest of the
+//       single pass with them (saved_invstd, running stats with the unbiased variance of
+//       that count, y; or dx).
 //   BN_EVAL: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (+ ReLU);
 //     workgroup (c, b) handles channel c of batch items [b * ITEMS_N, (b + 1) * ITEMS_N).
 // Two-level reductions (GPUs with few channels: one workgroup per channel leaves most of
@@ -54,6 +65,9 @@
 #define BN_GRAD_PARTIAL 5
 #define BN_GRAD_FINALIZE 6
 #define BN_GRAD_APPLY 7
+#define SYNC_NONE 0u
+#define SYNC_STATISTICS 1u
+#define SYNC_APPLY 2u
 #ifndef BN_QUANT
 #define BN_QUANT 0
 #endif
@@ -90,6 +104,8 @@ layout(push_constant) uniform Params {
   float eps, momentum;
   uint accumulate_dx, accumulate_params;
   uint chunk, chunks;  // elements (VEC) per workgroup along y, and the number of chunks
+  uint sync_phase;      // SYNC_*: see the top of this file
+  float sync_elements;  // SYNC_APPLY: the elements per channel of all processes
 #if BN_QUANT && BN_KERNEL != BN_GRAD_FINALIZE
   float levels, inv_levels;
 #if BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_PARTIAL || BN_KERNEL == BN_GRAD_APPLY
@@ -104,7 +120,7 @@ layout(std430, binding = 1) readonly buffer Gb { float gamma[]; };
 layout(std430, binding = 2) readonly buffer Bb { float beta[]; };
 layout(std430, binding = 3) buffer RMb { float running_mean[]; };
 layout(std430, binding = 4) buffer RVb { float running_var[]; };
-layout(std430, binding = 5) buffer SMb { float saved_mean[]; };  // read with FROM_SAVED_STATS
+layout(std430, binding = 5) buffer SMb { float saved_mean[]; };  // read with FROM_SAVED_STATS, SYNC_APPLY
 layout(std430, binding = 6) buffer SIb { float saved_invstd[]; };
 layout(std430, binding = 7) writeonly buffer Yb { VEC y[]; };
 #if BN_QUANT
@@ -259,13 +275,15 @@ vec3 shifted_sums(uint c, float shift) {
 #endif
 
 #if BN_KERNEL == BN_TRAIN || BN_KERNEL == BN_STATS_FINALIZE
-// Step 2: mean and inv_std from the channel's shifted sums over `elements` values; saves
-// them and updates the running stats like PyTorch when `save`.
-void channel_stats(uint c, float s1, float s2, float shift, float elements, bool save, out float mean,
-                   out float inv_std) {
+// Step 2: mean and biased variance from the channel's shifted sums over `elements` values.
+void shifted_moments(float s1, float s2, float shift, float elements, out float mean, out float var) {
   float mean_shifted = s1 / elements;
-  float var = max(s2 / elements - mean_shifted * mean_shifted, 0.0);
+  var = max(s2 / elements - mean_shifted * mean_shifted, 0.0);
   mean = shift + mean_shifted;
+}
+
+// inv_std of them; saves mean and inv_std and updates the running stats like PyTorch when `save`.
+void save_stats(uint c, float mean, float var, float elements, bool save, out float inv_std) {
   inv_std = 1.0 / sqrt(var + p.eps);
   if (save) {
     saved_mean[c] = mean;
@@ -281,14 +299,27 @@ void channel_stats(uint c, float s1, float s2, float shift, float elements, bool
 void main() {
   uint c = gl_WorkGroupID.x;
   float mean, inv_std;
+  bool lead = gl_LocalInvocationID.x == 0u;
   if (FROM_SAVED_STATS) {
     mean = saved_mean[c];
     inv_std = saved_invstd[c];
+  } else if (p.sync_phase == SYNC_APPLY) {  // every process's statistics, from the host
+    mean = saved_mean[c];
+    float var = saved_invstd[c];
+    barrier();  // every invocation has read them before invocation 0 overwrites saved_invstd
+    save_stats(c, mean, var, p.sync_elements, lead, inv_std);
   } else {
-    float shift = FIRST(x[c * p.hw]);
+    float shift = FIRST(x[c * p.hw]), var;
     vec3 sums = shifted_sums(c, shift);
-    channel_stats(c, sums.x, sums.y, shift, float(p.n * p.hw) * float(VEC_WIDTH), gl_LocalInvocationID.x == 0u,
-                  mean, inv_std);
+    shifted_moments(sums.x, sums.y, shift, float(p.n * p.hw) * float(VEC_WIDTH), mean, var);
+    if (p.sync_phase == SYNC_STATISTICS) {
+      if (lead) {
+        saved_mean[c] = mean;
+        saved_invstd[c] = var;
+      }
+      return;
+    }
+    save_stats(c, mean, var, float(p.n * p.hw) * float(VEC_WIDTH), lead, inv_std);
   }
   uint walk_first, walk_end;
   invocation_share(walk_first, walk_end);
@@ -347,8 +378,9 @@ void main() {
     kahan_add(s1, s1_comp, partials[(c * p.chunks + k) * 2u]);
     kahan_add(s2, s2_comp, partials[(c * p.chunks + k) * 2u + 1u]);
   }
-  float mean, inv_std;
-  channel_stats(c, s1, s2, partials[p.c * p.chunks * 2u + c], float(p.n * p.hw), true, mean, inv_std);
+  float mean, var, inv_std;
+  shifted_moments(s1, s2, partials[p.c * p.chunks * 2u + c], float(p.n * p.hw), mean, var);
+  save_stats(c, mean, var, float(p.n * p.hw), true, inv_std);
 }
 
 #elif BN_KERNEL == BN_BACKWARD || BN_KERNEL == BN_GRAD_PARTIAL || BN_KERNEL == BN_GRAD_APPLY
@@ -404,11 +436,11 @@ vec3 gradient_sums(uint c, float mean) {
 
 #if BN_KERNEL != BN_GRAD_PARTIAL
 // The second sweep over the workgroup's chunk: dx (and g_out) from the channel's sums.
-void apply_gradient(uint c, float mean, float inv_std, float sum_g, float sum_gxhat) {
+// `elements`: the count the sums span (every process's with SYNC_APPLY).
+void apply_gradient(uint c, float mean, float inv_std, float sum_g, float sum_gxhat, float elements) {
   uint first, end;
   invocation_share(first, end);
   GRAD_SETUP
-  float elements = float(p.n * p.hw) * float(VEC_WIDTH);
   float scale = gamma[c] * inv_std;
   float mean_g = sum_g / elements, mean_gxhat = sum_gxhat / elements;
   for (ChannelWalk w = walk_begin(c, first); w.j < end; walk_next(w)) {
@@ -426,17 +458,25 @@ void apply_gradient(uint c, float mean, float inv_std, float sum_g, float sum_gx
 void main() {
   uint c = gl_WorkGroupID.x;
   float mean = saved_mean[c], inv_std = saved_invstd[c];
-  vec3 sums = gradient_sums(c, mean);
-  float sum_g = sums.x, sum_gxhat = sums.y * inv_std;
-  if (gl_LocalInvocationID.x == 0u) {
-    bool acc = p.accumulate_params != 0u;
-    dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
-    dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
+  float elements = float(p.n * p.hw) * float(VEC_WIDTH), sum_g, sum_gxhat;
+  if (p.sync_phase == SYNC_APPLY) {  // every process's sums, from the host (dgamma, dbeta stay)
+    sum_g = dbeta[c];
+    sum_gxhat = dgamma[c];
+    elements = p.sync_elements;
+  } else {
+    vec3 sums = gradient_sums(c, mean);
+    sum_g = sums.x, sum_gxhat = sums.y * inv_std;
+    if (gl_LocalInvocationID.x == 0u) {
+      bool acc = p.accumulate_params != 0u;
+      dgamma[c] = acc ? dgamma[c] + sum_gxhat : sum_gxhat;
+      dbeta[c] = acc ? dbeta[c] + sum_g : sum_g;
 #if BN_QUANT
-    clip_grad[c] = sums.z;
+      clip_grad[c] = sums.z;
 #endif
+    }
+    if (p.sync_phase == SYNC_STATISTICS) return;
   }
-  apply_gradient(c, mean, inv_std, sum_g, sum_gxhat);
+  apply_gradient(c, mean, inv_std, sum_g, sum_gxhat, elements);
 }
 #elif BN_KERNEL == BN_GRAD_PARTIAL
 void main() {
@@ -453,7 +493,7 @@ void main() {
 void main() {
   uint c = gl_WorkGroupID.x;
   vec2 sums = channel_sums[c];
-  apply_gradient(c, saved_mean[c], saved_invstd[c], sums.x, sums.y);
+  apply_gradient(c, saved_mean[c], saved_invstd[c], sums.x, sums.y, float(p.n * p.hw) * float(VEC_WIDTH));
 }
 #endif
 #undef GRAD

@@ -162,3 +162,37 @@ TEST_CASE("random interleavings of copies, fills and dispatches on overlapping r
     }
   }
 }
+
+TEST_CASE("host_step: the host reads what the commands before wrote, the commands after read what it wrote" *
+          doctest::test_suite("recording")) {
+  Context& ctx = test::ctx();
+  const uint32_t n = 300;
+  const Kernel& k = ctx.kernel("backend_selftest_axpb", {64, 1, 1});
+  Buffer x = ctx.alloc(n * 4), a = ctx.alloc(n * 4), c = ctx.alloc(n * 4), ids = ctx.alloc(n * 4);
+  auto x0 = test::random_vector(n, 13);
+  ctx.upload(x.view(), x0.data(), n * 4);
+  Recording rec(ctx);
+  const BufferView host = rec.transient(n * 4, MemoryKind::Host);
+  int calls = 0;
+  std::vector<float> seen(n);
+  rec.dispatch_1d(k, {x.view(), a.view(), ids.view()}, AxpbPush{n, 2.f, 1.f}, n);  // a = 2x + 1
+  rec.copy(a.view(), host);
+  rec.host_step([&] {  // host = a seen on the host, then host = a + 10 + calls
+    auto* h = static_cast<float*>(host.mapped);
+    std::copy(h, h + n, seen.begin());
+    for (uint32_t i = 0; i < n; ++i) h[i] += 10.f + float(calls);
+    ++calls;
+  });
+  rec.copy(host, a.view());  // WAW on a, RAW on the host buffer: across the split
+  rec.dispatch_1d(k, {a.view(), c.view(), ids.view()}, AxpbPush{n, -1.f, 0.f}, n);  // c = -a
+  CHECK(rec.host_step_count() == 1);
+  for (int replay = 0; replay < 2; ++replay) {  // the same segments and host step every replay
+    rec.run();
+    CHECK(calls == replay + 1);
+    auto cv = download_floats(ctx, c, n);
+    for (uint32_t i = 0; i < n; ++i) {
+      REQUIRE(seen[i] == 2.f * x0[i] + 1.f);
+      REQUIRE(cv[i] == -((2.f * x0[i] + 1.f) + (10.f + float(replay))));
+    }
+  }
+}

@@ -36,9 +36,6 @@ void check_not_same_file(const std::string& in, const std::string& out) {
 int train_process(TrainArgs a) {
   finish_train_args(a);
   const int rank = nn::dist::rank(), ranks = nn::dist::size();
-  if (a.sync_bn && ranks > 1)
-    throw Error("--sync-bn is not implemented yet under mpirun (batch norm uses each rank's statistics, as PyTorch "
-                "DDP does without SyncBatchNorm); leave it out, or run in one process where it is a no-op");
   ContextOptions co;
   co.device = a.device;
   // One Vulkan device per rank on a host: local rank modulo the devices, unless --device or

@@ -72,8 +72,8 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_option("--stop-after-steps", a.cfg.stop_after_steps, "checkpoint and stop after N steps (as if interrupted)")
       ->check(CLI::NonNegativeNumber);
   t->add_flag("--profile", a.cfg.profile, "print the GPU time of each dispatch of one step");
-  t->add_flag("--sync-bn", a.sync_bn,
-              "under mpirun: batch-norm statistics over the global batch (not implemented yet; a no-op in one process)");
+  t->add_flag("--sync-bn", a.cfg.sync_bn,
+              "under mpirun: batch-norm statistics over the global batch (a no-op in one process)");
 }
 
 // Every flag of add_train_options (and --stats-every), for note_given.

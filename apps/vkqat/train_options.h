@@ -17,8 +17,7 @@ struct TrainArgs {
   std::string model_file;  // --model-file (made absolute into cfg.model.model_file)
   std::string wquant, aquant;  // empty: the --quantizer preset's
   int device = -1;
-  int stats_every = 0;
-  bool sync_bn = false;       // --sync-bn (data-parallel batch norm; see cmd_train.cpp)        // write RUN_DIR/stats.cbor every N steps (0: no statistics)
+  int stats_every = 0;  // write RUN_DIR/stats.cbor every N steps (0: no statistics)
   std::set<std::string> given;  // the flags given on the command line (--resume checks them)
 };
 

@@ -35,17 +35,25 @@ VkAccessFlags all_of(uint32_t s) {
 }
 }  // namespace
 
-Recording::Recording(Context& ctx, bool profile) : ctx_(ctx) {
-  profile_ = profile && ctx.info().timestamps;
-  const char* fb = std::getenv("VKQAT_FULL_BARRIERS");
-  full_barriers_ = fb && *fb && std::strcmp(fb, "0") != 0;
+namespace {
+VkCommandBuffer begin_command_buffer(Context& ctx) {
   VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
   ai.commandPool = ctx.command_pool();
   ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
   ai.commandBufferCount = 1;
-  vk_check(vkAllocateCommandBuffers(ctx.device(), &ai, &cmd_), "vkAllocateCommandBuffers");
+  VkCommandBuffer cmd;
+  vk_check(vkAllocateCommandBuffers(ctx.device(), &ai, &cmd), "vkAllocateCommandBuffers");
   VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  vk_check(vkBeginCommandBuffer(cmd_, &bi), "vkBeginCommandBuffer");
+  vk_check(vkBeginCommandBuffer(cmd, &bi), "vkBeginCommandBuffer");
+  return cmd;
+}
+}  // namespace
+
+Recording::Recording(Context& ctx, bool profile) : ctx_(ctx) {
+  profile_ = profile && ctx.info().timestamps;
+  const char* fb = std::getenv("VKQAT_FULL_BARRIERS");
+  full_barriers_ = fb && *fb && std::strcmp(fb, "0") != 0;
+  cmd_ = begin_command_buffer(ctx);
   if (profile_) write_timestamp(0, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT);
 }
 
@@ -55,6 +63,7 @@ Recording::~Recording() {
   if (in_flight_) vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
   if (fence_) vkDestroyFence(dev, fence_, nullptr);
   if (cmd_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &cmd_);
+  for (VkCommandBuffer c : segments_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &c);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev, p, nullptr);
   for (VkQueryPool p : query_pools_) vkDestroyQueryPool(dev, p, nullptr);
 }
@@ -215,9 +224,25 @@ void Recording::dispatch(const Kernel& k, const std::vector<BufferView>& buffers
   after_command(label ? label : k.name().c_str(), kCompute);
 }
 
-BufferView Recording::transient(uint64_t bytes) {
-  transients_.push_back(ctx_.alloc(bytes, MemoryKind::Device));
+BufferView Recording::transient(uint64_t bytes, MemoryKind kind) {
+  transients_.push_back(ctx_.alloc(bytes, kind));
   return transients_.back().view();
+}
+
+void Recording::host_step(std::function<void()> on_host) {
+  if (finished_) throw Error("Recording: host_step after finish()");
+  if (!on_host) throw Error("Recording: host_step without a function");
+  // The segment's writes become visible to on_host; the accesses still pending stay in
+  // pending_: a barrier recorded in a later segment orders every command submitted before
+  // it (submission order), so hazards across the split are handled as within a segment.
+  // Host writes before the next segment's submit are visible to it (vkQueueSubmit's
+  // host-write guarantee; host memory is coherent).
+  barrier_to_host();
+  vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+  segments_.push_back(cmd_);
+  host_steps_.push_back(std::move(on_host));
+  cmd_ = VK_NULL_HANDLE;  // the destructor frees segments_ and a non-null cmd_
+  cmd_ = begin_command_buffer(ctx_);
 }
 
 void Recording::copy(const BufferView& src, const BufferView& dst, const char* label) {
@@ -238,15 +263,19 @@ void Recording::fill(const BufferView& dst, uint32_t word, const char* label) {
   after_command(label ? label : "fill", kTransfer);
 }
 
-void Recording::finish() {
-  if (finished_) return;
-  // Make every write visible to the host (readbacks after run()) and order the next
-  // replay's commands after this one's (the same buffers are reused every step).
+void Recording::barrier_to_host() {
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
   vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                        VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
+void Recording::finish() {
+  if (finished_) return;
+  // Make every write visible to the host (readbacks after run()) and order the next
+  // replay's commands after this one's (the same buffers are reused every step).
+  barrier_to_host();
   vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
   finished_ = true;
 }
@@ -266,15 +295,29 @@ void Recording::run() {
   wait();
 }
 
-void Recording::submit() {
-  if (in_flight_) throw Error("Recording: submit() while the previous submission is in flight (wait() first)");
-  if (!finished_) finish();
+void Recording::submit_segment(VkCommandBuffer cmd) {
   if (!fence_) {
     VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     vk_check(vkCreateFence(ctx_.device(), &fi, nullptr, &fence_), "vkCreateFence");
   }
-  ctx_.submit(cmd_, fence_);
+  ctx_.submit(cmd, fence_);
   in_flight_ = true;
+}
+
+void Recording::submit() {
+  if (in_flight_) throw Error("Recording: submit() while the previous submission is in flight (wait() first)");
+  if (!finished_) finish();
+  // The segments before each host step run to completion here; only the last one is left
+  // in flight (timestamps of the earlier segments are read with the last one's in wait()).
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    submit_segment(segments_[i]);
+    VkResult r = vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX);
+    in_flight_ = false;
+    vkResetFences(ctx_.device(), 1, &fence_);
+    vk_check(r, "vkWaitForFences");
+    host_steps_[i]();
+  }
+  submit_segment(cmd_);
 }
 
 double Recording::wait() {

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <type_traits>
@@ -80,9 +81,17 @@ class Recording {
   static Groups groups_for(const Kernel& k, uint64_t invocations_x, uint64_t invocations_y = 1,
                            uint64_t invocations_z = 1);
 
-  // Device memory that lives as long as the recording, for an op's intermediate results
-  // (split-K partial sums). Every call returns new memory.
-  BufferView transient(uint64_t bytes);
+  // Memory that lives as long as the recording, for an op's intermediate results (split-K
+  // partial sums; host-visible: values the host exchanges in a host_step). Every call
+  // returns new memory.
+  BufferView transient(uint64_t bytes, MemoryKind kind = MemoryKind::Device);
+  // Splits the recording here: a replay runs the commands recorded so far, waits for them,
+  // calls on_host (which may read what they wrote to host-visible memory and write
+  // host-visible memory that later commands read), then goes on with the commands recorded
+  // after. For a host computation inside a step (data-parallel batch-norm statistics); each
+  // split costs a submit and a wait.
+  void host_step(std::function<void()> on_host);
+  size_t host_step_count() const { return host_steps_.size(); }
   void copy(const BufferView& src, const BufferView& dst, const char* label = nullptr);
   void fill(const BufferView& dst, uint32_t word, const char* label = nullptr);  // size % 4 == 0
 
@@ -130,11 +139,16 @@ class Recording {
   void track(const std::vector<Access>& reads, const std::vector<Access>& writes, Stage stage);
   void after_command(const char* label, Stage stage);
   void write_timestamp(uint32_t index, VkPipelineStageFlagBits stage);
+  void barrier_to_host();
+  void submit_segment(VkCommandBuffer cmd);
   void check_view(const BufferView& v, const char* what) const;
   VkDescriptorSet allocate_set(const Kernel& k);
 
   Context& ctx_;
-  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;  // the one being recorded: the last segment
+  // Segments recorded before each host_step, in order: segments_[i], then host_steps_[i].
+  std::vector<VkCommandBuffer> segments_;
+  std::vector<std::function<void()>> host_steps_;
   VkFence fence_ = VK_NULL_HANDLE;  // created by the first submit()
   bool in_flight_ = false;
   std::vector<VkDescriptorPool> pools_;

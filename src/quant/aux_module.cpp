@@ -65,6 +65,7 @@ void AuxModule::add_unit(ConvBnUnit& u) {
   state_.push_back({u.bn.name + ".running_mean", &u.bn.running_mean});
   state_.push_back({u.bn.name + ".running_var", &u.bn.running_var});
   bn_names_.push_back(u.bn.name);
+  bn_layers_.push_back(&u.bn);
 }
 
 void AuxModule::init(uint64_t seed) {

@@ -29,6 +29,7 @@ class AuxModule : public nn::AuxiliaryHead {
   const std::vector<nn::Parameter*>& parameters() const override { return params_; }
   const nn::NamedTensors& state() const override { return state_; }
   const std::vector<std::string>& batchnorm_names() const override { return bn_names_; }
+  std::vector<nn::BatchNorm2dLayer*> batchnorm_layers() override { return bn_layers_; }
 
  private:
   struct Stage {
@@ -48,6 +49,7 @@ class AuxModule : public nn::AuxiliaryHead {
   std::vector<nn::Parameter*> params_;
   nn::NamedTensors state_;
   std::vector<std::string> bn_names_;
+  std::vector<nn::BatchNorm2dLayer*> bn_layers_;
 };
 
 }  // namespace vkqat::quant

@@ -205,7 +205,10 @@ class LsqAct : public ActQuantizer {
     scratch_ = make_quant_scratch(ctx, shape, quant_scope(cfg_.target, cfg_.per_channel));
   }
   void forward(Recording& rec, const Tensor& x, Tensor& y, bool) override {
-    if (data_init_) lsq_init_step(rec, x, step_.value, scratch_, cfg_);
+    if (data_init_) {
+      lsq_init_step(rec, x, step_.value, scratch_, cfg_);
+      if (merge_) merge_(rec, step_.value);
+    }
     lsq_forward(rec, x, step_.value, y, cfg_);
   }
   void backward(Recording& rec, const Tensor& x, const Tensor& dy, Tensor& dx, bool acc) override {
@@ -216,13 +219,14 @@ class LsqAct : public ActQuantizer {
     return std::string("lsq-act ") + (cfg_.symmetric ? "signed " : "") + bits_str(cfg_.bits);
   }
   bool wants_data_init() const override { return true; }
-  void set_data_init(bool on) override { data_init_ = on; }
+  void set_data_init(bool on, InitMerge merge) override { data_init_ = on, merge_ = std::move(merge); }
 
  private:
   LsqConfig cfg_;
   Parameter step_;
   Tensor scratch_;
   bool data_init_ = false;
+  InitMerge merge_;
 };
 }  // namespace
 

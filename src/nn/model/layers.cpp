@@ -99,7 +99,7 @@ void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool 
                                const BnQuantEpilogue* quant, const Tensor* residual) {
   if (train)
     batchnorm2d_forward_train(rec, x, gamma.value, beta.value, running_mean, running_var, saved_mean, saved_invstd, y,
-                              eps, momentum, relu, quant, residual);
+                              eps, momentum, relu, quant, residual, sync);
   else if (quant || residual)
     throw Error("BatchNorm2dLayer " + name + ": the quantizer and residual epilogues are for training only");
   else
@@ -109,7 +109,7 @@ void BatchNorm2dLayer::forward(Recording& rec, const Tensor& x, Tensor& y, bool 
 void BatchNorm2dLayer::backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
                                 bool relu, bool accumulate_dx, Tensor* grad_out) {
   batchnorm2d_backward(rec, x, y, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad, beta.grad,
-                       false, relu, nullptr, grad_out);
+                       false, relu, nullptr, grad_out, sync);
 }
 
 void BatchNorm2dLayer::forward_quantized(Recording& rec, const Tensor& x, ActQuantizer& act, Tensor& pre, Tensor& y,
@@ -133,7 +133,7 @@ void BatchNorm2dLayer::backward_quantized(Recording& rec, const Tensor& x, ActQu
     BnQuantBackward q{clip->clip, clip->levels, clip->inv_levels, clip->calibrated,
                       accumulate_pre ? &d_pre : nullptr, &clip_grad_partials};
     batchnorm2d_backward(rec, x, pre, dy, gamma.value, saved_mean, saved_invstd, dx, accumulate_dx, gamma.grad,
-                         beta.grad, false, false, &q, write_d_pre ? &d_pre : nullptr);
+                         beta.grad, false, false, &q, write_d_pre ? &d_pre : nullptr, sync);
     act.merge_clip_grad(rec, clip_grad_partials);
     return;
   }

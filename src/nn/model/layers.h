@@ -75,6 +75,9 @@ class BatchNorm2dLayer {
   Tensor running_mean, running_var, saved_mean, saved_invstd;
   Tensor clip_grad_partials;  // [C], the fused quantizer backward's (allocated on first use)
   float eps = 1e-5f, momentum = 0.1f;
+  // Synchronized batch norm (--sync-bn under mpirun): training statistics over every
+  // process's batch; set before recording (see BnStatsSync). Null: this process's batch.
+  BnStatsSync* sync = nullptr;
 };
 
 class LinearLayer {

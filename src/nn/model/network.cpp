@@ -70,6 +70,7 @@ void Network::register_bn(BatchNorm2dLayer& b) {
   state_.push_back({b.name + ".running_mean", &b.running_mean});
   state_.push_back({b.name + ".running_var", &b.running_var});
   bn_names_.push_back(b.name);
+  bn_layers_.push_back(&b);
 }
 
 void Network::register_linear(LinearLayer& l) {

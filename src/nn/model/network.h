@@ -83,6 +83,7 @@ class Network {
   const std::vector<std::pair<std::string, Tensor*>>& state() const { return state_; }
   // Names of the BatchNorm layers (for num_batches_tracked in checkpoints).
   const std::vector<std::string>& batchnorm_names() const { return bn_names_; }
+  const std::vector<BatchNorm2dLayer*>& batchnorm_layers() const { return bn_layers_; }
   uint64_t parameter_count() const;
   const std::vector<ActQuantizer*>& act_quantizers() const { return act_quantizers_; }
 
@@ -103,6 +104,7 @@ class Network {
   std::vector<Parameter*> params_;
   std::vector<std::pair<std::string, Tensor*>> state_;
   std::vector<std::string> bn_names_;
+  std::vector<BatchNorm2dLayer*> bn_layers_;
   std::vector<ActQuantizer*> act_quantizers_;
 };
 

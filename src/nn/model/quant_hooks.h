@@ -4,6 +4,7 @@
 // its activation quantizer to replace the ReLU; a QuantPolicy decides, per layer, which
 // quantizer (if any) each gets. Learned quantizer parameters (PACT alpha, LSQ steps) are
 // Parameters without weight decay; running statistics are extra state-dict tensors.
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 
 namespace vkqat::nn {
 
+class BatchNorm2dLayer;
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
 
 class WeightQuantizer {
@@ -59,9 +61,12 @@ class ActQuantizer {
   virtual NamedTensors state() { return {}; }
   virtual std::string describe() const = 0;
   // Quantizers initialised from data (LSQ's step from the first batch): while `on`, a
-  // recorded forward also records that initialisation before quantizing.
+  // recorded forward also records that initialisation before quantizing, followed by
+  // merge(rec, tensor) on each initialised tensor when merge is given (data parallel: it
+  // makes the value the global batch's on every process before anything downstream uses it).
+  using InitMerge = std::function<void(Recording&, Tensor&)>;
   virtual bool wants_data_init() const { return false; }
-  virtual void set_data_init(bool on) {}
+  virtual void set_data_init(bool /*on*/, InitMerge /*merge*/ = {}) {}
   // A quantizer that is exactly BnQuantEpilogue's uniform clip-and-round (PACT) says so:
   // the BN pass that produces its input then applies it in the same pass (training), and
   // the BN backward pass applies its backward (BnQuantBackward), leaving per-channel
@@ -145,6 +150,7 @@ class AuxiliaryHead {
   virtual const std::vector<Parameter*>& parameters() const = 0;
   virtual const NamedTensors& state() const = 0;  // names start with "aux."
   virtual const std::vector<std::string>& batchnorm_names() const = 0;
+  virtual std::vector<BatchNorm2dLayer*> batchnorm_layers() = 0;
 };
 
 // How the trainer gets quantizers and the auxiliary head without knowing src/quant:

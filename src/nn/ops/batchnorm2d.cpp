@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/error.h"
@@ -16,7 +17,10 @@ struct BnParams {
   float eps, momentum;
   uint32_t accumulate_dx, accumulate_params;
   uint32_t chunk, chunks;  // elements per workgroup along y and their number (1: one per channel)
+  uint32_t sync_phase;     // kSync*
+  float sync_elements;
 };
+constexpr uint32_t kSyncNone = 0, kSyncStatistics = 1, kSyncApply = 2;
 
 BnReduction g_reduction = BnReduction::Auto;
 uint32_t g_chunk = 0;
@@ -56,11 +60,13 @@ BnReduction reduction_setting() {
 constexpr uint64_t kTargetWorkgroups = 264;
 
 // Sets p.chunk / p.chunks (p.hw already in the kernel's width); returns whether the
-// reduction is split (see BnReduction).
-bool plan_reduction(const Context& ctx, BnParams& p, uint32_t local) {
+// reduction is split (see BnReduction). A synchronized layer (--sync-bn) is never split:
+// its exchange is written for the one-workgroup-per-channel kernels' two phases.
+bool plan_reduction(const Context& ctx, BnParams& p, uint32_t local, const BnStatsSync* sync) {
   const uint64_t count = uint64_t(p.n) * p.hw;
   p.chunk = uint32_t(count);
   p.chunks = 1;
+  if (sync) return false;
   const BnReduction r = reduction_setting();
   const bool split = r == BnReduction::Split ||
                      (r == BnReduction::Auto && !ctx.info().is_cpu() && p.c < kTargetWorkgroups);
@@ -83,7 +89,7 @@ bool plan_reduction(const Context& ctx, BnParams& p, uint32_t local) {
 BnParams params_for(const char* op, const Tensor& x) {
   if (x.rank() != 4 || x.dtype() != DType::F32)
     throw Error(std::string(op) + ": x must be an F32 [N, C, H, W] tensor, got " + x.shape_str());
-  return BnParams{uint32_t(x.dim(0)), uint32_t(x.dim(1)), uint32_t(x.dim(2) * x.dim(3)), 0.f, 0.f, 0, 0, 0, 1};
+  return BnParams{uint32_t(x.dim(0)), uint32_t(x.dim(1)), uint32_t(x.dim(2) * x.dim(3)), 0.f, 0.f, 0, 0, 0, 1, kSyncNone, 0.f};
 }
 
 // Whether the kernels take vec4 elements: when planes split into whole, aligned vec4s (CPU
@@ -123,7 +129,67 @@ void require_like_x(const char* op, const Tensor& x, const Tensor& t, const char
     throw Error(std::string(op) + ": " + name + " " + t.shape_str() + " must be F32 of x's shape " +
                 x.shape_str());
 }
+// The host exchanges of the two directions (record_passes' combine).
+auto merge_moments(BnStatsSync* sync) {
+  return [sync](float* mean, float* var, int channels, double elements) {
+    sync->merge_moments(mean, var, channels, elements);
+  };
+}
+// dgamma and dbeta, adjacent in the host buffer, summed in one exchange.
+auto sum_gradients(BnStatsSync* sync) {
+  return [sync](float* dgamma, float*, int channels, double) { sync->sum(dgamma, 2 * size_t(channels)); };
+}
+
+// Without a sync: dispatch() once (the single pass). With one: the statistics pass, its
+// per-channel results (a, b: what the shaders' SYNC_STATISTICS writes) to host memory, the
+// host exchange (combine), the combined values back into a and b, and the apply pass over
+// every process's element count. bn is the dispatch's push block (dispatch() reads it).
+// restore_own: a and b get this process's own values back after the apply pass.
+template <class Dispatch, class Combine>
+void record_passes(Recording& rec, BnParams& bn, const Tensor& x, BnStatsSync* sync, Tensor& a, Tensor& b,
+                   bool restore_own, Dispatch dispatch, Combine combine) {
+  if (!sync) return dispatch();
+  const uint64_t bytes = a.bytes();
+  const BufferView host = rec.transient(4 * bytes, MemoryKind::Host);  // [a, b] exchanged, [a, b] own
+  const BufferView host_a = host.sub(0, bytes), host_b = host.sub(bytes, bytes);
+  const BufferView own_a = host.sub(2 * bytes, bytes), own_b = host.sub(3 * bytes, bytes);
+  bn.sync_phase = kSyncStatistics;
+  dispatch();
+  rec.copy(a.view(), host_a, "sync batchnorm statistics to host");
+  rec.copy(b.view(), host_b, "sync batchnorm statistics to host");
+  const int channels = int(a.numel());
+  const double elements = double(x.dim(0)) * x.dim(2) * x.dim(3);
+  rec.host_step([=] {
+    auto* f = static_cast<float*>(host.mapped);
+    if (restore_own) std::memcpy(f + 2 * channels, f, 2 * bytes);
+    combine(f, f + channels, channels, elements);
+  });
+  rec.copy(host_a, a.view(), "sync batchnorm statistics from host");
+  rec.copy(host_b, b.view(), "sync batchnorm statistics from host");
+  bn.sync_phase = kSyncApply;
+  bn.sync_elements = float(elements * sync->processes());
+  dispatch();
+  if (!restore_own) return;
+  rec.copy(own_a, a.view(), "sync batchnorm own sums");
+  rec.copy(own_b, b.view(), "sync batchnorm own sums");
+}
 }  // namespace
+
+void merge_channel_moments(const float* means, const float* vars, int ranks, int channels, double elements,
+                           float* mean_out, float* var_out) {
+  for (int c = 0; c < channels; ++c) {
+    double sum = 0;
+    for (int r = 0; r < ranks; ++r) sum += means[size_t(r) * channels + c];
+    const double mean = sum / ranks;
+    double m2 = 0;
+    for (int r = 0; r < ranks; ++r) {
+      const double d = means[size_t(r) * channels + c] - mean;
+      m2 += vars[size_t(r) * channels + c] * elements + elements * d * d;
+    }
+    mean_out[c] = float(mean);
+    var_out[c] = float(m2 / (elements * ranks));
+  }
+}
 
 void set_bn_reduction(BnReduction r, uint32_t chunk) {
   g_reduction = r;
@@ -141,7 +207,8 @@ const char* bn_reduction_setting() {
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y, float eps,
-                               float momentum, bool relu, const BnQuantEpilogue* quant, const Tensor* residual) {
+                               float momentum, bool relu, const BnQuantEpilogue* quant, const Tensor* residual,
+                               BnStatsSync* sync) {
   const char* op = "batchnorm2d_forward_train";
   BnParams p = params_for(op, x);
   require_channels(op, x, gamma, "gamma");
@@ -167,7 +234,7 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   }
   const bool vec4 = to_vec4(p, {x.view(), y.view(), quant ? quant->q->view() : y.view(),
                                 residual ? residual->view() : y.view()});
-  const bool split = plan_reduction(ctx, p, local);
+  const bool split = plan_reduction(ctx, p, local, sync);
   if (split) record_split_statistics(rec, p, vec4, local, x, running_mean, running_var, saved_mean, saved_invstd);
   // Bindings of every training-forward variant: x, the per-channel tensors, y, then the
   // quantizer's clip and q, then the residual (each only where used).
@@ -182,14 +249,17 @@ void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& ga
   const Groups groups{p.c, p.chunks, 1};
   if (!quant) {
     const char* name = residual ? "batchnorm2d_train_residual" : relu ? "batchnorm2d_train_relu" : "batchnorm2d_train";
-    rec.dispatch(k, views, p, groups, name);
+    record_passes(rec, p, x, sync, saved_mean, saved_invstd, false, [&] { rec.dispatch(k, views, p, groups, name); },
+                  merge_moments(sync));
     return;
   }
   struct QuantParams {
     BnParams bn;
     float levels, inv_levels;
   } qp{p, quant->levels, quant->inv_levels};
-  rec.dispatch(k, views, qp, groups, residual ? "batchnorm2d_train_residual_quant" : "batchnorm2d_train_quant");
+  const char* name = residual ? "batchnorm2d_train_residual_quant" : "batchnorm2d_train_quant";
+  record_passes(rec, qp.bn, x, sync, saved_mean, saved_invstd, false, [&] { rec.dispatch(k, views, qp, groups, name); },
+                merge_moments(sync));
 }
 
 void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gamma,
@@ -217,7 +287,7 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params, bool relu,
-                          const BnQuantBackward* quant, Tensor* grad_out) {
+                          const BnQuantBackward* quant, Tensor* grad_out, BnStatsSync* sync) {
   const char* op = "batchnorm2d_backward";
   BnParams p = params_for(op, x);
   if (relu || quant) require_like_x(op, x, y, "y");
@@ -230,6 +300,8 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
   require_channels(op, x, dbeta, "dbeta");
   p.accumulate_dx = accumulate_dx ? 1 : 0;
   p.accumulate_params = accumulate_params ? 1 : 0;
+  // The apply pass reads the summed sums where dgamma and dbeta are: nothing to add to.
+  if (sync && accumulate_params) throw Error(std::string(op) + ": a synchronized backward cannot accumulate_params");
   Context& ctx = rec.context();
   const uint32_t local = channel_workgroup_size(ctx);
   if (grad_out) {
@@ -248,7 +320,7 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
   const Tensor& extra = quant && quant->extra ? *quant->extra : dy;
   const bool vec4 = to_vec4(p, {x.view(), y.view(), dy.view(), dx.view(), extra.view(),
                                 grad_out ? grad_out->view() : dx.view()});
-  const bool split = plan_reduction(ctx, p, local);
+  const bool split = plan_reduction(ctx, p, local, sync);
   struct QuantParams {
     BnParams bn;
     float levels, inv_levels;
@@ -312,15 +384,17 @@ void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, cons
     const char* name = fuse_grad_out ? "batchnorm2d_bwd_quant_grad_out" : "batchnorm2d_bwd_quant";
     views.insert(views.end(), {quant->clip->view(), extra.view(), quant->clip_grad_partials->view()});
     if (fuse_grad_out) views.push_back(grad_out->view());
-    rec.dispatch(ctx.kernel(width(name, vec4), {local, 1, 1}, training_specs(ctx, false)), views, qp,
-                 Groups{p.c, 1, 1}, name);
+    const Kernel& k = ctx.kernel(width(name, vec4), {local, 1, 1}, training_specs(ctx, false));
+    record_passes(rec, qp.bn, x, sync, dgamma, dbeta, true, [&] { rec.dispatch(k, views, qp, Groups{p.c, 1, 1}, name); },
+                  sum_gradients(sync));
     if (grad_out && !fuse_grad_out) record_quant_grad_out();
     return;
   }
   if (grad_out) views.push_back(grad_out->view());
-  rec.dispatch(ctx.kernel(width(grad_out ? "batchnorm2d_bwd_grad_out" : "batchnorm2d_bwd", vec4), {local, 1, 1},
-                          training_specs(ctx, relu)),
-               views, p, Groups{p.c, 1, 1}, label);
+  const Kernel& k = ctx.kernel(width(grad_out ? "batchnorm2d_bwd_grad_out" : "batchnorm2d_bwd", vec4), {local, 1, 1},
+                               training_specs(ctx, relu));
+  record_passes(rec, p, x, sync, dgamma, dbeta, true, [&] { rec.dispatch(k, views, p, Groups{p.c, 1, 1}, label); },
+                sum_gradients(sync));
 }
 
 }  // namespace vkqat::nn

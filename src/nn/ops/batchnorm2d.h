@@ -18,12 +18,40 @@ namespace vkqat::nn {
 // quant: also write q = Q(y) in the same pass (see BnQuantEpilogue).
 // residual: y = relu?(BN(x) + residual), the sum of a residual connection in the same pass
 // (the ReLU, if any, after the sum; with quant, q = Q(y) of that sum).
+// sync: synchronized batch norm (see BnStatsSync): the statistics of every process's batch.
 struct BnQuantEpilogue;
+class BnStatsSync;
 void batchnorm2d_forward_train(Recording& rec, const Tensor& x, const Tensor& gamma,
                                const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                                Tensor& saved_mean, Tensor& saved_invstd, Tensor& y,
                                float eps = 1e-5f, float momentum = 0.1f, bool relu = false,
-                               const BnQuantEpilogue* quant = nullptr, const Tensor* residual = nullptr);
+                               const BnQuantEpilogue* quant = nullptr, const Tensor* residual = nullptr,
+                               BnStatsSync* sync = nullptr);
+
+// Synchronized batch norm (data parallel, PyTorch's SyncBatchNorm): a training batch split
+// over several processes is normalised with the statistics of the whole batch. With a sync,
+// the training forward and backward each record their statistics pass, copy the per-channel
+// results to host memory, split the recording there (Recording::host_step: on every replay
+// the host calls this object), and record the pass that applies the combined statistics:
+// two segments more per BN layer and direction. The combination must give every process
+// the same bits (they then normalise alike and update the running stats alike).
+class BnStatsSync {
+ public:
+  virtual ~BnStatsSync() = default;
+  virtual int processes() const = 0;
+  // In place: this process's per-channel mean[channels] and biased variance[channels] of
+  // `elements` values each -> those of every process's values (every process has as many).
+  virtual void merge_moments(float* mean, float* var, int channels, double elements) = 0;
+  // In place: the element-wise sum over the processes.
+  virtual void sum(float* values, size_t n) = 0;
+};
+
+// The merge behind BnStatsSync::merge_moments, in double, in rank order (Chan et al.'s
+// parallel variance: M2 = sum of the ranks' M2 + sum n (mean_r - mean)^2, never the
+// cancelling E[x^2] - E[x]^2): means and vars are [ranks][channels], every rank with
+// `elements` values per channel.
+void merge_channel_moments(const float* means, const float* vars, int ranks, int channels, double elements,
+                           float* mean_out, float* var_out);
 
 // A uniform activation quantizer on [0, clip] that the training forward applies to its
 // output in the same pass, saving the quantizer a read of y:
@@ -50,13 +78,15 @@ void batchnorm2d_forward_eval(Recording& rec, const Tensor& x, const Tensor& gam
 // grad_out (with relu or quant): also write the gradient that reaches BN's output there,
 // dy [y > 0] or the quantizer's g (see BnQuantBackward), for that output's other consumer
 // (a residual sum's shortcut, say). It may be quant->extra: each element is read, then written.
+// sync (not with accumulate_params): dx from the sums of every process's batch; dgamma and
+// dbeta keep this process's own sums (the gradient all-reduce averages them).
 struct BnQuantBackward;
 void batchnorm2d_backward(Recording& rec, const Tensor& x, const Tensor& y, const Tensor& dy,
                           const Tensor& gamma, const Tensor& saved_mean,
                           const Tensor& saved_invstd, Tensor& dx, bool accumulate_dx,
                           Tensor& dgamma, Tensor& dbeta, bool accumulate_params,
                           bool relu = false, const BnQuantBackward* quant = nullptr,
-                          Tensor* grad_out = nullptr);
+                          Tensor* grad_out = nullptr, BnStatsSync* sync = nullptr);
 
 // PACT's backward (src/quant/pact.h), bit for bit, applied by the BN backward to the
 // gradient it reads, which saves the quantizer a pass over y and dy and a gradient tensor:

@@ -1,6 +1,7 @@
 #include "nn/train/distributed.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -85,6 +86,53 @@ void allreduce_sum(float* data, size_t n) {
 #else
   (void)data, (void)n;
 #endif
+}
+
+void allgather(const float* send, size_t n, float* recv) {
+#ifdef VKQAT_HAVE_MPI
+  if (g_active && g_size > 1) {
+    if (n > size_t(1) << 30) throw Error("allgather of " + std::to_string(n) + " floats: too many for one call");
+    MPI_Allgather(send, int(n), MPI_FLOAT, recv, int(n), MPI_FLOAT, MPI_COMM_WORLD);
+    return;
+  }
+#endif
+  std::copy(send, send + n, recv);
+}
+
+void BatchNormExchange::merge_moments(float* mean, float* var, int channels, double elements) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t c = size_t(channels);
+  send_.assign(mean, mean + c);
+  send_.insert(send_.end(), var, var + c);
+  gathered_.resize(send_.size() * size_t(size()));
+  allgather(send_.data(), send_.size(), gathered_.data());
+  // gathered_ is [rank][mean | var]: one rank's means and variances are 2c apart.
+  std::vector<float> means(c * size_t(size())), vars(means.size());
+  for (int r = 0; r < size(); ++r) {
+    std::copy_n(gathered_.begin() + long(2 * c * size_t(r)), c, means.begin() + long(c * size_t(r)));
+    std::copy_n(gathered_.begin() + long(2 * c * size_t(r) + c), c, vars.begin() + long(c * size_t(r)));
+  }
+  merge_channel_moments(means.data(), vars.data(), size(), channels, elements, mean, var);
+  ++exchanges_;
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void sum_in_rank_order(float* values, size_t n) {
+  if (g_size == 1) return;
+  std::vector<float> gathered(n * size_t(g_size));
+  allgather(values, n, gathered.data());
+  for (size_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int r = 0; r < g_size; ++r) s += gathered[size_t(r) * n + i];
+    values[i] = float(s);
+  }
+}
+
+void BatchNormExchange::sum(float* values, size_t n) {
+  const auto t0 = std::chrono::steady_clock::now();
+  sum_in_rank_order(values, n);
+  ++exchanges_;
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void broadcast(void* data, size_t bytes, int root) {

@@ -5,6 +5,9 @@
 // world is one process and every call is a no-op (or an identity).
 #include <cstddef>
 #include <string>
+#include <vector>
+
+#include "nn/ops/batchnorm2d.h"
 
 namespace vkqat::nn::dist {
 
@@ -23,11 +26,34 @@ int local_rank(); // rank among the processes on this host (device choice); 0 wh
 
 // Element-wise sum over all ranks, in place; the same fixed reduction on every call.
 void allreduce_sum(float* data, size_t n);
+// Every rank's n floats, in rank order, into recv (size() * n floats).
+void allgather(const float* send, size_t n, float* recv);
+// In place: the element-wise sum over the ranks, added in rank order (in double) on every
+// rank, so every rank gets the same bits (small buffers: gathers them all).
+void sum_in_rank_order(float* values, size_t n);
 // Root's bytes to every rank.
 void broadcast(void* data, size_t bytes, int root = 0);
 void barrier();
 // Stops every rank of the job (MPI_Abort); without MPI, std::exit(code).
 [[noreturn]] void abort(int code);
+
+// --sync-bn: batch-norm statistics over every rank's shard. Each exchange gathers the
+// ranks' values and combines them in rank order on every rank, so that all ranks get the
+// same bits (an MPI_Allreduce may sum in a different order on each rank).
+class BatchNormExchange final : public BnStatsSync {
+ public:
+  int processes() const override { return size(); }
+  void merge_moments(float* mean, float* var, int channels, double elements) override;
+  void sum(float* values, size_t n) override;
+  int64_t exchanges() const { return exchanges_; }
+  double seconds() const { return seconds_; }  // in the exchanges (waiting for the slowest rank included)
+  void reset_counts() { exchanges_ = 0, seconds_ = 0; }
+
+ private:
+  std::vector<float> send_, gathered_;
+  int64_t exchanges_ = 0;
+  double seconds_ = 0;
+};
 
 // "rank 1/4: " under MPI with several ranks, "" otherwise (message prefix).
 std::string rank_prefix();

@@ -14,7 +14,8 @@ nlohmann::json TrainConfig::to_json() const {
           {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
           {"abits", abits},      {"quant", quant},             {"aux", aux},
           {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"train_limit", train_limit},
-          {"test_limit", test_limit}, {"log_every", log_every}, {"keep_checkpoints", keep_checkpoints}, {"data_options", data_options.to_json()}};
+          {"test_limit", test_limit}, {"log_every", log_every}, {"keep_checkpoints", keep_checkpoints}, {"data_options", data_options.to_json()},
+          {"sync_bn", sync_bn}};
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
@@ -43,6 +44,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
     c.log_every = json_int<int>(j.at("log_every"), "log_every");
     c.keep_checkpoints = j.contains("keep_checkpoints") ? json_int<int>(j["keep_checkpoints"], "keep_checkpoints") : 1;
     c.data_options = DataOptions::from_json(j.value("data_options", nlohmann::json()));
+    c.sync_bn = j.contains("sync_bn") ? j["sync_bn"].get<bool>() : false;
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("training config: ") + e.what());
   } catch (const Error& e) {

@@ -143,6 +143,14 @@ bool Trainer::build_model() {
     aux_->init(cfg_.seed);
     if (!cfg_.init.empty()) load_named_tensors(aux_->state(), init_ckpt);
   }
+  // --sync-bn on several ranks: every BN layer (the aux module's too) normalises with the
+  // global batch's statistics; the recorded step splits at each (Recording::host_step).
+  if (cfg_.sync_bn && impl_->world > 1) {
+    if (!impl_->bn_exchange) impl_->bn_exchange = std::make_unique<dist::BatchNormExchange>();
+    std::vector<BatchNorm2dLayer*> layers = net_->batchnorm_layers();
+    if (aux_) for (BatchNorm2dLayer* b : aux_->batchnorm_layers()) layers.push_back(b);
+    for (BatchNorm2dLayer* b : layers) b->sync = impl_->bn_exchange.get();
+  }
   return quantizers_loaded;
 }
 
@@ -263,7 +271,26 @@ void Trainer::initialise_quantizers_from_data() {
   s.train_loader->make_batch(0, first);
   take_shard(first, s.rank, s.world, s.shard);
   fill_host_batch(s.slots[0].host_x, s.slots[0].host_y, s.shard);
-  for (ActQuantizer* q : wants) q->set_data_init(true);
+  // Data-parallel: each rank sees its shard. The mean over the ranks of what they found
+  // (LSQ: 2 mean|x| / sqrt(Qp), linear in the shards' means) is the global batch's, the
+  // same bits on every rank; it is taken right after each initialisation (a host step),
+  // before the layers downstream use it, so with --sync-bn every quantizer starts where
+  // one process would (up to float summation order).
+  const int world = s.world;
+  ActQuantizer::InitMerge merge;
+  if (world > 1)
+    merge = [world](Recording& rec, Tensor& t) {
+      const BufferView host = rec.transient(t.bytes(), MemoryKind::Host);
+      const size_t n = size_t(t.numel());
+      rec.copy(t.view(), host, "data init to host");
+      rec.host_step([host, n, world] {
+        auto* v = static_cast<float*>(host.mapped);
+        dist::sum_in_rank_order(v, n);
+        for (size_t i = 0; i < n; ++i) v[i] /= float(world);
+      });
+      rec.copy(host, t.view(), "data init from host");
+    };
+  for (ActQuantizer* q : wants) q->set_data_init(true, merge);
   {
     Recording rec(s.ctx);
     rec.copy(s.slots[0].host_x.view(), net_->input().view(), "upload batch");
@@ -461,6 +488,7 @@ TrainSummary Trainer::run_loop() {
   } wait;
   Batch batch;
   const auto run_start = Clock::now();
+  if (s.bn_exchange) s.bn_exchange->reset_counts();  // the steps' exchanges only (not LSQ's init)
   int steps_this_process = 0;
   g_stop = false;
   // Steps submitted and not yet completed, oldest first (overlap: at most one per slot).
@@ -704,6 +732,17 @@ TrainSummary Trainer::run_loop() {
                    "all-reduce of %.2f MB of gradients, %.2f ms optimizer recording\n", s.world,
                    1e3 * s.wait_seconds / n, 1e3 * s.allreduce_seconds / n, s.grad_floats * 4e-6,
                    1e3 * s.update_seconds / n);
+    if (s.bn_exchange) {
+      // The recorded step runs as segments with a host exchange between each two.
+      const size_t segments = s.slots[0].step->host_step_count() + 1;
+      summary.json["data_parallel"]["sync_bn"] = {{"segments", segments},
+                                                  {"exchanges_per_step", double(s.bn_exchange->exchanges()) / n},
+                                                  {"exchange_ms_per_step", 1e3 * s.bn_exchange->seconds() / n}};
+      if (root)
+        std::fprintf(stderr, "--sync-bn: the step runs in %zu segments, %.2f ms per step in %.0f statistics "
+                     "exchanges (waiting for the slowest rank included)\n", segments,
+                     1e3 * s.bn_exchange->seconds() / n, double(s.bn_exchange->exchanges()) / n);
+    }
   }
   if (!root) return summary;
   write_file_durably(cfg_.out + "/summary.json", summary.json.dump(2) + "\n");

@@ -52,6 +52,9 @@ struct TrainConfig {
   int stop_after_steps = 0;      // stop (as if interrupted) after this many steps of this process
   bool profile = false;          // print per-dispatch GPU times of one step
   std::string pipeline;          // "overlap" / "sync" (see StepPipeline); "": VKQAT_PIPELINE, else overlap
+  // --sync-bn: under mpirun, batch-norm statistics over the global batch (BnStatsSync);
+  // one process has the whole batch already (a no-op there).
+  bool sync_bn = false;
   nlohmann::json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j);
 };

@@ -13,6 +13,7 @@
 
 #include "backend/recording.h"
 #include "nn/data/loader.h"
+#include "nn/train/distributed.h"
 #include "nn/train/trainer.h"
 
 namespace vkqat::nn {
@@ -100,6 +101,8 @@ struct Trainer::Impl {
   Batch shard;
   double wait_seconds = 0, allreduce_seconds = 0, update_seconds = 0;
   int64_t data_parallel_steps = 0;
+  // --sync-bn on several ranks: every BN layer's exchange (BatchNorm2dLayer::sync).
+  std::unique_ptr<dist::BatchNormExchange> bn_exchange;
   explicit Impl(Context& c) : ctx(c) {}
 };
 
