@@ -13,7 +13,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"momentum", momentum}, {"weight_decay", weight_decay}, {"nesterov", nesterov},
           {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
           {"abits", abits},      {"quant", quant},             {"aux", aux},
-          {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"train_limit", train_limit},
+          {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"fc_init", fc_init},  {"train_limit", train_limit},
           {"test_limit", test_limit}, {"log_every", log_every}, {"keep_checkpoints", keep_checkpoints}, {"data_options", data_options.to_json()}};
 }
 
@@ -38,6 +38,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
     c.aux_weight = json_float(j.at("aux_weight"), "aux_weight");
     c.lp_weight = j.contains("lp_weight") ? json_float(j["lp_weight"], "lp_weight") : 1.f;
     c.init = j.at("init");
+    c.fc_init = j.value("fc_init", "default");  // absent in runs from before --fc-init
     c.train_limit = json_int<int>(j.at("train_limit"), "train_limit");
     c.test_limit = json_int<int>(j.at("test_limit"), "test_limit");
     c.log_every = json_int<int>(j.at("log_every"), "log_every");
