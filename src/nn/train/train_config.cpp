@@ -8,12 +8,12 @@
 namespace vkqat::nn {
 
 nlohmann::json TrainConfig::to_json() const {
-  return {{"data", data},        {"data_dir", data_dir},       {"model", model.to_json()},
+  return {{"data", data},        {"data_dir", data_dir},       {"model", model.to_json()},  {"fc_init", fc_init},
           {"epochs", epochs},    {"batch_size", batch},        {"lr", lr},
           {"momentum", momentum}, {"weight_decay", weight_decay}, {"nesterov", nesterov},
           {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
           {"abits", abits},      {"quant", quant},             {"aux", aux},
-          {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"fc_init", fc_init},  {"train_limit", train_limit},
+          {"aux_weight", aux_weight}, {"lp_weight", lp_weight}, {"init", init},          {"train_limit", train_limit},
           {"test_limit", test_limit}, {"log_every", log_every}, {"keep_checkpoints", keep_checkpoints}, {"data_options", data_options.to_json()}};
 }
 
