@@ -58,6 +58,11 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_flag("--aux", a.cfg.aux, "full-precision auxiliary module (training only)");
   t->add_option("--aux-weight", a.cfg.aux_weight, "lambda: loss = CE(LP) + lambda CE(aux)")->capture_default_str();
   t->add_option("--init", a.cfg.init, "initialise weights from a checkpoint");
+  t->add_option("--fc-init", a.cfg.fc_init,
+                "sat: rescale the last FC's initial latent weight to n_out Var = 1 (with --sat or DoReFa there: "
+                "same logits, a step ~lr instead of 3 n_in/n_out lr; README, MobileNetV2)")
+      ->check(CLI::IsMember({"default", "sat"}))
+      ->capture_default_str();
   t->add_option("--resume", a.resume, "continue the run in RUN_DIR from its last checkpoint");
   t->add_option("--out", a.cfg.out, "run directory");
   t->add_option("--device", a.device, "Vulkan device index (see `vkqat devices`)")->check(CLI::NonNegativeNumber);
@@ -80,7 +85,7 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
 static const char* const kTrainFlags[] = {
     "--data", "--data-dir", "--model", "--model-file", "--width", "--width-mult", "--stem", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
     "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
-    "--sat-conv", "--aux", "--aux-weight", "--init", "--resume", "--out", "--device", "--train-limit",
+    "--sat-conv", "--aux", "--aux-weight", "--init", "--fc-init", "--resume", "--out", "--device", "--train-limit",
     "--test-limit", "--image-size", "--augment", "--workers", "--val-split", "--in-channels", "--mean", "--std", "--strict",
     "--log-every", "--keep-checkpoints", "--stop-after-steps", "--profile", "--stats-every"};
 
@@ -149,6 +154,7 @@ void check_resume_flags(const TrainArgs& a) {
       {"--abits", [](auto& c, auto&) { return nlohmann::json(c.abits); }},
       {"--aux", [](auto& c, auto&) { return nlohmann::json(c.aux); }},
       {"--aux-weight", [](auto& c, auto&) { return nlohmann::json(c.aux_weight); }},
+      {"--fc-init", [](auto& c, auto&) { return nlohmann::json(c.fc_init); }},
       {"--train-limit", [](auto& c, auto&) { return nlohmann::json(c.train_limit); }},
       {"--test-limit", [](auto& c, auto&) { return nlohmann::json(c.test_limit); }},
       {"--image-size", [](auto& c, auto&) { return nlohmann::json(c.data_options.image_size); }},

@@ -8,7 +8,7 @@
 namespace vkqat::nn {
 
 nlohmann::json TrainConfig::to_json() const {
-  return {{"data", data},        {"data_dir", data_dir},       {"model", model.to_json()},
+  return {{"data", data},        {"data_dir", data_dir},       {"model", model.to_json()},  {"fc_init", fc_init},
           {"epochs", epochs},    {"batch_size", batch},        {"lr", lr},
           {"momentum", momentum}, {"weight_decay", weight_decay}, {"nesterov", nesterov},
           {"warmup_epochs", warmup_epochs}, {"seed", seed},    {"wbits", wbits},
@@ -39,6 +39,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
     c.aux_weight = json_float(j.at("aux_weight"), "aux_weight");
     c.lp_weight = j.contains("lp_weight") ? json_float(j["lp_weight"], "lp_weight") : 1.f;
     c.init = j.at("init");
+    c.fc_init = j.value("fc_init", "default");  // absent in runs from before --fc-init
     c.train_limit = json_int<int>(j.at("train_limit"), "train_limit");
     c.test_limit = json_int<int>(j.at("test_limit"), "test_limit");
     c.log_every = json_int<int>(j.at("log_every"), "log_every");

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -34,6 +35,40 @@ std::string format_eta(double s) {
   std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
   return buf;
 }
+
+// --fc-init sat (README, "The papers' networks"). Where SAT (W* = W / sqrt(n_out Var[W])) or
+// DoReFa (tanh(W) / max|tanh(W)|) normalises the last FC's weight, its output does not depend on
+// the latent scale (up to tanh's bend), but the step on W* is lr / scale^2: PyTorch's init
+// U(+-1/sqrt(n_in)) makes it 3 n_in / n_out times lr's (384x for MobileNetV2's 1280 -> 10 classes),
+// and one step at lr 0.005 rewrites the classifier. Rescaled to SAT's own target n_out Var = 1, the
+// step is ~lr's. Runs before the quantizers are made (LSQ draws its step from these weights).
+void rescale_last_fc_init(Network& net) {
+  const LinearLayer* fc = net.quant_sites().classifier;
+  if (!fc) throw Error("--fc-init sat: this model has no last fully-connected layer");
+  Parameter* w = nullptr;
+  for (Parameter* p : net.parameters())
+    if (p == &fc->weight) w = p;
+  std::vector<float> v = w->value.download();
+  double mean = 0, var = 0;
+  for (float x : v) mean += x;
+  mean /= double(v.size());
+  for (float x : v) var += (x - mean) * (x - mean);
+  var /= double(v.size());
+  if (!(var > 0)) throw Error("--fc-init sat: " + w->name + " is constant (variance 0): nothing to rescale");
+  const double factor = 1.0 / std::sqrt(double(fc->out) * var);
+  for (float& x : v) x = float(x * factor);
+  w->value.upload(v);
+}
+
+// After the quantizers: refused where the scale is not divided out (it would change the logits).
+void check_last_fc_scale_free(Network& net) {
+  const LinearLayer* fc = net.quant_sites().classifier;
+  const WeightQuantizer::Kind k = fc->quant ? fc->quant->kind() : WeightQuantizer::Kind{};
+  if (k.sat || (k.method == "dorefa" && k.bits >= 2)) return;
+  throw Error("--fc-init sat: the last FC (" + fc->weight.name + ", " + (fc->quant ? fc->quant->describe() : "fp32") +
+              ") scales its output with its weight, so rescaling would change the logits; it needs --sat or DoReFa "
+              "weights of 2+ bits there");
+}
 }  // namespace
 
 // ---- the step ------------------------------------------------------------------------
@@ -58,6 +93,8 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   if (cfg_.test_limit < 0) throw Error("--test-limit must be >= 0, got " + std::to_string(cfg_.test_limit));
   if (cfg_.stop_after_steps < 0)
     throw Error("--stop-after-steps must be >= 0, got " + std::to_string(cfg_.stop_after_steps));
+  if (cfg_.fc_init != "default" && cfg_.fc_init != "sat")
+    throw Error("--fc-init must be default or sat, got '" + cfg_.fc_init + "'");
   // Stored absolute, so that the run resumes from any working directory.
   cfg_.data_dir = absolute_path(cfg_.data_dir);
   cfg_.init = absolute_path(cfg_.init);
@@ -115,7 +152,7 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   record_step();
 }
 
-bool Trainer::build_model() {
+bool Trainer::build_model(bool initialising) {
   Context& ctx = impl_->ctx;
   const QuantPlugins& plugins = plugins_;
   SafeTensors init_ckpt;
@@ -132,12 +169,14 @@ bool Trainer::build_model() {
   // --init first (full-precision weights; quantizer and aux tensors are picked up below),
   // then the quantizers: LSQ initialises its steps from the weights it is given.
   if (!cfg_.init.empty()) load_network_state(*net_, init_ckpt, {"aux."}, /*ignore_unexpected=*/true);
+  if (initialising && cfg_.fc_init == "sat") rescale_last_fc_init(*net_);
   bool quantizers_loaded = false;
   if (!cfg_.quant.is_null()) {
     auto policy = plugins.policy(cfg_.quant);
     net_->apply_quant_policy(*policy);
     if (!cfg_.init.empty()) quantizers_loaded = load_named_tensors(net_->state(), init_ckpt) > 0;
   }
+  if (initialising && cfg_.fc_init == "sat") check_last_fc_scale_free(*net_);
   if (cfg_.aux) {
     aux_ = plugins.aux(ctx, *net_);
     aux_->init(cfg_.seed);
@@ -346,7 +385,7 @@ void Trainer::reconfigure(const TrainConfig& next) {
   cfg_ = next;
   cfg_.model = model;
   cfg_.init.clear();  // already applied; the values below replace it
-  build_model();
+  build_model(/*initialising=*/false);
   initialise_quantizers_from_data();  // new LSQ steps; restored below where they existed
   s.train_loader->start_epoch(s.epoch, s.position);
   auto restore = [](const NamedTensors& named, const std::map<std::string, std::vector<float>>& from) {

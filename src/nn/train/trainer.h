@@ -46,6 +46,9 @@ struct TrainConfig {
   float lp_weight = 1.f;           // weight of CE(LP) (0 isolates the aux route, for tests)
   std::string out;               // run directory
   std::string init;              // checkpoint to initialise weights from
+  // "sat": before training, the last FC's latent weight is rescaled to n_out Var[W] = 1
+  // (--fc-init; only where SAT or DoReFa divides that scale out; see rescale_last_fc_init).
+  std::string fc_init = "default";
   int train_limit = 0, test_limit = 0;  // use only the first K images (quick runs, tests)
   int log_every = 50;            // steps between metrics.jsonl step records
   int keep_checkpoints = 1;      // committed checkpoint units kept in RUN_DIR/checkpoints
@@ -143,7 +146,8 @@ class Trainer {
  private:
   void initialise_quantizers_from_data();
   // Builds net_ (+ quantizers, aux head) for cfg_; returns whether quantizer tensors came from --init.
-  bool build_model();
+  // initialising = false (reconfigure: every value is restored afterwards) skips --fc-init.
+  bool build_model(bool initialising = true);
   void record_step();  // (re-)records the training step and the evaluator
   TrainSummary run_loop();
   void broadcast_state();      // rank 0's weights, momenta and train accumulators to every rank
