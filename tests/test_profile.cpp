@@ -144,6 +144,7 @@ TEST_CASE("a training step's profile: one time per command, convolutions on top,
   CHECK(tr.run().interrupted);
   REQUIRE(hook.profiles.size() == 4);
   CHECK(hook.profiles[3].commands > hook.profiles[1].commands);  // the aux module's commands were added
+  double conv = 0, quant = 0;  // shares of steps 1-3
   for (size_t i = 0; i < hook.profiles.size(); ++i) {
     CAPTURE(i);
     const nn::StepProfile& p = hook.profiles[i];
@@ -154,12 +155,14 @@ TEST_CASE("a training step's profile: one time per command, convolutions on top,
     for (const LabelTime& r : rows) labelled += r.commands;
     CHECK(size_t(labelled) == p.commands);
     if (i == 0) continue;  // the first replay also pays for the driver's lazy work
-    // The convolutions (any variant) carry the step; the per-tensor quantizer kernels are
-    // small (~40% vs ~4% at this size; with timestamps off by one command, 27% vs 31%).
-    const double conv = share_of(rows, {"conv2d"});
-    const double quant = share_of(rows, {"dorefa_w_bwd", "pact_bwd dalpha"});
-    CHECK(conv > 3 * quant);
+    conv += share_of(rows, {"conv2d"});
+    quant += share_of(rows, {"dorefa_w_bwd", "pact_bwd dalpha"});
   }
+  // The convolutions (any variant) carry the step; the per-tensor quantizer kernels are
+  // small (~40% vs ~4% at this size; with timestamps off by one command, 27% vs 31%).
+  // Summed over steps 1-3 and with a margin well inside that gap: on a shared machine a
+  // preempted small kernel can take 15% of one step (seen: 43% vs 16% at load 12).
+  CHECK(conv > 1.5 * quant);
   CHECK(tr.step_profile().commands == hook.profiles.back().commands);
   fs::remove_all(dir);
 }
