@@ -148,6 +148,7 @@ def main():
                                        "--out", "rel", "--stop-after-steps", "3"], 130, "continue with", cwd=tmp)
     expect("--resume with another --lr", ["train", "--resume", rel, "--lr", "0.5"], 1, "--lr 0.5 differs")
     expect("--resume with another --width", ["train", "--resume", rel, "--width", "8"], 1, "--width 8 differs")
+    expect("--resume with --sync-bn", ["train", "--resume", rel, "--sync-bn"], 1, "--sync-bn true differs")
     expect("--resume with --init", ["train", "--resume", rel, "--init", ckpt], 1, "--init cannot be given")
     expect("--resume from elsewhere, --epochs applied",
            ["train", "--resume", rel, "--epochs", "2", "--lr", "0.1", "--stop-after-steps", "2"], 130,

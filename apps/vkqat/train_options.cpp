@@ -85,7 +85,7 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
 static const char* const kTrainFlags[] = {
     "--data", "--data-dir", "--model", "--model-file", "--width", "--width-mult", "--stem", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
     "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
-    "--sat-conv", "--aux", "--aux-weight", "--init", "--fc-init", "--resume", "--out", "--device", "--train-limit",
+    "--sat-conv", "--sync-bn", "--aux", "--aux-weight", "--init", "--fc-init", "--resume", "--out", "--device", "--train-limit",
     "--test-limit", "--image-size", "--augment", "--workers", "--val-split", "--in-channels", "--mean", "--std", "--strict",
     "--log-every", "--keep-checkpoints", "--stop-after-steps", "--profile", "--stats-every"};
 
@@ -155,6 +155,7 @@ void check_resume_flags(const TrainArgs& a) {
       {"--aux", [](auto& c, auto&) { return nlohmann::json(c.aux); }},
       {"--aux-weight", [](auto& c, auto&) { return nlohmann::json(c.aux_weight); }},
       {"--fc-init", [](auto& c, auto&) { return nlohmann::json(c.fc_init); }},
+      {"--sync-bn", [](auto& c, auto&) { return nlohmann::json(c.sync_bn); }},
       {"--train-limit", [](auto& c, auto&) { return nlohmann::json(c.train_limit); }},
       {"--test-limit", [](auto& c, auto&) { return nlohmann::json(c.test_limit); }},
       {"--image-size", [](auto& c, auto&) { return nlohmann::json(c.data_options.image_size); }},
