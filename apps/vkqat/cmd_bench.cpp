@@ -30,6 +30,7 @@ namespace {
 struct BenchOptions {
   bool json = false, quick = false, profile = false;
   bool depthwise_direct = false;  // also time the former direct depthwise kernels
+  std::string data_dir;           // data section: generate (or reuse) the JPEG folder here and keep it
   int device = -1;
   std::vector<std::string> only;  // section names; empty = all
 };
@@ -309,7 +310,7 @@ int run_bench(const BenchOptions& o) {
          r.insert(r.end(), loop.begin(), loop.end());
          return r;
        }},
-      {"data", [](Context&, bool quick) { return nn::bench_data_pipeline(quick); }}};
+      {"data", [&o](Context&, bool quick) { return nn::bench_data_pipeline(quick, o.data_dir); }}};
   for (const std::string& name : o.only)
     if (std::none_of(benches.begin(), benches.end(), [&](const auto& b) { return b.first == name; }))
       throw Error("--only " + name + ": unknown section (conv, depthwise, elementwise, reduce, quant, int, train, data)");
@@ -372,6 +373,9 @@ void add_bench_command(CLI::App& app, Actions& actions) {
   cmd->add_flag("--profile", o->profile,
                 "with the train section: record the training steps (not timed) and list every dispatch "
                 "(kernel, workgroups, invocations, FLOPs, bytes)");
+  cmd->add_option("--data-dir", o->data_dir,
+                  "data section: write the generated JPEG folder to DIR and keep it (reused when DIR/train exists), "
+                  "e.g. for scripts/torchvision_data_bench.py");
   cmd->add_flag("--depthwise-direct", o->depthwise_direct,
                 "depthwise section: also time the former direct kernels (VKQAT_DW_VARIANT=direct), alternating "
                 "with the blocked ones");

@@ -63,10 +63,14 @@ Measured drain(const Dataset& d, int batch, int min_images) {
 
 }  // namespace
 
-std::vector<BenchRecord> bench_data_pipeline(bool quick) {
+std::vector<BenchRecord> bench_data_pipeline(bool quick, const std::string& keep_dir) {
   const int per_class = quick ? 32 : 128, S = 224, batch = 32;
-  const fs::path root = fs::temp_directory_path() / ("vkqat-bench-data-" + std::to_string(::getpid()));
-  fs::remove_all(root);
+  const bool keep = !keep_dir.empty();
+  const fs::path root = keep ? fs::path(keep_dir) : fs::temp_directory_path() / ("vkqat-bench-data-" + std::to_string(::getpid()));
+  const bool reuse = keep && fs::exists(root / "train");
+  if (!keep) fs::remove_all(root);
+  if (keep && !reuse && fs::exists(root) && !fs::is_empty(root))
+    throw Error("--data-dir " + keep_dir + ": exists, is not empty and has no train/ folder (give a new or empty directory)");
   uintmax_t jpeg_bytes = 0;
   for (const char* split : {"train", "val"})
     for (int c = 0; c < 2; ++c) {
@@ -75,7 +79,7 @@ std::vector<BenchRecord> bench_data_pipeline(bool quick) {
       const int n = std::string(split) == "train" ? per_class : 2;
       for (int i = 0; i < n; ++i) {
         const std::string f = (dir / (std::to_string(i) + ".jpg")).string();
-        write_photo_jpeg(f, 500, 375, uint64_t(c) * 100000 + i);
+        if (!reuse || !fs::exists(f)) write_photo_jpeg(f, 500, 375, uint64_t(c) * 100000 + i);
         jpeg_bytes += fs::file_size(f);
       }
     }
@@ -122,10 +126,13 @@ std::vector<BenchRecord> bench_data_pipeline(bool quick) {
              m, n2);
     }
   } catch (...) {
-    fs::remove_all(root);
+    if (!keep) fs::remove_all(root);
     throw;
   }
-  fs::remove_all(root);
+  if (keep)
+    fs::remove(root / "cache.vkqc");
+  else
+    fs::remove_all(root);
   return out;
 }
 
