@@ -28,7 +28,8 @@ extra = "" if not dp else (f"  wait {dp['wait_ms_per_step']:.1f} ms, all-reduce 
 print(f"{sys.argv[1]} rank(s): {s['train_images_per_s']:.1f} img/s, {s['pipeline']['ms_per_step']:.0f} ms/step{extra}")
 PY
 }
-run 1 "$WORK/warmup" >/dev/null
+run 1 "$WORK/warmup-1" >/dev/null  # fills the pipeline cache: each batch size compiles its own
+run 2 "$WORK/warmup-2" >/dev/null
 for i in $(seq "$PAIRS"); do
   run 1 "$WORK/one-$i"
   run 2 "$WORK/two-$i"
