@@ -50,7 +50,7 @@ ImageInfo probe_image(const uint8_t* data, size_t size);
 
 // Decodes to `channels` (1 = gray, 3 = RGB; alpha is dropped, palettes expanded, gray
 // replicated, RGB reduced to luma). min_short_side > 0 lets a JPEG decode at the smallest
-// libjpeg-turbo DCT scale M/8 (M = 1..8) whose shorter side is still >= min_short_side.
+// libjpeg-turbo DCT scale M/8 (M = 1, 2, 4 or 8) whose shorter side is still >= min_short_side.
 Image decode_image(const uint8_t* data, size_t size, int channels, int min_short_side = 0);
 
 }  // namespace vkqat::nn

@@ -43,8 +43,12 @@ struct ImageTransform {
   void apply(const uint8_t* base, int height, int width, bool train, std::mt19937_64& rng, uint8_t* out) const;
 };
 
-// Resizes HWC uint8 (stb_image_resize: Mitchell filter when shrinking, Catmull-Rom when
-// enlarging, edges clamped). `src` may be a window of a larger image (src_stride bytes per row).
+// Resizes HWC uint8 with libyuv's ScalePlane, one plane per channel, kFilterBox: an area
+// average (box filter, anti-aliased) when a side shrinks by more than 2x, bilinear
+// otherwise (8-bit fixed point, edges clamped). `src` may be a window of a larger image
+// (src_stride bytes per row; 0 = packed). Sides up to kMaxResizeSide (libyuv's 16.16
+// fixed-point positions); larger throws Error.
+constexpr int kMaxResizeSide = 32767;
 void resize_image(const uint8_t* src, int w, int h, int src_stride, uint8_t* dst, int dw, int dh, int channels);
 
 }  // namespace vkqat::nn
