@@ -174,14 +174,19 @@ ImageInfo probe_image(const uint8_t* data, size_t size) {
 }
 
 Image decode_image(const uint8_t* data, size_t size, int channels, int min_short_side) {
+  Image out;
+  decode_image_into(data, size, channels, min_short_side, out);
+  return out;
+}
+
+void decode_image_into(const uint8_t* data, size_t size, int channels, int min_short_side, Image& out) {
   if (channels != 1 && channels != 3) throw DecodeError("decode_image: channels must be 1 or 3");
   const ImageInfo info = probe_image(data, size);
-  Image out;
   if (info.format == ImageFormat::Jpeg) {
     ImageInfo again;
     std::string err;
     if (!jpeg_run(data, size, false, channels, min_short_side, &again, &out, &err)) throw DecodeError(err);
-    return out;
+    return;
   }
   if (int64_t(info.width) * info.height > kMaxDecodePixels)
     throw DecodeError("image too large to decode (" + std::to_string(info.width) + "x" + std::to_string(info.height) +
@@ -193,7 +198,6 @@ Image decode_image(const uint8_t* data, size_t size, int channels, int min_short
   out.width = w, out.height = h, out.channels = channels;
   out.pixels.assign(px, px + size_t(w) * h * channels);
   stbi_image_free(px);
-  return out;
 }
 
 }  // namespace vkqat::nn

@@ -131,6 +131,11 @@ int ImageTransform::base_size() const {
 }
 
 Image ImageTransform::to_base(Image img) const {
+  Image resized;
+  return &to_base(img, resized) == &img ? std::move(img) : std::move(resized);
+}
+
+const Image& ImageTransform::to_base(const Image& img, Image& out) const {
   const int b = base_size();
   const int short_side = std::min(img.width, img.height);
   if (short_side == b) return img;
@@ -143,7 +148,6 @@ Image ImageTransform::to_base(Image img) const {
     nh = b;
     nw = std::max(1, int(std::lround(double(img.width) * b / img.height)));
   }
-  Image out;
   out.width = nw, out.height = nh, out.channels = img.channels;
   out.pixels.resize(size_t(nw) * nh * img.channels);
   resize_image(img.pixels.data(), img.width, img.height, 0, out.pixels.data(), nw, nh, img.channels);

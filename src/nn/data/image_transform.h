@@ -38,6 +38,9 @@ struct ImageTransform {
   int base_size() const;
   // Resizes a decoded image so its shorter side is base_size() (no copy when it already is).
   Image to_base(Image img) const;
+  // The base of `img`: img itself when its shorter side is base_size() already, else
+  // `resized` (its pixel memory reused) holding the resized image.
+  const Image& to_base(const Image& img, Image& resized) const;
   // size x size x channels CHW into out (channels * size * size bytes). `base` is HWC
   // with channels() == channels; its shorter side should be base_size() (any size works).
   void apply(const uint8_t* base, int height, int width, bool train, std::mt19937_64& rng, uint8_t* out) const;
