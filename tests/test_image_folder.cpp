@@ -235,6 +235,20 @@ TEST_CASE("image folder: bad files are skipped with one warning each, --strict m
   auto [tr2, va2] = load_image_folder(u.path.string(), strict);
   CHECK_THROWS_WITH_AS(tr2.source->produce(2, false, 0, a.data()), doctest::Contains("img2.jpg: corrupt or truncated JPEG"),
                        Error);
+
+  // An image so elongated that its base would pass libyuv's 32767 px side (1 x 200 at base
+  // 224: 44800 px tall) is warned about and replaced, like a truncated one.
+  TempFolder v;
+  make_small_folder(v);
+  test::write_png(v / "train/ant/a_thin.png", 1, 200, 3, 1);  // entry 0: sorts first in ant/
+  auto [tr3, va3] = load_image_folder(v.path.string(), opts(224));
+  const FolderSource& thin = dynamic_cast<const FolderSource&>(*tr3.source);
+  REQUIRE(thin.describe(0).find("a_thin.png") != std::string::npos);
+  std::vector<uint8_t> c(3 * 224 * 224), d(c.size());
+  CHECK(thin.produce(0, false, 0, c.data()) == 0);
+  CHECK(thin.bad_files().count() == 1);
+  thin.produce(1, false, 0, d.data());
+  CHECK(c == d);
 }
 
 TEST_CASE("image folder: empty class, one class, class mismatch, 1x1 image" * doctest::test_suite("image")) {
