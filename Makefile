@@ -2,7 +2,7 @@
 # configures a Release build into build/, builds, and runs its job.
 PACKAGES := cmake g++ make libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools \
   glslang-tools spirv-tools spirv-cross libspirv-cross-c-shared-dev doctest-dev \
-  nlohmann-json3-dev libcli11-dev libstb-dev libjpeg62-turbo-dev zlib1g-dev dataset-fashion-mnist \
+  nlohmann-json3-dev libcli11-dev libstb-dev libjpeg62-turbo-dev libyuv-dev zlib1g-dev dataset-fashion-mnist \
   libimgui-dev libglfw3-dev xvfb xauth python3 python3-matplotlib clang libclang-rt-14-dev \
   libopenmpi-dev openmpi-bin
 BUILD := build

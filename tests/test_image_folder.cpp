@@ -2,6 +2,7 @@
 // determinism (1 vs 2 workers, folder vs cache) and CIFAR-100. Pure CPU.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -234,6 +235,20 @@ TEST_CASE("image folder: bad files are skipped with one warning each, --strict m
   auto [tr2, va2] = load_image_folder(u.path.string(), strict);
   CHECK_THROWS_WITH_AS(tr2.source->produce(2, false, 0, a.data()), doctest::Contains("img2.jpg: corrupt or truncated JPEG"),
                        Error);
+
+  // An image so elongated that its base would pass libyuv's 32767 px side (1 x 200 at base
+  // 224: 44800 px tall) is warned about and replaced, like a truncated one.
+  TempFolder v;
+  make_small_folder(v);
+  test::write_png(v / "train/ant/a_thin.png", 1, 200, 3, 1);  // entry 0: sorts first in ant/
+  auto [tr3, va3] = load_image_folder(v.path.string(), opts(224));
+  const FolderSource& thin = dynamic_cast<const FolderSource&>(*tr3.source);
+  REQUIRE(thin.describe(0).find("a_thin.png") != std::string::npos);
+  std::vector<uint8_t> c(3 * 224 * 224), d(c.size());
+  CHECK(thin.produce(0, false, 0, c.data()) == 0);
+  CHECK(thin.bad_files().count() == 1);
+  thin.produce(1, false, 0, d.data());
+  CHECK(c == d);
 }
 
 TEST_CASE("image folder: empty class, one class, class mismatch, 1x1 image" * doctest::test_suite("image")) {
@@ -345,6 +360,75 @@ TEST_CASE("transforms: eval center crop, flip, CIFAR crop, RandomResizedCrop" * 
     some_full = a == chw || a == chw_flip;
   }
   CHECK(some_full);  // ~0.2% of crops are the whole image; 400 tries find one
+}
+
+TEST_CASE("resize (libyuv box/bilinear): constant stays, ramps follow the plane, channels independent" *
+          doctest::test_suite("image")) {
+  std::mt19937_64 rng(5);
+  // Shapes: shrink < 2x (bilinear), > 2x (box), enlarge, 1-pixel sides, odd sizes.
+  const int shapes[][4] = {{40, 30, 28, 21}, {97, 61, 13, 9}, {17, 23, 50, 41}, {1, 9, 5, 3},
+                           {64, 1, 7, 4},    {300, 200, 224, 224}, {31, 37, 31, 37}, {2, 2, 1, 1}};
+  for (const auto& sh : shapes) {
+    const int w = sh[0], h = sh[1], dw = sh[2], dh = sh[3];
+    CAPTURE(w);
+    CAPTURE(h);
+    CAPTURE(dw);
+    CAPTURE(dh);
+    // A constant image stays exactly constant, per channel.
+    std::vector<uint8_t> src(size_t(w) * h * 3), dst(size_t(dw) * dh * 3);
+    for (size_t i = 0; i < src.size(); ++i) src[i] = uint8_t(40 + 70 * (i % 3));
+    resize_image(src.data(), w, h, 0, dst.data(), dw, dh, 3);
+    // (libyuv's box filter, used when both sides shrink over 2x, divides by a truncated
+    // fixed-point reciprocal of the box area: up to 1 low.)
+    const int box_low = w > 2 * dw && h > 2 * dh ? 1 : 0;
+    int wrong = 0;
+    for (size_t i = 0; i < dst.size(); ++i) {
+      const int want = 40 + 70 * int(i % 3);
+      wrong += dst[i] > want || dst[i] < want - box_low;
+    }
+    CHECK(wrong == 0);
+    // A plane v = a x + b y + c: every output pixel lies within the values its source area
+    // spans, widened by half a source pixel each way (libyuv aligns pixel centers when
+    // shrinking, corners when enlarging), channel by channel.
+    const double a = double(rng() % 100) / w, b = double(rng() % 100) / h;  // values stay in 10..250
+    auto plane = [&](double x, double y, int ch) { return a * x + b * y + 10 + 20 * ch; };
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        for (int ch = 0; ch < 3; ++ch) src[(size_t(y) * w + x) * 3 + ch] = uint8_t(std::lround(plane(x, y, ch)));
+    resize_image(src.data(), w, h, 0, dst.data(), dw, dh, 3);
+    const double kx = double(w) / dw, ky = double(h) / dh;
+    int outside = 0;
+    std::string first;
+    for (int y = 0; y < dh; ++y)
+      for (int x = 0; x < dw; ++x)
+        for (int ch = 0; ch < 3; ++ch) {
+          const double x0 = std::clamp(x * kx - 1, 0.0, w - 1.0), x1 = std::clamp((x + 1) * kx, 0.0, w - 1.0);
+          const double y0 = std::clamp(y * ky - 1, 0.0, h - 1.0), y1 = std::clamp((y + 1) * ky, 0.0, h - 1.0);
+          const double lo = plane(x0, y0, ch) - 1.5, hi = plane(x1, y1, ch) + 1.5;
+          const int v = dst[(size_t(y) * dw + x) * 3 + ch];
+          if ((v < lo || v > hi) && outside++ == 0)
+            first = std::to_string(v) + " at (" + std::to_string(x) + ", " + std::to_string(y) + ", " +
+                    std::to_string(ch) + ") outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+        }
+    CAPTURE(first);
+    CHECK(outside == 0);
+    // Three channels resize exactly like three one-channel images (planes; no channel
+    // leaks into another).
+    for (uint8_t& v : src) v = uint8_t(rng());
+    resize_image(src.data(), w, h, 0, dst.data(), dw, dh, 3);
+    for (int ch = 0; ch < 3; ++ch) {
+      std::vector<uint8_t> one(size_t(w) * h), one_out(size_t(dw) * dh);
+      for (size_t i = 0; i < one.size(); ++i) one[i] = src[i * 3 + ch];
+      resize_image(one.data(), w, h, 0, one_out.data(), dw, dh, 1);
+      bool same = true;
+      for (size_t i = 0; i < one_out.size(); ++i) same = same && one_out[i] == dst[i * 3 + ch];
+      CHECK(same);
+    }
+  }
+  std::vector<uint8_t> px(12), out(12);
+  CHECK_THROWS_AS(resize_image(px.data(), 2, 2, 0, out.data(), 0, 2, 3), Error);
+  CHECK_THROWS_AS(resize_image(px.data(), 2, 2, 0, out.data(), 2, 2, 2), Error);
+  CHECK_THROWS_AS(resize_image(px.data(), kMaxResizeSide + 1, 1, 0, out.data(), 2, 2, 1), Error);
 }
 
 TEST_CASE("streamed loader: identical batches for 1 and 2 workers, prefetch or not, folder or cache" * doctest::test_suite("image")) {

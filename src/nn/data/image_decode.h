@@ -50,7 +50,10 @@ ImageInfo probe_image(const uint8_t* data, size_t size);
 
 // Decodes to `channels` (1 = gray, 3 = RGB; alpha is dropped, palettes expanded, gray
 // replicated, RGB reduced to luma). min_short_side > 0 lets a JPEG decode at the smallest
-// libjpeg-turbo DCT scale M/8 (M = 1..8) whose shorter side is still >= min_short_side.
+// libjpeg-turbo DCT scale M/8 (M = 1, 2, 4 or 8) whose shorter side is still >= min_short_side.
 Image decode_image(const uint8_t* data, size_t size, int channels, int min_short_side = 0);
+// The same into `out`, reusing its pixel memory (the loader's workers decode every image
+// into one per-thread Image: no allocation or page faults per image).
+void decode_image_into(const uint8_t* data, size_t size, int channels, int min_short_side, Image& out);
 
 }  // namespace vkqat::nn

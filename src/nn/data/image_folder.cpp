@@ -93,15 +93,20 @@ std::vector<FolderEntry> scan_class(FolderScan& s, const fs::path& dir, uint32_t
 }  // namespace
 
 std::vector<uint8_t> read_whole_file(const std::string& path) {
+  std::vector<uint8_t> buf;
+  read_whole_file(path, buf);
+  return buf;
+}
+
+void read_whole_file(const std::string& path, std::vector<uint8_t>& buf) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
   const std::streamoff n = in.tellg();
   if (n < 0) throw Error(path + ": cannot read");
-  std::vector<uint8_t> buf(static_cast<size_t>(n));
+  buf.resize(static_cast<size_t>(n));
   in.seekg(0);
   in.read(reinterpret_cast<char*>(buf.data()), n);
   if (in.gcount() != n) throw Error(path + ": read error");
-  return buf;
 }
 
 FolderScan scan_image_folder(const std::string& root, double val_split, bool strict, bool print) {
@@ -196,22 +201,41 @@ FolderSource::FolderSource(std::vector<FolderEntry> entries, ImageTransform t, i
     : entries_(std::move(entries)), t_(t), workers_(std::max(1, workers)), strict_(strict) {}
 
 Image FolderSource::base_image(int i) const {
+  std::vector<uint8_t> bytes;
+  Image decoded, resized;
+  const Image& base = base_image(i, bytes, decoded, resized);
+  return &base == &decoded ? std::move(decoded) : std::move(resized);
+}
+
+const Image& FolderSource::base_image(int i, std::vector<uint8_t>& bytes, Image& decoded, Image& resized) const {
   const FolderEntry& e = entries_[size_t(i)];
-  std::vector<uint8_t> bytes = read_whole_file(e.path);
+  read_whole_file(e.path, bytes);
   try {
-    return t_.to_base(decode_image(bytes.data(), bytes.size(), t_.channels, t_.base_size()));
+    decode_image_into(bytes.data(), bytes.size(), t_.channels, t_.base_size(), decoded);
+    return t_.to_base(decoded, resized);
   } catch (const DecodeError& err) {
     throw Error(e.path + ": " + err.what());
   }
 }
 
 uint32_t FolderSource::produce(int i, bool train, uint64_t rng_seed, uint8_t* out) const {
+  // Per worker thread, reused image after image; a huge image's memory is not kept.
+  thread_local std::vector<uint8_t> bytes;
+  thread_local Image decoded, resized;
+  struct Trim {
+    ~Trim() {
+      constexpr size_t kKeep = size_t(16) << 20;
+      if (bytes.capacity() > kKeep) std::vector<uint8_t>().swap(bytes);
+      for (Image* im : {&decoded, &resized})
+        if (im->pixels.capacity() > kKeep) *im = Image();
+    }
+  } trim;
   const int n = size();
   for (int k = 0; k < n; ++k) {
     const int j = (i + k) % n;
-    Image base;
+    const Image* base = nullptr;
     try {
-      base = base_image(j);
+      base = &base_image(j, bytes, decoded, resized);
     } catch (const Error& err) {
       if (strict_) throw Error(std::string(err.what()) + " (--strict)");
       const std::string msg = err.what(), prefix = entries_[size_t(j)].path + ": ";
@@ -219,7 +243,7 @@ uint32_t FolderSource::produce(int i, bool train, uint64_t rng_seed, uint8_t* ou
       continue;
     }
     std::mt19937_64 rng(rng_seed);
-    t_.apply(base.pixels.data(), base.height, base.width, train, rng, out);
+    t_.apply(base->pixels.data(), base->height, base->width, train, rng, out);
     return entries_[size_t(j)].label;
   }
   throw Error("no image of the folder can be decoded");

@@ -70,6 +70,9 @@ class FolderSource : public ImageSource {
   // The base image of entry i (decoded, shorter side resized): what a cache stores.
   // Throws Error naming the file when it cannot be decoded.
   Image base_image(int i) const;
+  // The same into per-call buffers (file bytes, decoded and resized images, memory reused);
+  // returns `decoded` or `resized`.
+  const Image& base_image(int i, std::vector<uint8_t>& bytes, Image& decoded, Image& resized) const;
   const BadFileLog& bad_files() const { return bad_; }
 
  private:
@@ -82,6 +85,7 @@ class FolderSource : public ImageSource {
 
 // Whole file contents (throws Error naming the file).
 std::vector<uint8_t> read_whole_file(const std::string& path);
+void read_whole_file(const std::string& path, std::vector<uint8_t>& out);  // into out, its memory reused
 
 // ImageNet's per-channel normalization (RGB), and its channel average for grayscale.
 void imagenet_normalization(int channels, std::array<float, 3>& mean, std::array<float, 3>& std);

@@ -38,13 +38,20 @@ struct ImageTransform {
   int base_size() const;
   // Resizes a decoded image so its shorter side is base_size() (no copy when it already is).
   Image to_base(Image img) const;
+  // The base of `img`: img itself when its shorter side is base_size() already, else
+  // `resized` (its pixel memory reused) holding the resized image.
+  const Image& to_base(const Image& img, Image& resized) const;
   // size x size x channels CHW into out (channels * size * size bytes). `base` is HWC
   // with channels() == channels; its shorter side should be base_size() (any size works).
   void apply(const uint8_t* base, int height, int width, bool train, std::mt19937_64& rng, uint8_t* out) const;
 };
 
-// Resizes HWC uint8 (stb_image_resize: Mitchell filter when shrinking, Catmull-Rom when
-// enlarging, edges clamped). `src` may be a window of a larger image (src_stride bytes per row).
+// Resizes HWC uint8 with libyuv's ScalePlane, one plane per channel, kFilterBox: an area
+// average (box filter, anti-aliased) when a side shrinks by more than 2x, bilinear
+// otherwise (8-bit fixed point, edges clamped). `src` may be a window of a larger image
+// (src_stride bytes per row; 0 = packed). Sides up to kMaxResizeSide (libyuv's 16.16
+// fixed-point positions); larger throws Error.
+constexpr int kMaxResizeSide = 32767;
 void resize_image(const uint8_t* src, int w, int h, int src_stride, uint8_t* dst, int dw, int dh, int channels);
 
 }  // namespace vkqat::nn
