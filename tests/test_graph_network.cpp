@@ -3,11 +3,13 @@
 // check (and the check catches a dropped shortcut gradient there too); the built-in models'
 // descriptions give the hand-written classes' logits and parameter gradients.
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "net_gradcheck.h"
 #include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
+#include "nn/safetensors.h"
 #include "nn/ops/pool.h"
 #include "nn/ops/relu.h"
 
@@ -348,4 +350,55 @@ TEST_CASE("graph network gradient buffer reuse: logits and every gradient bit-id
         CHECK(got.grads.at(name) == g);
       }
     }
+}
+
+// TEMPORARY generator (removed with the hand-written classes): writes what those classes give
+// today, for the tests that compared the graph with them to compare with stored values.
+// VKQAT_WRITE_HAND_FIXTURE=DIR ./vkqat_tests -tc='write the hand-written classes*'
+TEST_CASE("write the hand-written classes' fixture") {
+  const char* out = std::getenv("VKQAT_WRITE_HAND_FIXTURE");
+  if (!out) return;
+  quant::QuantConfig w4a4;
+  w4a4.wbits = 4, w4a4.abits = 4;
+  struct Case {
+    std::string model;
+    bool quantized, aux;
+  };
+  nn::SafeTensors st;
+  auto shape64 = [](const nn::Tensor& t) {
+    std::vector<int64_t> s;
+    for (int v : t.shape()) s.push_back(v);
+    return s;
+  };
+  for (const Case& c : {Case{"resnet20", false, false}, Case{"resnet20", true, false}, Case{"resnet20", true, true},
+                        Case{"resnet20", false, true}, Case{"preact-resnet20", false, false},
+                        Case{"preact-resnet20", true, true}, Case{"plain-cnn", false, false}}) {
+    nn::ModelConfig mc;
+    mc.name = c.model;
+    mc.width = 2;
+    mc.in_channels = 3, mc.height = 12, mc.width_px = 12, mc.classes = 10;
+    auto hand = nn::build_network(test::ctx(), mc, 4);
+    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(hand.get()));
+    const StepResult want = train_step(*hand, c.quantized ? &w4a4 : nullptr, c.aux, nullptr);
+    const std::string key = c.model + (c.quantized ? ".w4a4" : ".fp32") + (c.aux ? ".aux" : "");
+    st.add_f32(key + "/logits", {4, 10}, want.logits);
+    for (nn::Parameter* p : hand->parameters()) st.add_f32(key + "/grad/" + p->name, shape64(p->grad), want.grads.at(p->name));
+    if (!c.quantized && !c.aux)
+      for (const auto& [name, t] : hand->state()) st.add_f32(c.model + "/state/" + name, shape64(*t), t->download());
+  }
+  nn::write_safetensors(std::string(out) + "/hand_steps.safetensors", st);
+
+  json dicts = json::object();
+  for (const std::string& name : {"resnet20", "resnet32", "resnet56", "preact-resnet20", "plain-cnn"}) {
+    nn::ModelConfig mc;
+    mc.name = name;
+    mc.width = 4;
+    mc.in_channels = 3, mc.height = 12, mc.width_px = 10, mc.classes = 7;
+    auto net = nn::build_network(test::ctx(), mc, 2);
+    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(net.get()));
+    json entries = json::array();
+    for (const auto& [n, t] : net->state()) entries.push_back({n, t->shape()});
+    dicts[name] = {{"state", entries}, {"parameter_count", net->parameter_count()}};
+  }
+  std::ofstream(std::string(out) + "/state_dicts.json") << dicts.dump(1) << "\n";
 }
