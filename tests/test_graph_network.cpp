@@ -1,9 +1,8 @@
 // GraphNetwork (nn/model/graph_network.h), the engine that runs model descriptions: a user
 // description with a residual block and a depthwise conv passes the whole-network gradient
-// check (and the check catches a dropped shortcut gradient there too); the built-in models'
-// descriptions give the hand-written classes' logits and parameter gradients.
+// check (and the check catches a dropped shortcut gradient there too); the built-in models
+// give the logits and parameter gradients the hand-written classes they replaced gave.
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include "net_gradcheck.h"
@@ -267,7 +266,14 @@ double max_abs(const std::vector<float>& v) {
 
 }  // namespace
 
-TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-written classes' logits and gradients") {
+// tests/data/hand-written/hand_steps.safetensors: one training step's logits and parameter
+// gradients as the hand-written classes (the built-in models before they became descriptions)
+// computed them, with the weights they started from, at width 2, 12x12x3 images, batch 4.
+TEST_CASE("the built-in models on GraphNetwork give the logits and gradients the hand-written classes gave") {
+  const char* data = std::getenv("VKQAT_TEST_DATA");
+  REQUIRE(data);
+  const nn::SafeTensors stored =
+      nn::read_safetensors((std::filesystem::path(data) / "hand-written" / "hand_steps.safetensors").string());
   quant::QuantConfig w4a4;  // CG-PACT activations (PACT in BN's passes), DoReFa weights
   w4a4.wbits = 4, w4a4.abits = 4;
   struct Case {
@@ -282,26 +288,28 @@ TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-writt
     CAPTURE(c.aux);
     nn::ModelConfig mc;
     mc.name = c.model;
-    mc.width = 4;
+    mc.width = 2;
     mc.in_channels = 3, mc.height = 12, mc.width_px = 12, mc.classes = 10;
-    auto hand = nn::build_network(test::ctx(), mc, 4);
-    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(hand.get()));
-    const StepResult want = train_step(*hand, c.quantized ? &w4a4 : nullptr, c.aux, nullptr);
-    std::map<std::string, std::vector<float>> weights;
-    for (const auto& [name, t] : hand->state()) weights[name] = t->download();
-    auto graph = nn::build_graph_network(test::ctx(), mc, 4);
-    REQUIRE(dynamic_cast<nn::GraphNetwork*>(graph.get()));
+    const std::string key = c.model + (c.quantized ? ".w4a4" : ".fp32") + (c.aux ? ".aux" : "");
+    std::map<std::string, std::vector<float>> weights, want_grads;
+    for (const auto& [name, t] : stored.tensors) {
+      if (name.rfind(c.model + "/state/", 0) == 0) weights[name.substr(c.model.size() + 7)] = stored.get_f32(name);
+      if (name.rfind(key + "/grad/", 0) == 0) want_grads[name.substr(key.size() + 6)] = stored.get_f32(name);
+    }
+    REQUIRE(!weights.empty());
+    auto graph = nn::build_network(test::ctx(), mc, 4);
     const StepResult got = train_step(*graph, c.quantized ? &w4a4 : nullptr, c.aux, &weights);
     // The same kernels on the same values: equal up to the order in which a tensor's several
     // gradients are summed (float addition is not associative: preact-resnet20 W4A4 + aux
-    // differs by 1.7e-5 in one PACT alpha), so 1e-4 of each tensor's largest value; a lost or
+    // differed by 1.7e-5 in one PACT alpha), so 1e-4 of each tensor's largest value; a lost or
     // doubled path moves gradients by far more.
     constexpr double kTol = 1e-4;
-    REQUIRE(got.logits.size() == want.logits.size());
-    const double ls = max_abs(want.logits);
-    for (size_t i = 0; i < want.logits.size(); ++i) CHECK(std::fabs(got.logits[i] - want.logits[i]) <= kTol * ls);
-    REQUIRE(got.grads.size() == want.grads.size());
-    for (const auto& [name, g] : want.grads) {
+    const std::vector<float> want_logits = stored.get_f32(key + "/logits");
+    REQUIRE(got.logits.size() == want_logits.size());
+    const double ls = max_abs(want_logits);
+    for (size_t i = 0; i < want_logits.size(); ++i) CHECK(std::fabs(got.logits[i] - want_logits[i]) <= kTol * ls);
+    REQUIRE(got.grads.size() == want_grads.size());
+    for (const auto& [name, g] : want_grads) {
       CAPTURE(name);
       REQUIRE(got.grads.count(name));
       const std::vector<float>& h = got.grads.at(name);
@@ -350,55 +358,4 @@ TEST_CASE("graph network gradient buffer reuse: logits and every gradient bit-id
         CHECK(got.grads.at(name) == g);
       }
     }
-}
-
-// TEMPORARY generator (removed with the hand-written classes): writes what those classes give
-// today, for the tests that compared the graph with them to compare with stored values.
-// VKQAT_WRITE_HAND_FIXTURE=DIR ./vkqat_tests -tc='write the hand-written classes*'
-TEST_CASE("write the hand-written classes' fixture") {
-  const char* out = std::getenv("VKQAT_WRITE_HAND_FIXTURE");
-  if (!out) return;
-  quant::QuantConfig w4a4;
-  w4a4.wbits = 4, w4a4.abits = 4;
-  struct Case {
-    std::string model;
-    bool quantized, aux;
-  };
-  nn::SafeTensors st;
-  auto shape64 = [](const nn::Tensor& t) {
-    std::vector<int64_t> s;
-    for (int v : t.shape()) s.push_back(v);
-    return s;
-  };
-  for (const Case& c : {Case{"resnet20", false, false}, Case{"resnet20", true, false}, Case{"resnet20", true, true},
-                        Case{"resnet20", false, true}, Case{"preact-resnet20", false, false},
-                        Case{"preact-resnet20", true, true}, Case{"plain-cnn", false, false}}) {
-    nn::ModelConfig mc;
-    mc.name = c.model;
-    mc.width = 2;
-    mc.in_channels = 3, mc.height = 12, mc.width_px = 12, mc.classes = 10;
-    auto hand = nn::build_network(test::ctx(), mc, 4);
-    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(hand.get()));
-    const StepResult want = train_step(*hand, c.quantized ? &w4a4 : nullptr, c.aux, nullptr);
-    const std::string key = c.model + (c.quantized ? ".w4a4" : ".fp32") + (c.aux ? ".aux" : "");
-    st.add_f32(key + "/logits", {4, 10}, want.logits);
-    for (nn::Parameter* p : hand->parameters()) st.add_f32(key + "/grad/" + p->name, shape64(p->grad), want.grads.at(p->name));
-    if (!c.quantized && !c.aux)
-      for (const auto& [name, t] : hand->state()) st.add_f32(c.model + "/state/" + name, shape64(*t), t->download());
-  }
-  nn::write_safetensors(std::string(out) + "/hand_steps.safetensors", st);
-
-  json dicts = json::object();
-  for (const std::string& name : {"resnet20", "resnet32", "resnet56", "preact-resnet20", "plain-cnn"}) {
-    nn::ModelConfig mc;
-    mc.name = name;
-    mc.width = 4;
-    mc.in_channels = 3, mc.height = 12, mc.width_px = 10, mc.classes = 7;
-    auto net = nn::build_network(test::ctx(), mc, 2);
-    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(net.get()));
-    json entries = json::array();
-    for (const auto& [n, t] : net->state()) entries.push_back({n, t->shape()});
-    dicts[name] = {{"state", entries}, {"parameter_count", net->parameter_count()}};
-  }
-  std::ofstream(std::string(out) + "/state_dicts.json") << dicts.dump(1) << "\n";
 }
