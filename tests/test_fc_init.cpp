@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "backend/error.h"
-#include "nn/model/resnet.h"
+#include "nn/model/network.h"
 #include "nn/train/trainer.h"
 #include "quant/policy.h"
 #include "quant/sat.h"
@@ -42,13 +42,13 @@ struct FirstStep {
 FirstStep first_step(const std::string& fc_init) {
   fs::path dir = test::fresh_dir("fc-init-" + fc_init);
   nn::Trainer tr(test::ctx(), one_step_config(dir, fc_init), quant::quant_plugins());
-  auto& net = dynamic_cast<nn::ResNet&>(tr.network());
-  const int64_t n_out = net.fc.weight.value.dim(0);
-  const std::vector<float> w0 = net.fc.weight.value.download();
+  const nn::Tensor& fc_weight = tr.network().quant_sites().classifier->weight.value;
+  const int64_t n_out = fc_weight.dim(0);
+  const std::vector<float> w0 = fc_weight.download();
   FirstStep r;
   r.eval_loss = tr.evaluate().loss;
   tr.run();
-  const auto s0 = quant::ref::sat_forward(w0, n_out), s1 = quant::ref::sat_forward(net.fc.weight.value.download(), n_out);
+  const auto s0 = quant::ref::sat_forward(w0, n_out), s1 = quant::ref::sat_forward(fc_weight.download(), n_out);
   r.n_var = double(n_out) * s0.var;
   for (size_t i = 0; i < s0.w_star.size(); ++i) r.d_star += (s1.w_star[i] - s0.w_star[i]) * (s1.w_star[i] - s0.w_star[i]);
   r.d_star = std::sqrt(r.d_star);

@@ -1,13 +1,14 @@
 // GraphNetwork (nn/model/graph_network.h), the engine that runs model descriptions: a user
 // description with a residual block and a depthwise conv passes the whole-network gradient
-// check (and the check catches a dropped shortcut gradient there too); the built-in models'
-// descriptions give the hand-written classes' logits and parameter gradients.
+// check (and the check catches a dropped shortcut gradient there too); the built-in models
+// give the logits and parameter gradients the hand-written classes they replaced gave.
 #include <filesystem>
 #include <map>
 
 #include "net_gradcheck.h"
 #include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
+#include "nn/safetensors.h"
 #include "nn/ops/pool.h"
 #include "nn/ops/relu.h"
 
@@ -265,7 +266,14 @@ double max_abs(const std::vector<float>& v) {
 
 }  // namespace
 
-TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-written classes' logits and gradients") {
+// tests/data/hand-written/hand_steps.safetensors: one training step's logits and parameter
+// gradients as the hand-written classes (the built-in models before they became descriptions)
+// computed them, with the weights they started from, at width 2, 12x12x3 images, batch 4.
+TEST_CASE("the built-in models on GraphNetwork give the logits and gradients the hand-written classes gave") {
+  const char* data = std::getenv("VKQAT_TEST_DATA");
+  REQUIRE(data);
+  const nn::SafeTensors stored =
+      nn::read_safetensors((std::filesystem::path(data) / "hand-written" / "hand_steps.safetensors").string());
   quant::QuantConfig w4a4;  // CG-PACT activations (PACT in BN's passes), DoReFa weights
   w4a4.wbits = 4, w4a4.abits = 4;
   struct Case {
@@ -280,26 +288,28 @@ TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-writt
     CAPTURE(c.aux);
     nn::ModelConfig mc;
     mc.name = c.model;
-    mc.width = 4;
+    mc.width = 2;
     mc.in_channels = 3, mc.height = 12, mc.width_px = 12, mc.classes = 10;
-    auto hand = nn::build_network(test::ctx(), mc, 4);
-    REQUIRE(!dynamic_cast<nn::GraphNetwork*>(hand.get()));
-    const StepResult want = train_step(*hand, c.quantized ? &w4a4 : nullptr, c.aux, nullptr);
-    std::map<std::string, std::vector<float>> weights;
-    for (const auto& [name, t] : hand->state()) weights[name] = t->download();
-    auto graph = nn::build_graph_network(test::ctx(), mc, 4);
-    REQUIRE(dynamic_cast<nn::GraphNetwork*>(graph.get()));
+    const std::string key = c.model + (c.quantized ? ".w4a4" : ".fp32") + (c.aux ? ".aux" : "");
+    std::map<std::string, std::vector<float>> weights, want_grads;
+    for (const auto& [name, t] : stored.tensors) {
+      if (name.rfind(c.model + "/state/", 0) == 0) weights[name.substr(c.model.size() + 7)] = stored.get_f32(name);
+      if (name.rfind(key + "/grad/", 0) == 0) want_grads[name.substr(key.size() + 6)] = stored.get_f32(name);
+    }
+    REQUIRE(!weights.empty());
+    auto graph = nn::build_network(test::ctx(), mc, 4);
     const StepResult got = train_step(*graph, c.quantized ? &w4a4 : nullptr, c.aux, &weights);
     // The same kernels on the same values: equal up to the order in which a tensor's several
     // gradients are summed (float addition is not associative: preact-resnet20 W4A4 + aux
-    // differs by 1.7e-5 in one PACT alpha), so 1e-4 of each tensor's largest value; a lost or
+    // differed by 1.7e-5 in one PACT alpha), so 1e-4 of each tensor's largest value; a lost or
     // doubled path moves gradients by far more.
     constexpr double kTol = 1e-4;
-    REQUIRE(got.logits.size() == want.logits.size());
-    const double ls = max_abs(want.logits);
-    for (size_t i = 0; i < want.logits.size(); ++i) CHECK(std::fabs(got.logits[i] - want.logits[i]) <= kTol * ls);
-    REQUIRE(got.grads.size() == want.grads.size());
-    for (const auto& [name, g] : want.grads) {
+    const std::vector<float> want_logits = stored.get_f32(key + "/logits");
+    REQUIRE(got.logits.size() == want_logits.size());
+    const double ls = max_abs(want_logits);
+    for (size_t i = 0; i < want_logits.size(); ++i) CHECK(std::fabs(got.logits[i] - want_logits[i]) <= kTol * ls);
+    REQUIRE(got.grads.size() == want_grads.size());
+    for (const auto& [name, g] : want_grads) {
       CAPTURE(name);
       REQUIRE(got.grads.count(name));
       const std::vector<float>& h = got.grads.at(name);

@@ -1,8 +1,9 @@
 // The JSON model description (nn/model/model_desc.h): every kind of bad description gets an
 // Error naming the file and the layer; shapes, parameter counts and FLOPs are inferred; the
-// built-in models' descriptions give exactly the hand-written classes' state dicts.
+// built-in models' descriptions give exactly the state dicts the hand-written classes gave.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 
@@ -132,10 +133,22 @@ TEST_CASE("load_model_description: unreadable and non-JSON files are named") {
   CHECK(d.layers.back().shape == std::vector<int>{d.classes});
 }
 
+// tests/data/hand-written/state_dicts.json: the state dicts (names, shapes, order) and parameter
+// counts of the hand-written classes the built-in models were before they became descriptions
+// (written by them, width 4, 3x12x10 images, 7 classes): checkpoints written then load now.
 TEST_CASE("built-in model descriptions give the hand-written classes' state dicts (names, shapes, order)") {
+  const char* data = std::getenv("VKQAT_TEST_DATA");
+  REQUIRE(data);
+  std::ifstream in(std::filesystem::path(data) / "hand-written" / "state_dicts.json");
+  REQUIRE(in);
+  const json stored = json::parse(in);
+  int models = 0;
   for (const std::string& name : nn::model_names()) {
-    if (nn::is_torchvision_model(name)) continue;  // no hand-written class (test_torchvision_models.cpp)
+    if (nn::is_torchvision_model(name)) continue;  // never hand-written (test_torchvision_models.cpp)
     CAPTURE(name);
+    REQUIRE(stored.contains(name));
+    ++models;
+    const json& want = stored[name]["state"];
     nn::ModelConfig mc;
     mc.name = name;
     mc.width = 4;
@@ -143,14 +156,21 @@ TEST_CASE("built-in model descriptions give the hand-written classes' state dict
     const auto desc_state = nn::state_shapes(nn::describe_model(mc));
     auto net = nn::build_network(test::ctx(), mc, 2);
     const auto& state = net->state();
-    REQUIRE(desc_state.size() == state.size());
+    REQUIRE(desc_state.size() == want.size());
+    REQUIRE(state.size() == want.size());
     for (size_t i = 0; i < state.size(); ++i) {
       CAPTURE(i);
-      CHECK(desc_state[i].first == state[i].first);
-      CHECK(desc_state[i].second == state[i].second->shape());
+      const std::string want_name = want[i][0];
+      const std::vector<int> want_shape = want[i][1];
+      CHECK(desc_state[i].first == want_name);
+      CHECK(desc_state[i].second == want_shape);
+      CHECK(state[i].first == want_name);
+      CHECK(state[i].second->shape() == want_shape);
     }
-    CHECK(nn::describe_model(mc).parameter_count() == int64_t(net->parameter_count()));
+    CHECK(nn::describe_model(mc).parameter_count() == stored[name]["parameter_count"].get<int64_t>());
+    CHECK(int64_t(net->parameter_count()) == stored[name]["parameter_count"].get<int64_t>());
   }
+  CHECK(models == int(stored.size()));
   nn::ModelConfig bad;
   bad.name = "resnet21";
   CHECK_THROWS_WITH(nn::describe_model(bad), doctest::Contains("unknown model"));

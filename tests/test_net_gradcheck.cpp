@@ -8,7 +8,7 @@
 // out). And the checks can fail: a dropped shortcut gradient, a mis-scaled alpha or LSQ step
 // gradient are caught.
 #include "net_gradcheck.h"
-#include "nn/model/resnet.h"
+#include "nn/model/graph_network.h"
 
 using namespace vkqat;
 using namespace gradcheck;
@@ -43,15 +43,9 @@ TEST_CASE("network gradient check: every parameter of each built-in model, with 
 // step gradients are differenced with steps that keep every value on its side of the clip,
 // net_gradcheck.h: at relative steps of 1e-2 .. 1e-3 values cross the clip level and the
 // differences of layer1.0.act1.step swung from -3.4e6 to 5.4e6 around a backward of 8.8e6,
-// while fc.act.step agreed to 1e-4 at every step from 1e-2 down). plain-cnn has no hand-written quantized version: its
-// description on GraphNetwork (the engine that runs it quantized) is checked.
+// while fc.act.step agreed to 1e-4 at every step from 1e-2 down).
 namespace {
 const QuantCheck kRecipe{"dorefa", "cg-pact", true}, kPact{"dorefa", "pact", false}, kLsq{"lsq", "lsq", false};
-
-std::unique_ptr<nn::Network> tiny_net(const std::string& model) {
-  if (model == "plain-cnn") return nn::build_graph_network(test::ctx(), GradCheckNet::tiny(model), GradCheckNet::kBatch);
-  return nn::build_network(test::ctx(), GradCheckNet::tiny(model), GradCheckNet::kBatch);
-}
 }  // namespace
 
 TEST_CASE("quantized network gradient check: every parameter incl. PACT's alpha, each built-in model" *
@@ -68,7 +62,7 @@ TEST_CASE("quantized network gradient check: every parameter incl. PACT's alpha,
     CAPTURE(c.model);
     CAPTURE(c.q.str());
     CAPTURE(c.aux);
-    GradCheckNet g(tiny_net(c.model), c.aux, [&](nn::Network& n) { quantize_for_check(n, c.q); });
+    GradCheckNet g(c.model, c.aux, [&](nn::Network& n) { quantize_for_check(n, c.q); });
     calibrate_quantizers(g, c.q);
     int alphas = 0;  // PACT's alphas or LSQ's activation steps
     for (nn::Parameter* p : g.parameters())
@@ -81,7 +75,7 @@ TEST_CASE("quantized network gradient check: every parameter incl. PACT's alpha,
 
 TEST_CASE("quantized network gradient check can fail: an alpha gradient 30% off is caught" *
           doctest::test_suite("net-gradcheck")) {
-  GradCheckNet g(tiny_net("resnet20"), false, [&](nn::Network& n) { quantize_for_check(n, kRecipe); });
+  GradCheckNet g("resnet20", false, [&](nn::Network& n) { quantize_for_check(n, kRecipe); });
   calibrate_quantizers(g, kRecipe);
   for (nn::Parameter* p : g.parameters())
     if (p->name == "layer1.0.act1.alpha") g.complete[p->name] = [](std::vector<float>& a, const std::vector<float>&) { a[0] *= 1.3f; };
@@ -96,7 +90,7 @@ TEST_CASE("quantized network gradient check can fail: an alpha gradient 30% off 
 // to about 25% of fc.act.step's gradient (net_gradcheck.h).
 TEST_CASE("quantized network gradient check can fail: an LSQ step gradient 50% off is caught" *
           doctest::test_suite("net-gradcheck")) {
-  GradCheckNet g(tiny_net("resnet20"), false, [&](nn::Network& n) { quantize_for_check(n, kLsq); });
+  GradCheckNet g("resnet20", false, [&](nn::Network& n) { quantize_for_check(n, kLsq); });
   calibrate_quantizers(g, kLsq);
   const std::string step = "fc.act.step";
   for (nn::Parameter* p : g.parameters())
@@ -113,10 +107,11 @@ TEST_CASE("network gradient check can fail: a dropped shortcut gradient is caugh
   for (bool with_aux : {false, true}) {
     CAPTURE(with_aux);
     GradCheckNet g("resnet20", with_aux, [](nn::Network& n) {
-      // layer1.0 has an identity shortcut: its gradient no longer reaches the stem.
-      auto& block = *dynamic_cast<nn::ResNet&>(n).blocks.at(0);
-      REQUIRE(!block.down);
-      block.drop_shortcut_grad_for_test = true;
+      // layer1.0 has an identity shortcut (its add's input 1): its gradient no longer reaches the stem.
+      auto& graph = dynamic_cast<nn::GraphNetwork&>(n);
+      const nn::ModelDescription& d = graph.description();
+      REQUIRE(d.layers[size_t(d.index_of("layer1.0"))].inputs.at(1) == "conv1.act");
+      graph.drop_add_input_grad_for_test("layer1.0", 1);
     });
     int checked = 0;
     const auto bad = check_gradients(g, &checked);

@@ -3,10 +3,12 @@
 // the exported low-precision checkpoint evaluates exactly like the LP head; bad inputs.
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <stdexcept>
 #include <unistd.h>
 
 #include "backend/error.h"
-#include "nn/model/resnet.h"
+#include "nn/model/graph_network.h"
 #include "nn/ops/reduce.h"
 #include "nn/safetensors.h"
 #include "nn/train/checkpoint.h"
@@ -36,6 +38,14 @@ nn::TrainConfig quant_config(const fs::path& out, int bits = 4) {
   c.aux = true;
   return c;
 }
+
+// A tensor of the network's state dict by name.
+const nn::Tensor& state_tensor(nn::Network& net, const std::string& name) {
+  for (const auto& [n, t] : net.state())
+    if (n == name) return *t;
+  FAIL("no tensor " << name << " in the state dict");
+  throw std::logic_error("unreachable");
+}
 }  // namespace
 
 TEST_CASE("with the LP loss weighted 0, the aux loss alone changes the low-precision weights" *
@@ -45,12 +55,14 @@ TEST_CASE("with the LP loss weighted 0, the aux loss alone changes the low-preci
   cfg.lp_weight = 0.f;
   cfg.train_limit = 64;
   nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
-  auto& net = dynamic_cast<nn::ResNet&>(tr.network());
-  auto before_block = net.blocks[4]->c1.conv.weight.value.download();
-  auto before_fc = net.fc.weight.value.download();
-  auto before_stem = net.stem.conv.weight.value.download();
+  nn::Network& net = tr.network();
+  const nn::Tensor &block = state_tensor(net, "layer2.1.conv1.weight"), &fc = state_tensor(net, "fc.weight"),
+                   &stem = state_tensor(net, "conv1.weight");
+  auto before_block = block.download();
+  auto before_fc = fc.download();
+  auto before_stem = stem.download();
   tr.run();
-  auto after_block = net.blocks[4]->c1.conv.weight.value.download();
+  auto after_block = block.download();
   // Weight decay alone would scale every weight by the same factor; the aux gradient does not.
   double max_change = 0;
   for (size_t i = 0; i < after_block.size(); ++i) {
@@ -58,9 +70,9 @@ TEST_CASE("with the LP loss weighted 0, the aux loss alone changes the low-preci
     max_change = std::max(max_change, std::fabs(after_block[i] - decayed_only));
   }
   CHECK(max_change > 1e-3);
-  CHECK(net.stem.conv.weight.value.download() != before_stem);  // the stem tap reaches the first conv
+  CHECK(stem.download() != before_stem);  // the stem tap reaches the first conv
   // The LP classifier gets no gradient from the aux loss: only weight decay moves it.
-  auto after_fc = net.fc.weight.value.download();
+  auto after_fc = fc.download();
   double ratio_spread = 0, first_ratio = after_fc[0] / before_fc[0];
   for (size_t i = 0; i < after_fc.size(); ++i)
     if (std::fabs(before_fc[i]) > 1e-3) ratio_spread = std::max(ratio_spread, std::fabs(after_fc[i] / before_fc[i] - first_ratio));
@@ -107,14 +119,14 @@ TEST_CASE("SAT inside the network: n_out Var[W*] = 1 for the last FC" * doctest:
   cfg.train_limit = 64;
   nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
   tr.run();
-  auto& net = dynamic_cast<nn::ResNet&>(tr.network());
-  auto w = net.fc.wq.download();  // the effective weight the FC used
+  const nn::LinearLayer& fc = *tr.network().quant_sites().classifier;
+  auto w = fc.wq.download();  // the effective weight the FC used
   double mean = 0, var = 0;
   for (float v : w) mean += v;
   mean /= double(w.size());
   for (float v : w) var += (v - mean) * (v - mean);
   var /= double(w.size());
-  CHECK(net.fc.weight.value.dim(0) * var == doctest::Approx(1.0).epsilon(1e-5));
+  CHECK(fc.weight.value.dim(0) * var == doctest::Approx(1.0).epsilon(1e-5));
   fs::remove_all(dir);
 }
 
@@ -129,51 +141,37 @@ TEST_CASE("pre-activation ResNet: W4A4 CG-PACT + SAT-conv + aux trains, and the 
   cfg.lp_weight = 0.f;
   cfg.train_limit = 64;
   nn::Trainer tr(test::ctx(), cfg, quant::quant_plugins());
-  auto& net = dynamic_cast<nn::PreActResNet&>(tr.network());
-  REQUIRE(net.blocks[4]->act1);
-  REQUIRE(net.final_act);
-  REQUIRE(net.fc_act);
-  auto before_block = net.blocks[4]->conv1.weight.value.download();
-  auto before_stem = net.stem.weight.value.download();
+  auto& net = dynamic_cast<nn::GraphNetwork&>(tr.network());
+  std::map<std::string, const nn::ActQuantizer*> acts;
+  for (const nn::ActSite& site : net.quant_sites().acts) acts[site.name] = site.quant;
+  REQUIRE(acts["layer2.1.act1"]);
+  REQUIRE(acts["bn.act"]);
+  REQUIRE(acts["fc.act"]);
+  const nn::Tensor &block = state_tensor(net, "layer2.1.conv1.weight"), &stem = state_tensor(net, "conv1.weight");
+  auto before_block = block.download();
+  auto before_stem = stem.download();
   nn::TrainSummary s = tr.run();
   CHECK(std::isfinite(s.test_loss));
   CHECK(s.eval.has_aux);
   double max_change = 0;
-  auto after_block = net.blocks[4]->conv1.weight.value.download();
+  auto after_block = block.download();
   for (size_t i = 0; i < after_block.size(); ++i)
     max_change = std::max(max_change, double(std::fabs(after_block[i] - before_block[i])));
-  CHECK(max_change > 1e-3);                                 // through the block taps
-  CHECK(net.stem.weight.value.download() != before_stem);  // through the stem tap
+  CHECK(max_change > 1e-3);                 // through the block taps
+  CHECK(stem.download() != before_stem);  // through the stem tap
 
-  // Evaluation runs the block convs on their integer grids; the float convs give the same
-  // logits up to float rounding of their sums (at width 4 often none at all).
-  for (auto& b : net.blocks) {
-    CHECK(b->conv1.exact_eval());
-    CHECK(b->conv2.exact_eval());
-    if (b->down) CHECK(b->down->exact_eval());
-  }
-  CHECK(!net.stem.exact_eval());  // it reads the image
-  net.input().upload(test::random_vector(size_t(net.input().numel()), 7, 0.f, 1.f));
-  auto eval_logits = [&] {
-    Recording rec(test::ctx());
-    net.forward(rec, false);
-    rec.run();
-    return net.logits().download();
-  };
-  const auto exact = eval_logits();
-  // The shared scratch holds the last exact conv's input (the last block's conv2): integer codes.
-  const auto codes = net.grid_scratch.download();
-  const size_t last_input = size_t(net.blocks.back()->o2.numel());
-  REQUIRE(codes.size() >= last_input);
-  size_t non_integer = 0, nonzero = 0;
-  for (size_t i = 0; i < last_input; ++i) non_integer += codes[i] != std::round(codes[i]), nonzero += codes[i] != 0;
-  CHECK(non_integer == 0);
-  CHECK(nonzero > 0);
-  for (auto& b : net.blocks)
-    for (nn::Conv2dLayer* c : {&b->conv1, &b->conv2, b->down ? &*b->down : nullptr})
-      if (c) c->set_input_grid(test::ctx(), std::nullopt, nullptr);
-  const auto floating = eval_logits();
-  test::check_close(exact, floating, 1e-3, 1e-3, "exact vs float evaluation logits");
+  // Evaluation runs the block convs on their integer grids (every conv but the stem's, which
+  // reads the image). That an exact conv gives the float conv's values is test_grid.cpp's
+  // check; the wiring is the graph's, the same for every model (test_int_model.cpp checks
+  // resnet20's exact evaluation against the integer engine).
+  int convs = 0;
+  for (const nn::LayerDesc& l : net.description().layers)
+    if (l.op == nn::LayerOp::Conv) {
+      CAPTURE(l.name);
+      CHECK(net.conv_exact_eval(l.name) == (l.name != "conv1"));
+      ++convs;
+    }
+  CHECK(convs == 21);  // the stem, 9 blocks x 2, layer2.0's and layer3.0's 1x1 shortcuts
   nn::SafeTensors st = nn::read_safetensors((dir / "checkpoint.safetensors").string());
   CHECK(st.has("layer2.1.act2.alpha"));
   CHECK(st.has("bn.act.alpha"));
@@ -198,10 +196,8 @@ TEST_CASE("two-stage recipe: a W4A4 run --init from an FP32+aux checkpoint start
   lp.train_limit = 512;
   lp.epochs = 2;
   nn::Trainer tr(test::ctx(), lp, quant::quant_plugins());
-  auto& net = dynamic_cast<nn::ResNet&>(tr.network());
-  CHECK(net.stem.conv.weight.value.download() == ckpt.get_f32("conv1.weight"));
-  CHECK(net.blocks[3]->c2.conv.weight.value.download() == ckpt.get_f32("layer2.0.conv2.weight"));
-  CHECK(net.fc.weight.value.download() == ckpt.get_f32("fc.weight"));
+  for (const char* name : {"conv1.weight", "layer2.0.conv2.weight", "fc.weight"})
+    CHECK_MESSAGE(state_tensor(tr.network(), name).download() == ckpt.get_f32(name), name);
   bool aux_loaded = false;
   for (auto& [name, t] : tr.aux()->state())
     if (name == "aux.fc.weight") aux_loaded = t->download() == ckpt.get_f32("aux.fc.weight");

@@ -71,13 +71,11 @@ StepModel torchvision_step(const std::string& name, int width, double width_mult
 // quantization overhead, and (ResNet-20) the two halves of that overhead (quantizers alone,
 // the aux module alone).
 struct TrainStepCase {
-  // graph: the model from its description on GraphNetwork (nn/model/graph_network.h); the
-  // torchvision models always run there.
-  TrainStepCase(Context& ctx, const StepModel& sm, bool quant, bool with_aux, bool graph = false) {
+  TrainStepCase(Context& ctx, const StepModel& sm, bool quant, bool with_aux) {
     cfg.batch = sm.batch;
     cfg.model = sm.model;
     const nn::ModelConfig& m = cfg.model;
-    net = graph ? nn::build_graph_network(ctx, m, cfg.batch) : nn::build_network(ctx, m, cfg.batch);
+    net = nn::build_network(ctx, m, cfg.batch);
     net->init(0);
     const nn::QuantPlugins plugins = quant::quant_plugins();
     if (quant) {
@@ -124,18 +122,16 @@ std::vector<nn::BenchRecord> bench_training_step(Context& ctx, bool quick, bool 
     std::vector<double> ms;
   };
   std::vector<Case> cases;
-  auto add = [&](const StepModel& sm, const char* name, bool quant, bool with_aux, bool graph = false) {
+  auto add = [&](const StepModel& sm, const char* name, bool quant, bool with_aux) {
     const bool first = cases.empty() || cases.back().model != sm.label;
     const size_t fp32 = first ? cases.size() : cases.back().fp32;
-    cases.push_back({sm.label, name, std::make_unique<TrainStepCase>(ctx, sm, quant, with_aux, graph), fp32, {}});
+    cases.push_back({sm.label, name, std::make_unique<TrainStepCase>(ctx, sm, quant, with_aux), fp32, {}});
   };
   const StepModel r20 = resnet20_step();
   add(r20, "fp32", false, false);
   add(r20, "w4a4 cgpact+sat+aux", true, true);
   add(r20, "w4a4 cgpact+sat (no aux)", true, false);
   add(r20, "fp32+aux", false, true);
-  add(r20, "fp32 graph", false, false, true);
-  add(r20, "w4a4 cgpact+sat+aux graph", true, true, true);
   if (torchvision)
     for (const StepModel& sm : {torchvision_step("resnet18", 64, 1.0, 8), torchvision_step("mobilenet-v2", 64, 1.0, 8),
                                 torchvision_step("mobilenet-v1", 64, 1.0, 8)}) {

@@ -13,8 +13,8 @@
 #include <memory>
 #include <vector>
 
+#include "nn/model/conv_bn_unit.h"
 #include "nn/model/network.h"
-#include "nn/model/resnet.h"
 
 namespace vkqat::quant {
 

@@ -4,7 +4,7 @@
 
 #include "backend/error.h"
 #include "nn/model/graph_memory.h"
-#include "nn/model/resnet.h"  // wire_input_grids, output_grid
+#include "nn/model/quant_wiring.h"  // wire_input_grids, output_grid
 #include "nn/ops/add.h"
 #include "nn/ops/dropout.h"
 #include "nn/ops/pool.h"

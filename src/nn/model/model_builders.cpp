@@ -62,8 +62,8 @@ void for_each_cifar_block(const ModelConfig& cfg, int blocks_per_stage, Block bl
   }
 }
 
-// He et al.'s CIFAR ResNet with BasicBlocks and 1x1 conv + BN shortcuts (resnet.h). Taps:
-// the stem's BN output and every residual sum, as ResNet::feature_taps.
+// He et al.'s CIFAR ResNet (2016, section 4.2) with BasicBlocks and 1x1 conv + BN ("option B")
+// shortcuts where the shape changes. Taps: the stem's BN output and every residual sum.
 void resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
   b.conv("conv1", cfg.width, 3, 1, 1);
   b.d.taps.push_back(b.op("bn1", LayerOp::BatchNorm));
@@ -87,7 +87,7 @@ void resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
   b.linear("fc", cfg.classes);
 }
 
-// Pre-activation ResNet (preact_resnet.cpp): bare stem conv, BN-ReLU-conv blocks whose 1x1
+// Pre-activation ResNet (He et al. 2016b): bare stem conv, BN-ReLU-conv blocks whose 1x1
 // shortcut conv (no BN) reads the block's first activation, a final BN + ReLU ("bn").
 void preact_resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
   b.d.taps.push_back(b.conv("conv1", cfg.width, 3, 1, 1));
@@ -109,7 +109,7 @@ void preact_resnet(Builder& b, const ModelConfig& cfg, int blocks_per_stage) {
   b.linear("fc", cfg.classes);
 }
 
-// resnet.h's PlainCnn: three conv-BN-ReLU units, 2x2 max pools between them, no blocks.
+// A plain CNN: three conv-BN-ReLU units, 2x2 max pools between them, no residual blocks.
 void plain_cnn(Builder& b, const ModelConfig& cfg) {
   for (int u = 1; u <= 3; ++u) {
     const std::string n = std::to_string(u);

@@ -1,7 +1,7 @@
 #pragma once
 // The built-in models as descriptions (model_desc.h): small builder functions of width,
 // depth, classes and input shape, with exactly the state-dict names, shapes and order of the
-// hand-written classes (resnet.h), which tests/test_model_desc.cpp checks.
+// hand-written classes they replaced (checkpoints from then load; tests/test_model_desc.cpp).
 #include "nn/model/model_desc.h"
 #include "nn/model/network.h"
 #include "nn/safetensors.h"

@@ -4,7 +4,6 @@
 #include "backend/error.h"
 #include "nn/model/graph_network.h"
 #include "nn/model/model_builders.h"
-#include "nn/model/resnet.h"
 
 namespace vkqat::nn {
 
@@ -93,11 +92,6 @@ void Network::register_act_quantizer(ActQuantizer* q) {
   register_quantizer_state(q->parameters(), q->state());
 }
 
-void Network::apply_quant_policy(QuantPolicy&) {
-  throw Error("--model " + config_.name +
-              ": quantized training is implemented for the ResNet family (resnet20/32/56, preact-resnet20)");
-}
-
 void Network::init(uint64_t seed) {
   InitRng rng(seed);
   init_layers(rng);
@@ -109,30 +103,17 @@ uint64_t Network::parameter_count() const {
   return n;
 }
 
-std::unique_ptr<Network> build_graph_network(Context& ctx, const ModelConfig& cfg, int batch) {
+std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch) {
   if (batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(batch));
   if (!cfg.model_file.empty())
     return std::make_unique<GraphNetwork>(ctx, load_model_description(cfg.model_file), cfg, batch);
   if (cfg.width < 1 || cfg.width > 1024) throw Error("--width must be in 1..1024, got " + std::to_string(cfg.width));
+  if (!is_torchvision_model(cfg.name)) {  // describe_model checks the torchvision models' own way
+    if (cfg.classes < 2) throw Error("model needs at least 2 classes, got " + std::to_string(cfg.classes));
+    if (cfg.height < 4 || cfg.width_px < 4)
+      throw Error("images of " + std::to_string(cfg.height) + "x" + std::to_string(cfg.width_px) + " are too small");
+  }
   return std::make_unique<GraphNetwork>(ctx, describe_model(cfg), cfg, batch);
-}
-
-std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch) {
-  if (!cfg.model_file.empty() || is_torchvision_model(cfg.name)) return build_graph_network(ctx, cfg, batch);
-  if (batch < 1) throw Error("--batch-size must be at least 1, got " + std::to_string(batch));
-  if (cfg.width < 1 || cfg.width > 1024) throw Error("--width must be in 1..1024, got " + std::to_string(cfg.width));
-  if (cfg.classes < 2) throw Error("model needs at least 2 classes, got " + std::to_string(cfg.classes));
-  if (cfg.height < 4 || cfg.width_px < 4)
-    throw Error("images of " + std::to_string(cfg.height) + "x" + std::to_string(cfg.width_px) + " are too small");
-  const std::string& n = cfg.name;
-  if (n == "resnet20") return std::make_unique<ResNet>(ctx, cfg, batch, 3);
-  if (n == "resnet32") return std::make_unique<ResNet>(ctx, cfg, batch, 5);
-  if (n == "resnet56") return std::make_unique<ResNet>(ctx, cfg, batch, 9);
-  if (n == "preact-resnet20") return std::make_unique<PreActResNet>(ctx, cfg, batch, 3);
-  if (n == "plain-cnn") return std::make_unique<PlainCnn>(ctx, cfg, batch);
-  std::string known;
-  for (auto& m : model_names()) known += (known.empty() ? "" : ", ") + m;
-  throw Error("--model " + n + ": unknown model (known: " + known + ")");
 }
 
 }  // namespace vkqat::nn

@@ -64,7 +64,7 @@ class Network {
   // Whether the net has residual blocks (the auxiliary module needs them).
   virtual bool has_residual_blocks() const = 0;
   // Gives every weight and activation the quantizer the policy chooses (before recording).
-  virtual void apply_quant_policy(QuantPolicy& policy);
+  virtual void apply_quant_policy(QuantPolicy& policy) = 0;
   // Stem output and each residual sum, before their activation (quantizer); allocates the
   // gradient buffers and makes backward add them in. Empty for nets without blocks.
   virtual std::vector<FeatureTap> feature_taps() { return {}; }
@@ -108,9 +108,8 @@ class Network {
   std::vector<ActQuantizer*> act_quantizers_;
 };
 
+// The built-in model's description (describe_model) or cfg.model_file's, run by GraphNetwork.
 // Throws Error naming the model or field when the configuration is invalid.
 std::unique_ptr<Network> build_network(Context& ctx, const ModelConfig& cfg, int batch);
-// The built-in model's description (describe_model) run by GraphNetwork, or cfg.model_file's.
-std::unique_ptr<Network> build_graph_network(Context& ctx, const ModelConfig& cfg, int batch);
 
 }  // namespace vkqat::nn
