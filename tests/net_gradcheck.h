@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <string>
 
 #include "backend/recording.h"
 #include "nn/model/graph_network.h"
@@ -178,6 +179,16 @@ inline double loss_noise_floor(GradCheckNet& g, int samples = 12) {
 // rounding, 1e-3 in MobileNetV2 at width 0.1.
 constexpr double kMinLossNoise = 2.5e-7;  // the old fixed atol 5e-4 at eps 1e-3: about two ulps of a loss near 2
 
+// The recorded gradient of p as the loss's derivative: LSQ's gradient scale divided out, the
+// terms the backward detaches by design added (GradCheckNet::grad_scale, ::complete).
+inline std::vector<float> compared_gradient(GradCheckNet& g, nn::Parameter& p, const std::vector<float>& value) {
+  std::vector<float> grad = p.grad.download();
+  if (g.grad_scale.count(p.name))
+    for (float& x : grad) x = float(x / g.grad_scale.at(p.name));
+  if (g.complete.count(p.name)) g.complete.at(p.name)(grad, value);
+  return grad;
+}
+
 inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked, int elements_per_tensor = 2) {
   g.grad_step->run();
   const double rtol = 3e-2, noise = std::max(kMinLossNoise, loss_noise_floor(g));
@@ -186,11 +197,8 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked, int 
   *checked = 0;
   const double base = g.objective();
   for (nn::Parameter* p : g.parameters()) {
-    std::vector<float> grad = p->grad.download();
-    if (g.grad_scale.count(p->name))
-      for (float& x : grad) x = float(x / g.grad_scale.at(p->name));
     std::vector<float> value = p->value.download();
-    if (g.complete.count(p->name)) g.complete.at(p->name)(grad, value);
+    const std::vector<float> grad = compared_gradient(g, *p, value);
     double max_grad = 0;
     for (float x : grad) max_grad = std::max(max_grad, double(std::fabs(x)));
     std::vector<size_t> at = {size_t(std::max_element(grad.begin(), grad.end(),
@@ -232,6 +240,90 @@ inline std::vector<Mismatch> check_gradients(GradCheckNet& g, int* checked, int 
   }
   if (!bad.empty()) MESSAGE("the loss's rounding noise: " << noise);
   return bad;
+}
+
+// Directional derivatives, for nets whose loss is too noisy for single elements (deep tiny
+// nets, clipped channels): per parameter tensor a random direction v (each element +-1,
+// times |value| for a tensor differenced relatively), the backward's g.v against
+// differences of the loss along v. One element's difference carries the loss's whole
+// rounding noise over one gradient component; along v the signal is the whole tensor's
+// (|g o v| = sqrt(sum (g_i v_i)^2), the typical size of g.v), so the same noise weighs up
+// to sqrt(n) times less. As check_gradients: three steps, central and one-sided, the
+// closest candidate; tolerance rtol (|g.v| + |g o v|) + 2 noise / eps. The analytic side
+// uses the steps as the floats uploaded.
+struct Directional {
+  std::string param;
+  double analytic, numeric, tol;  // per unit step along v, the candidate closest to agreeing
+  bool ok() const { return std::fabs(analytic - numeric) <= tol; }
+};
+
+// only: the tensors to check (empty: all); noise: the loss's (0: measured, loss_noise_floor).
+inline std::vector<Directional> directional_derivatives(GradCheckNet& g, const std::set<std::string>& only = {},
+                                                        double noise = 0) {
+  const double rtol = 3e-2;
+  g.grad_step->run();
+  noise = std::max(kMinLossNoise, noise > 0 ? noise : loss_noise_floor(g));
+  const double base = g.objective();
+  std::vector<Directional> out;
+  for (nn::Parameter* p : g.parameters()) {
+    if (!only.empty() && !only.count(p->name)) continue;
+    const std::vector<float> value = p->value.download();
+    const std::vector<float> grad = compared_gradient(g, *p, value);
+    const bool relative = g.relative_step.count(p->name) > 0;
+    std::mt19937 rng(uint32_t(std::hash<std::string>{}(p->name)));  // the same direction when checked alone
+    std::vector<double> v(value.size());
+    double spread = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      v[i] = (rng() & 1u) ? 1.0 : -1.0;
+      if (relative) v[i] *= std::fabs(double(value[i]));
+      spread += (double(grad[i]) * v[i]) * (double(grad[i]) * v[i]);
+    }
+    spread = std::sqrt(spread);
+    Directional best{p->name, 0, 0, 0};
+    double excess = INFINITY;
+    static constexpr double kSteps[3] = {3e-5, 1e-5, 3e-6}, kRelativeSteps[3] = {1e-3, 5e-4, 3e-4};
+    for (int k = 0; k < 3 && excess > 0; ++k) {
+      const double eps = relative ? std::min(kRelativeSteps[k], 0.5 * g.relative_step.at(p->name)) : kSteps[k];
+      std::vector<float> up_value(value), down_value(value);
+      double a_up = 0, a_down = 0;  // g . (the displacement), each side
+      for (size_t i = 0; i < v.size(); ++i) {
+        up_value[i] = float(value[i] + eps * v[i]);
+        down_value[i] = float(value[i] - eps * v[i]);
+        a_up += double(grad[i]) * (double(up_value[i]) - value[i]);
+        a_down += double(grad[i]) * (value[i] - double(down_value[i]));
+      }
+      p->value.upload(up_value);
+      const double up = g.objective();
+      p->value.upload(down_value);
+      const double down = g.objective();
+      const double tol = rtol * (std::fabs(a_up + a_down) / (2 * eps) + spread) + 2 * noise / eps;
+      const std::pair<double, double> candidates[3] = {
+          {(a_up + a_down) / (2 * eps), (up - down) / (2 * eps)}, {a_up / eps, (up - base) / eps}, {a_down / eps, (base - down) / eps}};
+      for (const auto& [analytic, numeric] : candidates)
+        if (std::fabs(numeric - analytic) - tol < excess) excess = std::fabs(numeric - analytic) - tol, best = {p->name, analytic, numeric, tol};
+    }
+    p->value.upload(value);
+    out.push_back(best);
+  }
+  return out;
+}
+
+// The test of the checker: `param`'s recorded gradient scaled by `factor` (after the
+// completions above) fails the directional check of that tensor.
+inline bool directional_catches(GradCheckNet& g, const std::string& param, double factor, double noise = 0) {
+  const auto before = g.complete.count(param) ? g.complete.at(param) : nullptr;
+  g.complete[param] = [before, factor](std::vector<float>& a, const std::vector<float>& v) {
+    if (before) before(a, v);
+    for (float& x : a) x = float(x * factor);
+  };
+  const std::vector<Directional> d = directional_derivatives(g, {param}, noise);
+  if (before)
+    g.complete[param] = before;
+  else
+    g.complete.erase(param);
+  REQUIRE_MESSAGE(d.size() == 1, param);
+  MESSAGE(param << " x " << factor << ": g.v " << d[0].analytic << ", finite differences " << d[0].numeric << ", tolerance " << d[0].tol);
+  return !d[0].ok();
 }
 
 // Quantized networks. The quantizers run at kCheckBits: their rounding (2^-24 of the clip
@@ -301,11 +393,13 @@ inline void quantize_for_check(nn::Network& net, const QuantCheck& q) {
 struct ClipInGap {
   float clip, half_gap;
 };
-inline ClipInGap clip_in_gap(std::vector<float> x) {
+inline ClipInGap clip_in_gap(std::vector<float> x, double quantile = 0.88) {
   REQUIRE(x.size() >= 5);
   std::sort(x.begin(), x.end());
-  const size_t top = std::min(x.size() * 94 / 100, x.size() - 4);
-  size_t at = std::min(x.size() * 88 / 100, top);
+  if (quantile >= 1) return {2 * std::max(x.back(), 1e-3f), std::max(x.back(), 1e-3f)};  // clips nothing
+  const size_t percent = size_t(std::lround(quantile * 100));
+  const size_t top = std::min(x.size() * (percent + 6) / 100, x.size() - 4);
+  size_t at = std::min(x.size() * percent / 100, top);
   for (size_t k = at; k <= top; ++k)
     if (x[k + 1] - x[k] > x[at + 1] - x[at]) at = k;
   return {0.5f * (x[at] + x[at + 1]), 0.5f * (x[at + 1] - x[at])};
@@ -318,7 +412,7 @@ inline ClipInGap clip_in_gap(std::vector<float> x) {
 // whole channels of the tiny nets constant, which the next BN blows up by 1 / std. LSQ's
 // weight steps clip |w| the same way (the BN after the conv cancels a common scale, so the
 // loss feels the step only through the clipped weights).
-inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q) {
+inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q, double quantile = 0.88) {
   const quant::LsqConfig wgt_cfg{kCheckBits, quant::QuantTarget::Weight, false};
   const nn::QuantSites sites = g.net->quant_sites();
   for (const nn::ActSite& s : sites.acts) {
@@ -331,7 +425,7 @@ inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q) {
     std::vector<float> x = s.input->download();
     if (is_signed)
       for (float& v : x) v = std::fabs(v);
-    const ClipInGap c = clip_in_gap(std::move(x));
+    const ClipInGap c = clip_in_gap(std::move(x), quantile);
     for (nn::Parameter* p : s.quant->parameters()) {
       if (q.aquant == "lsq") {
         p->value.upload(std::vector<float>(size_t(p->value.numel()), c.clip / quant::lsq_range(act_cfg).qp));

@@ -445,8 +445,12 @@ TEST_CASE("signed pact backward: dx mask exact, both dalpha variants match a dou
           doctest::test_suite("quant-pact")) {
   auto backward_shapes = shapes();
   backward_shapes.push_back({32, 24, 14, 14});  // a MobileNetV2-sized bottleneck: many partials
+  // And 24 bits, the network gradient checks' (the forward's level test above cannot recover
+  // 2^23 level indices from float outputs).
+  std::vector<int> bit_widths = kSignedBits;
+  bit_widths.push_back(kMaxKernelBits);
   for (const auto& shape : backward_shapes) {
-    for (int bits : kSignedBits) {
+    for (int bits : bit_widths) {
       CAPTURE(nn::shape_str(shape));
       CAPTURE(bits);
       const size_t n = size_t(tq::numel(shape));
@@ -512,10 +516,10 @@ TEST_CASE("signed pact reference gradients are the derivatives of the STE surrog
   }
 }
 
-TEST_CASE("signed pact refuses 1 bit (no level per side), naming the op" * doctest::test_suite("quant-pact")) {
+TEST_CASE("signed pact refuses 1 bit (no level per side) and more than the kernels take, naming the op" * doctest::test_suite("quant-pact")) {
   Context& ctx = test::ctx();
   Tensor x(ctx, {2, 3}), alpha(ctx, {1}), y(ctx, {2, 3});
   Recording rec(ctx);
-  CHECK_THROWS_WITH_AS(pact_signed_forward(rec, x, alpha, y, 1), doctest::Contains("pact_signed_forward: signed activations need 2..8 bits"), Error);
-  CHECK_THROWS_WITH_AS(ref::pact_signed_forward({1.f}, 1.f, 9), doctest::Contains("need 2..8 bits"), Error);
+  CHECK_THROWS_WITH_AS(pact_signed_forward(rec, x, alpha, y, 1), doctest::Contains("pact_signed_forward: signed activations need 2..24 bits"), Error);
+  CHECK_THROWS_WITH_AS(ref::pact_signed_forward({1.f}, 1.f, kMaxKernelBits + 1), doctest::Contains("need 2..24 bits"), Error);
 }

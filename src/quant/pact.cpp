@@ -72,9 +72,9 @@ void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const T
 }
 
 Levels pact_signed_levels(const char* op, int bits) {
-  if (bits < 2 || bits > 8)
-    throw Error(std::string(op) + ": signed activations need 2..8 bits (1 bit has no level per side), got " +
-                std::to_string(bits));
+  if (bits < 2 || bits > kMaxKernelBits)
+    throw Error(std::string(op) + ": signed activations need 2.." + std::to_string(kMaxKernelBits) +
+                " bits (1 bit has no level per side), got " + std::to_string(bits));
   const float n = float((1 << (bits - 1)) - 1);
   return {n, 1.f / n};
 }

@@ -51,7 +51,8 @@ void pact_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const T
 // (nn::BnQuantBackward): dalpha (+)= the sum of its per-channel partials (F32 [C]).
 void pact_merge_clip_grad(Recording& rec, const Tensor& partials, Tensor& dalpha, bool accumulate);
 
-// n = 2^(k-1) - 1 and 1/n; throws Error naming `op` for bits outside 2..8.
+// n = 2^(k-1) - 1 and 1/n; throws Error naming `op` for bits outside 2..kMaxKernelBits (the
+// policy gives a run 2..8; 24 is for the network gradient checks, as unsigned PACT's).
 Levels pact_signed_levels(const char* op, int bits);
 void pact_signed_forward(Recording& rec, const Tensor& x, const Tensor& alpha, Tensor& y, int bits);
 void pact_signed_backward(Recording& rec, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
