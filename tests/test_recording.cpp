@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "backend/error.h"
 #include "backend/kernel.h"
 #include "backend/recording.h"
 #include "testutil.h"

@@ -725,7 +725,7 @@ TrainSummary Trainer::run_loop() {
                                      {"gradient_bytes", s.grad_floats * 4},
                                      {"wait_ms_per_step", 1e3 * s.wait_seconds / n},
                                      {"buckets", s.grad_layout.buckets.size()},
-                                     {"bucket_mb", s.bucket_sums ? double(cfg_.bucket_mb) : 0.0},
+                                     {"bucket_mb", s.bucket_sums ? std::round(double(cfg_.bucket_mb) * 1e6) / 1e6 : 0.0},
                                      {"allreduce_ms_per_step",
                                       1e3 * (s.bucket_sums ? s.bucket_sums->in_flight_seconds() : s.allreduce_seconds) / n},
                                      {"exposed_allreduce_ms_per_step", 1e3 * s.allreduce_seconds / n},
