@@ -24,6 +24,27 @@ std::vector<float> download_floats(Context& ctx, const Buffer& b, uint32_t n) {
   ctx.download(b.view(), v.data(), n * 4);
   return v;
 }
+// n random inputs x (seeded) and buffers a, c, ids for the axpb self-test kernel.
+struct AxpbBuffers {
+  Context& ctx;
+  const uint32_t n;
+  const Kernel& k;
+  Buffer x, a, c, ids;
+  std::vector<float> x0;
+  AxpbBuffers(uint32_t count, uint32_t seed)
+      : ctx(test::ctx()), n(count), k(ctx.kernel("backend_selftest_axpb", {64, 1, 1})), x(ctx.alloc(n * 4)),
+        a(ctx.alloc(n * 4)), c(ctx.alloc(n * 4)), ids(ctx.alloc(n * 4)), x0(test::random_vector(n, seed)) {
+    ctx.upload(x.view(), x0.data(), n * 4);
+  }
+};
+// As test fixtures (the members by their names in the test body).
+template <uint32_t N, uint32_t Seed>
+struct Axpb : AxpbBuffers {
+  Axpb() : AxpbBuffers(N, Seed) {}
+};
+using Axpb300 = Axpb<300, 13>;
+using Axpb260 = Axpb<260, 17>;
+using Axpb200 = Axpb<200, 19>;
 }  // namespace
 
 TEST_CASE("dispatch -> copy -> dispatch: the second dispatch waits for the first" * doctest::test_suite("recording")) {
@@ -164,14 +185,8 @@ TEST_CASE("random interleavings of copies, fills and dispatches on overlapping r
   }
 }
 
-TEST_CASE("host_step: the host reads what the commands before wrote, the commands after read what it wrote" *
+TEST_CASE_FIXTURE(Axpb300, "host_step: the host reads what the commands before wrote, the commands after read what it wrote" *
           doctest::test_suite("recording")) {
-  Context& ctx = test::ctx();
-  const uint32_t n = 300;
-  const Kernel& k = ctx.kernel("backend_selftest_axpb", {64, 1, 1});
-  Buffer x = ctx.alloc(n * 4), a = ctx.alloc(n * 4), c = ctx.alloc(n * 4), ids = ctx.alloc(n * 4);
-  auto x0 = test::random_vector(n, 13);
-  ctx.upload(x.view(), x0.data(), n * 4);
   Recording rec(ctx);
   const BufferView host = rec.transient(n * 4, MemoryKind::Host);
   int calls = 0;
@@ -198,14 +213,8 @@ TEST_CASE("host_step: the host reads what the commands before wrote, the command
   }
 }
 
-TEST_CASE("host_step_async: the next segment goes on at once; host steps run in order once their segment completed" *
+TEST_CASE_FIXTURE(Axpb260, "host_step_async: the next segment goes on at once; host steps run in order once their segment completed" *
           doctest::test_suite("recording")) {
-  Context& ctx = test::ctx();
-  const uint32_t n = 260;
-  const Kernel& k = ctx.kernel("backend_selftest_axpb", {64, 1, 1});
-  Buffer x = ctx.alloc(n * 4), a = ctx.alloc(n * 4), c = ctx.alloc(n * 4), ids = ctx.alloc(n * 4);
-  auto x0 = test::random_vector(n, 17);
-  ctx.upload(x.view(), x0.data(), n * 4);
   Recording rec(ctx);
   const BufferView host_a = rec.transient(n * 4, MemoryKind::Host), host_c = rec.transient(n * 4, MemoryKind::Host);
   std::vector<int> order;
@@ -261,43 +270,37 @@ TEST_CASE("host_step after host_step_async: the async one runs first (recording 
   CHECK(order == std::vector<int>{1, 2, 3});
 }
 
-TEST_CASE("at_command splits a second recording where a first one found the last writer" *
+TEST_CASE_FIXTURE(Axpb200, "at_command splits a second recording where a first one found the last writer" *
           doctest::test_suite("recording")) {
-  Context& ctx = test::ctx();
-  const uint32_t n = 200;
-  const Kernel& k = ctx.kernel("backend_selftest_axpb", {64, 1, 1});
-  Buffer x = ctx.alloc(n * 4), a = ctx.alloc(n * 4), b = ctx.alloc(n * 4), ids = ctx.alloc(n * 4);
-  auto x0 = test::random_vector(n, 19);
-  ctx.upload(x.view(), x0.data(), n * 4);
   auto record = [&](Recording& r) {
     r.dispatch_1d(k, {x.view(), a.view(), ids.view()}, AxpbPush{n, 2.f, 1.f}, n);  // 0: a = 2x + 1
-    r.copy(a.view(), b.view());                                                     // 1: b = a
-    r.dispatch_1d(k, {b.view(), a.view(), ids.view()}, AxpbPush{n, 5.f, 0.f}, n);  // 2: a = 5b
-    r.fill(b.view(), 0);                                                            // 3: b = 0
+    r.copy(a.view(), c.view());                                                     // 1: c = a
+    r.dispatch_1d(k, {c.view(), a.view(), ids.view()}, AxpbPush{n, 5.f, 0.f}, n);  // 2: a = 5c
+    r.fill(c.view(), 0);                                                            // 3: c = 0
   };
   Recording probe(ctx);
   record(probe);
   CHECK(probe.command_index() == 4);
-  CHECK(probe.last_writer(b.view()) == 3);
+  CHECK(probe.last_writer(c.view()) == 3);
   CHECK(probe.last_writer(a.view()) == 2);
-  CHECK(probe.last_writer(b.view().sub(8, 16)) == 3);
+  CHECK(probe.last_writer(c.view().sub(8, 16)) == 3);
   CHECK(probe.last_writer(x.view()) == -1);
-  // The value b has right after command 1 (its first writer), taken out by a hook there.
+  // The value c has right after command 1 (its first writer), taken out by a hook there.
   Recording rec(ctx);
   const BufferView host = rec.transient(n * 4, MemoryKind::Host);
   std::vector<float> seen(n);
   rec.at_command(1, [&] {
-    rec.copy(b.view(), host);
+    rec.copy(c.view(), host);
     rec.host_step_async([&] { std::copy_n(static_cast<const float*>(host.mapped), n, seen.begin()); });
   });
   record(rec);
   CHECK(rec.command_index() == 4);  // the hook's copy does not count
   CHECK(rec.command_count() == 5);
-  CHECK(rec.last_writer(b.view()) == 3);
+  CHECK(rec.last_writer(c.view()) == 3);
   rec.run();
   for (uint32_t i = 0; i < n; ++i) REQUIRE(seen[i] == 2.f * x0[i] + 1.f);
-  std::vector<float> bv = download_floats(ctx, b, n);
-  CHECK(std::all_of(bv.begin(), bv.end(), [](float v) { return v == 0.f; }));
+  std::vector<float> cv = download_floats(ctx, c, n);
+  CHECK(std::all_of(cv.begin(), cv.end(), [](float v) { return v == 0.f; }));
   // A hook at a command that is never recorded is an error, not a silently missing split.
   Recording short_rec(ctx);
   short_rec.at_command(7, [] {});
