@@ -27,6 +27,13 @@ usage: mpi_train_check.py CASE VKQAT WORKDIR
   sync-bn-graph  the same on a --model-file graph (GraphNetwork: residual add, ReLU6).
   sync-bn-quant  the same for W4A4 CG-PACT + SAT + aux on ResNet-20 (20 steps; the fused BN +
              residual + PACT kernels and the aux module's BN split too).
+  buckets    2 ranks, W4A4 CG-PACT + SAT + aux ResNet-20: the gradients all-reduced in several
+             buckets started during the backward (--bucket-mb 0.01) give the same bits as one
+             all-reduce after it (--bucket-mb 0): with 2 ranks each sum is a + b either way, so
+             a bucket copied out before its last writer (the aux module adds into the network's
+             gradients) shows as a difference; and the bucketed run twice gives the same bits.
+  buckets-sync-bn  the same with --sync-bn on the plain CNN (the buckets' non-blocking sums
+             interleave with the batch-norm exchanges of the backward).
   sync-bn-lsq    the same for W4A4 LSQ (10 steps, lr 0.002): LSQ's activation steps start from
              the first batch; on 2 ranks each is the mean of the ranks' shard values, taken right
              after its initialisation, which with --sync-bn is the global batch's value: step 1's
@@ -270,6 +277,27 @@ def case_sync_bn_lsq(vkqat, work):
         fail(f"lsq: step 1 losses differ by {first:.2e}: the LSQ steps did not start from the global batch")
 
 
+def bucket_runs(vkqat, work, name, args, bucket_mb):
+    """2-rank runs with buckets (twice) and with one all-reduce: equal bits."""
+    for run_name, mb in ((f"{name}-b1", bucket_mb), (f"{name}-b2", bucket_mb), (f"{name}-one", "0")):
+        mpirun(2, vkqat, args + ["--out", f"{work}/{run_name}", "--bucket-mb", mb])
+    dp = json.load(open(f"{work}/{name}-b1/summary.json"))["data_parallel"]
+    one = json.load(open(f"{work}/{name}-one/summary.json"))["data_parallel"]
+    if dp.get("buckets", 0) < 3 or one.get("buckets") != 1:
+        fail(f"{name}: expected several buckets with --bucket-mb {bucket_mb} and one with 0: {dp} / {one}")
+    expect_equal_runs(f"{work}/{name}-b1", f"{work}/{name}-one",
+                      f"{name}: {dp['buckets']} buckets vs one all-reduce")
+    expect_equal_runs(f"{work}/{name}-b1", f"{work}/{name}-b2", f"{name}: bucketed run twice")
+
+
+def case_buckets(vkqat, work):
+    bucket_runs(vkqat, work, "w4a4", quant_args("cgpact", 10) + ["--sat", "--aux"], "0.01")
+
+
+def case_buckets_sync_bn(vkqat, work):
+    bucket_runs(vkqat, work, "sync-bn", ARGS + ["--sync-bn"], "0.001")
+
+
 def case_sigterm(vkqat, work):
     args = [a for a in ARGS]
     args[args.index("--train-limit") + 1] = "0"  # every image, 3 epochs: far longer than the test waits
@@ -301,7 +329,7 @@ def case_sigterm(vkqat, work):
 CASES = {"one-rank": case_one_rank, "two-ranks": case_two_ranks, "resume": case_resume, "quant": case_quant, "fault": case_fault, "sigterm": case_sigterm,
          "usage": case_usage, "sync-bn": case_sync_bn, "sync-bn-graph": case_sync_bn_graph,
          "sync-bn-quant": case_sync_bn_quant,
-         "sync-bn-lsq": case_sync_bn_lsq}
+         "sync-bn-lsq": case_sync_bn_lsq, "buckets": case_buckets, "buckets-sync-bn": case_buckets_sync_bn}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in CASES:

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "backend/error.h"
 #include "backend/kernel.h"
 #include "backend/recording.h"
 #include "testutil.h"
@@ -23,6 +24,27 @@ std::vector<float> download_floats(Context& ctx, const Buffer& b, uint32_t n) {
   ctx.download(b.view(), v.data(), n * 4);
   return v;
 }
+// n random inputs x (seeded) and buffers a, c, ids for the axpb self-test kernel.
+struct AxpbBuffers {
+  Context& ctx;
+  const uint32_t n;
+  const Kernel& k;
+  Buffer x, a, c, ids;
+  std::vector<float> x0;
+  AxpbBuffers(uint32_t count, uint32_t seed)
+      : ctx(test::ctx()), n(count), k(ctx.kernel("backend_selftest_axpb", {64, 1, 1})), x(ctx.alloc(n * 4)),
+        a(ctx.alloc(n * 4)), c(ctx.alloc(n * 4)), ids(ctx.alloc(n * 4)), x0(test::random_vector(n, seed)) {
+    ctx.upload(x.view(), x0.data(), n * 4);
+  }
+};
+// As test fixtures (the members by their names in the test body).
+template <uint32_t N, uint32_t Seed>
+struct Axpb : AxpbBuffers {
+  Axpb() : AxpbBuffers(N, Seed) {}
+};
+using Axpb300 = Axpb<300, 13>;
+using Axpb260 = Axpb<260, 17>;
+using Axpb200 = Axpb<200, 19>;
 }  // namespace
 
 TEST_CASE("dispatch -> copy -> dispatch: the second dispatch waits for the first" * doctest::test_suite("recording")) {
@@ -163,14 +185,8 @@ TEST_CASE("random interleavings of copies, fills and dispatches on overlapping r
   }
 }
 
-TEST_CASE("host_step: the host reads what the commands before wrote, the commands after read what it wrote" *
+TEST_CASE_FIXTURE(Axpb300, "host_step: the host reads what the commands before wrote, the commands after read what it wrote" *
           doctest::test_suite("recording")) {
-  Context& ctx = test::ctx();
-  const uint32_t n = 300;
-  const Kernel& k = ctx.kernel("backend_selftest_axpb", {64, 1, 1});
-  Buffer x = ctx.alloc(n * 4), a = ctx.alloc(n * 4), c = ctx.alloc(n * 4), ids = ctx.alloc(n * 4);
-  auto x0 = test::random_vector(n, 13);
-  ctx.upload(x.view(), x0.data(), n * 4);
   Recording rec(ctx);
   const BufferView host = rec.transient(n * 4, MemoryKind::Host);
   int calls = 0;
@@ -195,4 +211,100 @@ TEST_CASE("host_step: the host reads what the commands before wrote, the command
       REQUIRE(cv[i] == -((2.f * x0[i] + 1.f) + (10.f + float(replay))));
     }
   }
+}
+
+TEST_CASE_FIXTURE(Axpb260, "host_step_async: the next segment goes on at once; host steps run in order once their segment completed" *
+          doctest::test_suite("recording")) {
+  Recording rec(ctx);
+  const BufferView host_a = rec.transient(n * 4, MemoryKind::Host), host_c = rec.transient(n * 4, MemoryKind::Host);
+  std::vector<int> order;
+  std::vector<float> seen_a(n), seen_c(n);
+  int polls = 0;  // the polling wait (its count depends on the driver's speed: not checked)
+  rec.while_waiting([&] { ++polls; });
+  rec.dispatch_1d(k, {x.view(), a.view(), ids.view()}, AxpbPush{n, 2.f, 1.f}, n);  // a = 2x + 1
+  rec.copy(a.view(), host_a);
+  rec.host_step_async([&] {
+    std::copy_n(static_cast<const float*>(host_a.mapped), n, seen_a.begin());
+    order.push_back(1);
+  });
+  rec.dispatch_1d(k, {a.view(), c.view(), ids.view()}, AxpbPush{n, -1.f, 0.f}, n);  // c = -a
+  rec.copy(c.view(), host_c);
+  rec.host_step_async([&] {
+    std::copy_n(static_cast<const float*>(host_c.mapped), n, seen_c.begin());
+    order.push_back(2);
+  });
+  rec.dispatch_1d(k, {c.view(), a.view(), ids.view()}, AxpbPush{n, 3.f, 0.f}, n);  // a = 3c: after host step 1's read
+  CHECK(rec.host_step_count() == 2);
+  for (int replay = 0; replay < 2; ++replay) {
+    order.clear();
+    rec.submit();
+    // Only async host steps: submit() queued every segment without waiting for any.
+    CHECK(order.empty());
+    rec.wait();
+    CHECK(order == std::vector<int>{1, 2});
+    auto av = download_floats(ctx, a, n);
+    for (uint32_t i = 0; i < n; ++i) {
+      REQUIRE(seen_a[i] == 2.f * x0[i] + 1.f);
+      REQUIRE(seen_c[i] == -(2.f * x0[i] + 1.f));
+      REQUIRE(av[i] == 3.f * -(2.f * x0[i] + 1.f));
+    }
+  }
+}
+
+TEST_CASE("host_step after host_step_async: the async one runs first (recording order)" *
+          doctest::test_suite("recording")) {
+  Context& ctx = test::ctx();
+  Buffer a = ctx.alloc(64);
+  Recording rec(ctx);
+  std::vector<int> order;
+  rec.fill(a.view(), 1);
+  rec.host_step_async([&] { order.push_back(1); });
+  rec.fill(a.view(), 2);
+  rec.host_step([&] { order.push_back(2); });
+  rec.fill(a.view(), 3);
+  rec.host_step_async([&] { order.push_back(3); });
+  rec.fill(a.view(), 4);
+  rec.submit();
+  CHECK(order == std::vector<int>{1, 2});  // submit() ran the blocking one, and the one before it
+  rec.wait();
+  CHECK(order == std::vector<int>{1, 2, 3});
+}
+
+TEST_CASE_FIXTURE(Axpb200, "at_command splits a second recording where a first one found the last writer" *
+          doctest::test_suite("recording")) {
+  auto record = [&](Recording& r) {
+    r.dispatch_1d(k, {x.view(), a.view(), ids.view()}, AxpbPush{n, 2.f, 1.f}, n);  // 0: a = 2x + 1
+    r.copy(a.view(), c.view());                                                     // 1: c = a
+    r.dispatch_1d(k, {c.view(), a.view(), ids.view()}, AxpbPush{n, 5.f, 0.f}, n);  // 2: a = 5c
+    r.fill(c.view(), 0);                                                            // 3: c = 0
+  };
+  Recording probe(ctx);
+  record(probe);
+  CHECK(probe.command_index() == 4);
+  CHECK(probe.last_writer(c.view()) == 3);
+  CHECK(probe.last_writer(a.view()) == 2);
+  CHECK(probe.last_writer(c.view().sub(8, 16)) == 3);
+  CHECK(probe.last_writer(x.view()) == -1);
+  // The value c has right after command 1 (its first writer), taken out by a hook there.
+  Recording rec(ctx);
+  const BufferView host = rec.transient(n * 4, MemoryKind::Host);
+  std::vector<float> seen(n);
+  rec.at_command(1, [&] {
+    rec.copy(c.view(), host);
+    rec.host_step_async([&] { std::copy_n(static_cast<const float*>(host.mapped), n, seen.begin()); });
+  });
+  record(rec);
+  CHECK(rec.command_index() == 4);  // the hook's copy does not count
+  CHECK(rec.command_count() == 5);
+  CHECK(rec.last_writer(c.view()) == 3);
+  rec.run();
+  for (uint32_t i = 0; i < n; ++i) REQUIRE(seen[i] == 2.f * x0[i] + 1.f);
+  std::vector<float> cv = download_floats(ctx, c, n);
+  CHECK(std::all_of(cv.begin(), cv.end(), [](float v) { return v == 0.f; }));
+  // A hook at a command that is never recorded is an error, not a silently missing split.
+  Recording short_rec(ctx);
+  short_rec.at_command(7, [] {});
+  record(short_rec);
+  CHECK_THROWS_WITH_AS(short_rec.finish(), doctest::Contains("at_command(7)"), Error);
+  CHECK_THROWS_AS(rec.at_command(0, [] {}), Error);  // already recorded (and finished)
 }

@@ -79,13 +79,18 @@ void add_train_options(CLI::App* t, TrainArgs& a) {
   t->add_flag("--profile", a.cfg.profile, "print the GPU time of each dispatch of one step");
   t->add_flag("--sync-bn", a.cfg.sync_bn,
               "under mpirun: batch-norm statistics over the global batch (a no-op in one process)");
+  t->add_option("--bucket-mb", a.cfg.bucket_mb,
+                "under mpirun: all-reduce the gradients in buckets of about this many MB, each started while the "
+                "backward goes on (0: one all-reduce after the backward)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 // Every flag of add_train_options (and --stats-every), for note_given.
 static const char* const kTrainFlags[] = {
     "--data", "--data-dir", "--model", "--model-file", "--width", "--width-mult", "--stem", "--epochs", "--batch-size", "--lr", "--momentum", "--wd",
     "--warmup-epochs", "--seed", "--wbits", "--abits", "--quantizer", "--wquant", "--aquant", "--per-channel", "--edge-bits", "--bits-config", "--sat",
-    "--sat-conv", "--sync-bn", "--aux", "--aux-weight", "--init", "--fc-init", "--resume", "--out", "--device", "--train-limit",
+    "--sat-conv", "--sync-bn", "--bucket-mb", "--aux", "--aux-weight", "--init", "--fc-init", "--resume", "--out", "--device", "--train-limit",
     "--test-limit", "--image-size", "--augment", "--workers", "--val-split", "--in-channels", "--mean", "--std", "--strict",
     "--log-every", "--keep-checkpoints", "--stop-after-steps", "--profile", "--stats-every"};
 
@@ -206,6 +211,7 @@ std::unique_ptr<nn::Trainer> make_trainer(Context& ctx, const TrainArgs& a) {
   if (a.given.count("--keep-checkpoints")) change.keep_checkpoints = a.cfg.keep_checkpoints;
   change.stop_after_steps = a.cfg.stop_after_steps;
   change.profile = a.cfg.profile;
+  change.bucket_mb = a.cfg.bucket_mb;
   if (a.given.count("--device")) std::fprintf(stderr, "resume: on --device %d\n", a.device);
   return nn::Trainer::resume(ctx, a.resume, change, plugins);
 }

@@ -60,8 +60,8 @@ Recording::Recording(Context& ctx, bool profile) : ctx_(ctx) {
 Recording::~Recording() {
   VkDevice dev = ctx_.device();
   // Freeing a command buffer the device still executes is undefined: wait (no throwing here).
-  if (in_flight_) vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
-  if (fence_) vkDestroyFence(dev, fence_, nullptr);
+  if (!unwaited_.empty()) vkWaitForFences(dev, uint32_t(unwaited_.size()), unwaited_.data(), VK_TRUE, UINT64_MAX);
+  for (VkFence f : fences_) vkDestroyFence(dev, f, nullptr);
   if (cmd_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &cmd_);
   for (VkCommandBuffer c : segments_) vkFreeCommandBuffers(dev, ctx_.command_pool(), 1, &c);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev, p, nullptr);
@@ -143,6 +143,9 @@ void Recording::track(const std::vector<Access>& reads, const std::vector<Access
     ++barriers_;
     mine = PendingSet{};
   }
+  // Outer index of this command (commands recorded by a hook count as the one it follows).
+  const size_t index = in_hook_ ? outer_commands_ - 1 : outer_commands_;
+  for (const Access& w : writes) written_.push_back({w, index});
   for (PendingSet& p : pending_) {
     p.reads.insert(p.reads.end(), reads.begin(), reads.end());
     p.writes.insert(p.writes.end(), writes.begin(), writes.end());
@@ -168,6 +171,31 @@ void Recording::after_command(const char* label, Stage) {
   labels_.emplace_back(label ? label : "");
   // Timestamp i + 1 closes command i (timestamp 0 opens the recording).
   if (profile_) write_timestamp(uint32_t(labels_.size()), VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT);
+  if (in_hook_) return;
+  const size_t index = outer_commands_++;
+  const auto [first, last] = hooks_.equal_range(index);
+  if (first == last) return;
+  in_hook_ = true;  // the hooks' own commands get no index
+  struct HookScope {
+    bool& flag;
+    ~HookScope() { flag = false; }  // also when a hook throws
+  } scope{in_hook_};
+  for (auto it = first; it != last; ++it) it->second();
+}
+
+int64_t Recording::last_writer(const BufferView& v) const {
+  int64_t last = -1;
+  for (const Written& w : written_)
+    if (w.range.buffer == v.buffer && w.range.begin < v.offset + v.size && v.offset < w.range.end)
+      last = std::max(last, int64_t(w.command));
+  return last;
+}
+
+void Recording::at_command(size_t index, std::function<void()> fn) {
+  if (finished_) throw Error("Recording: at_command after finish()");
+  if (index < outer_commands_)
+    throw Error("Recording: at_command(" + std::to_string(index) + ") after that command was recorded");
+  hooks_.emplace(index, std::move(fn));
 }
 
 void Recording::dispatch(const Kernel& k, const std::vector<BufferView>& buffers, const void* push,
@@ -229,7 +257,11 @@ BufferView Recording::transient(uint64_t bytes, MemoryKind kind) {
   return transients_.back().view();
 }
 
-void Recording::host_step(std::function<void()> on_host) {
+void Recording::host_step(std::function<void()> on_host) { split_segment(std::move(on_host), false); }
+
+void Recording::host_step_async(std::function<void()> on_host) { split_segment(std::move(on_host), true); }
+
+void Recording::split_segment(std::function<void()> on_host, bool async) {
   if (finished_) throw Error("Recording: host_step after finish()");
   if (!on_host) throw Error("Recording: host_step without a function");
   // The segment's writes become visible to on_host; the accesses still pending stay in
@@ -240,7 +272,7 @@ void Recording::host_step(std::function<void()> on_host) {
   barrier_to_host();
   vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
   segments_.push_back(cmd_);
-  host_steps_.push_back(std::move(on_host));
+  host_steps_.push_back({std::move(on_host), async});
   cmd_ = VK_NULL_HANDLE;  // the destructor frees segments_ and a non-null cmd_
   cmd_ = begin_command_buffer(ctx_);
 }
@@ -273,6 +305,9 @@ void Recording::barrier_to_host() {
 
 void Recording::finish() {
   if (finished_) return;
+  if (!hooks_.empty() && hooks_.rbegin()->first >= outer_commands_)
+    throw Error("Recording: at_command(" + std::to_string(hooks_.rbegin()->first) + ") but only " +
+                std::to_string(outer_commands_) + " commands were recorded (the hook's recording differs)");
   // Make every write visible to the host (readbacks after run()) and order the next
   // replay's commands after this one's (the same buffers are reused every step).
   barrier_to_host();
@@ -295,39 +330,67 @@ void Recording::run() {
   wait();
 }
 
-void Recording::submit_segment(VkCommandBuffer cmd) {
-  if (!fence_) {
+VkFence Recording::segment_fence(size_t segment) {
+  while (fences_.size() <= segment) {
     VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    vk_check(vkCreateFence(ctx_.device(), &fi, nullptr, &fence_), "vkCreateFence");
+    VkFence f;
+    vk_check(vkCreateFence(ctx_.device(), &fi, nullptr, &f), "vkCreateFence");
+    fences_.push_back(f);
   }
-  ctx_.submit(cmd, fence_);
-  in_flight_ = true;
+  return fences_[segment];
+}
+
+void Recording::submit_segment(VkCommandBuffer cmd, VkFence fence) {
+  ctx_.submit(cmd, fence);
+  unwaited_.push_back(fence);
+}
+
+void Recording::wait_fence(VkFence fence) {
+  VkDevice dev = ctx_.device();
+  VkResult r;
+  if (while_waiting_) {
+    while ((r = vkWaitForFences(dev, 1, &fence, VK_TRUE, uint64_t(kPollMicroseconds) * 1000)) == VK_TIMEOUT)
+      while_waiting_();
+  } else {
+    r = vkWaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX);
+  }
+  unwaited_.erase(std::find(unwaited_.begin(), unwaited_.end(), fence));
+  vkResetFences(dev, 1, &fence);
+  vk_check(r, "vkWaitForFences");
+}
+
+// Host steps run strictly in recording order (they may be collectives that every rank must
+// call in the same order), each once its own segment has completed.
+void Recording::run_host_steps_through(size_t last) {
+  for (; next_host_step_ <= last && next_host_step_ < host_steps_.size(); ++next_host_step_) {
+    wait_fence(segment_fence(next_host_step_));
+    host_steps_[next_host_step_].fn();
+  }
 }
 
 void Recording::submit() {
   if (in_flight_) throw Error("Recording: submit() while the previous submission is in flight (wait() first)");
   if (!finished_) finish();
-  // The segments before each host step run to completion here; only the last one is left
-  // in flight (timestamps of the earlier segments are read with the last one's in wait()).
+  in_flight_ = true;
+  next_host_step_ = 0;
+  // A segment before a host_step runs to completion (with every host step before it) before
+  // the next is submitted; after a host_step_async the next is submitted at once, and the
+  // host step runs when the host next waits (here or in wait()). Timestamps of the earlier
+  // segments are read with the last one's in wait().
   for (size_t i = 0; i < segments_.size(); ++i) {
-    submit_segment(segments_[i]);
-    VkResult r = vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX);
-    in_flight_ = false;
-    vkResetFences(ctx_.device(), 1, &fence_);
-    vk_check(r, "vkWaitForFences");
-    host_steps_[i]();
+    submit_segment(segments_[i], segment_fence(i));
+    if (!host_steps_[i].async) run_host_steps_through(i);
   }
-  submit_segment(cmd_);
+  submit_segment(cmd_, segment_fence(segments_.size()));
 }
 
 double Recording::wait() {
   if (!in_flight_) return 0;
   const auto t0 = std::chrono::steady_clock::now();
-  VkResult r = vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX);
+  run_host_steps_through(host_steps_.size());
+  wait_fence(segment_fence(segments_.size()));
   const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   in_flight_ = false;
-  vkResetFences(ctx_.device(), 1, &fence_);
-  vk_check(r, "vkWaitForFences");
   if (profile_) {
     const size_t n = labels_.size() + 1;
     last_timestamps_.assign(n, 0);

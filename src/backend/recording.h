@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -91,7 +92,33 @@ class Recording {
   // after. For a host computation inside a step (data-parallel batch-norm statistics); each
   // split costs a submit and a wait.
   void host_step(std::function<void()> on_host);
+  // Splits the recording like host_step, but a replay does not wait here: the commands
+  // after the split are submitted at once and the device goes on with them, while
+  // on_host runs once the commands before the split have completed (in submit() or
+  // wait(), in recording order with the other host steps, each segment with its own
+  // fence). on_host may read what the earlier commands wrote to host-visible memory; it
+  // must not write anything the later commands of this recording read (they may already
+  // run). For starting work on the host that overlaps the rest of the step (data-parallel
+  // gradient buckets: a bucket's all-reduce starts while the backward goes on).
+  void host_step_async(std::function<void()> on_host);
   size_t host_step_count() const { return host_steps_.size(); }
+  // Called repeatedly (about every kPollMicroseconds) while the host waits for this
+  // recording's fences in submit() and wait(): MPI's non-blocking collectives advance only
+  // inside MPI calls, so whoever started one lets it progress here.
+  static constexpr int kPollMicroseconds = 200;
+  void while_waiting(std::function<void()> poll) { while_waiting_ = std::move(poll); }
+
+  // Commands counted from 0 in recording order, leaving out those recorded by at_command's
+  // functions: the same calls record the same indices with or without hooks, so a first
+  // recording can find where to split a second one (command_index() is the next index).
+  size_t command_index() const { return outer_commands_; }
+  // The index of the last command recorded so far that writes any byte of v (a dispatch
+  // binding it writable, a copy or fill into it), or -1 when none did.
+  int64_t last_writer(const BufferView& v) const;
+  // Runs fn during recording, right after command `index` is recorded (several functions
+  // at one index run in the order given). For recording a split at a point found in a
+  // first recording of the same calls.
+  void at_command(size_t index, std::function<void()> fn);
   void copy(const BufferView& src, const BufferView& dst, const char* label = nullptr);
   void fill(const BufferView& dst, uint32_t word, const char* label = nullptr);  // size % 4 == 0
 
@@ -104,8 +131,9 @@ class Recording {
   void finish();
   // Submits and waits. Records nothing new: the same command buffer every time.
   void run();
-  // run() in two halves: submit() returns at once (this recording's own fence signals
-  // completion); wait() blocks until then and returns the seconds it blocked. A recording
+  // run() in two halves: submit() returns at once, or after the last blocking host_step
+  // (this recording's own fences signal completion); wait() runs the host steps still due,
+  // blocks until the last segment completed and returns the seconds it took. A recording
   // is submitted again only after wait(); the destructor waits for one still in flight.
   void submit();
   double wait();
@@ -140,7 +168,11 @@ class Recording {
   void after_command(const char* label, Stage stage);
   void write_timestamp(uint32_t index, VkPipelineStageFlagBits stage);
   void barrier_to_host();
-  void submit_segment(VkCommandBuffer cmd);
+  void submit_segment(VkCommandBuffer cmd, VkFence fence);
+  void split_segment(std::function<void()> on_host, bool async);
+  VkFence segment_fence(size_t segment);  // segments_.size(): the last segment's
+  void wait_fence(VkFence fence);
+  void run_host_steps_through(size_t last);
   void check_view(const BufferView& v, const char* what) const;
   VkDescriptorSet allocate_set(const Kernel& k);
 
@@ -148,9 +180,26 @@ class Recording {
   VkCommandBuffer cmd_ = VK_NULL_HANDLE;  // the one being recorded: the last segment
   // Segments recorded before each host_step, in order: segments_[i], then host_steps_[i].
   std::vector<VkCommandBuffer> segments_;
-  std::vector<std::function<void()>> host_steps_;
-  VkFence fence_ = VK_NULL_HANDLE;  // created by the first submit()
+  struct HostStep {
+    std::function<void()> fn;
+    bool async = false;
+  };
+  std::vector<HostStep> host_steps_;
+  // One fence per segment (created by the first submit()): an async host step waits for
+  // its own segment while later ones may already be submitted.
+  std::vector<VkFence> fences_;
+  std::vector<VkFence> unwaited_;  // submitted, not yet waited for (the destructor waits)
+  size_t next_host_step_ = 0;      // of the replay in flight
+  std::function<void()> while_waiting_;
   bool in_flight_ = false;
+  size_t outer_commands_ = 0;
+  bool in_hook_ = false;
+  struct Written {
+    Access range;
+    size_t command;  // outer index
+  };
+  std::vector<Written> written_;
+  std::multimap<size_t, std::function<void()>> hooks_;
   std::vector<VkDescriptorPool> pools_;
   uint32_t sets_left_in_pool_ = 0;
   // Timestamp queries in pools of kQueriesPerPool, added as commands are recorded, so a

@@ -16,6 +16,9 @@
 namespace vkqat::nn::dist {
 namespace {
 bool g_active = false;
+#ifdef VKQAT_HAVE_MPI
+MPI_Comm g_bucket_comm = MPI_COMM_NULL;  // GradientBuckets' collectives (a duplicate of the world)
+#endif
 int g_rank = 0, g_size = 1, g_local_rank = 0;
 
 // The launcher's world size from its environment (OpenMPI, PMIx, Slurm/MPICH PMI); 0 when
@@ -52,6 +55,7 @@ void init_if_launched(int* argc, char*** argv) {
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &g_local_rank);
   MPI_Comm_free(&local);
+  MPI_Comm_dup(MPI_COMM_WORLD, &g_bucket_comm);
   g_active = true;
 #else
   (void)argc, (void)argv;
@@ -66,7 +70,10 @@ void finalize() {
   if (!g_active) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (!finalized) {
+    if (g_bucket_comm != MPI_COMM_NULL) MPI_Comm_free(&g_bucket_comm);
+    MPI_Finalize();
+  }
   g_active = false;
 #endif
 }
@@ -160,6 +167,68 @@ void abort(int code) {
 #endif
   std::exit(code);
 }
+
+struct GradientBuckets::State {
+  using Clock = std::chrono::steady_clock;
+#ifdef VKQAT_HAVE_MPI
+  std::vector<MPI_Request> requests;  // MPI_REQUEST_NULL once completed
+#endif
+  std::vector<Clock::time_point> started_at;
+  double in_flight = 0;
+  int64_t started = 0;
+  void completed(size_t i) { in_flight += std::chrono::duration<double>(Clock::now() - started_at[i]).count(); }
+};
+
+GradientBuckets::GradientBuckets() : s_(std::make_unique<State>()) {}
+
+// Requests still pending (an error mid-step) are left to MPI_Abort, which every error under
+// mpirun ends in (Trainer::run).
+GradientBuckets::~GradientBuckets() = default;
+
+void GradientBuckets::start(float* data, size_t n) {
+  ++s_->started;
+#ifdef VKQAT_HAVE_MPI
+  if (!g_active || g_size == 1) return;
+  constexpr size_t kChunk = size_t(1) << 30;  // MPI counts are int
+  for (size_t off = 0; off < n; off += kChunk) {
+    s_->requests.push_back(MPI_REQUEST_NULL);
+    s_->started_at.push_back(State::Clock::now());
+    MPI_Iallreduce(MPI_IN_PLACE, data + off, int(std::min(kChunk, n - off)), MPI_FLOAT, MPI_SUM, g_bucket_comm,
+                   &s_->requests.back());
+  }
+#else
+  (void)data, (void)n;
+#endif
+}
+
+void GradientBuckets::progress() {
+#ifdef VKQAT_HAVE_MPI
+  for (size_t i = 0; i < s_->requests.size(); ++i) {
+    if (s_->requests[i] == MPI_REQUEST_NULL) continue;
+    int done = 0;
+    MPI_Test(&s_->requests[i], &done, MPI_STATUS_IGNORE);  // sets the request to MPI_REQUEST_NULL when done
+    if (done) s_->completed(i);
+  }
+#endif
+}
+
+double GradientBuckets::wait_all() {
+  const auto t0 = State::Clock::now();
+#ifdef VKQAT_HAVE_MPI
+  for (size_t i = 0; i < s_->requests.size(); ++i) {
+    if (s_->requests[i] == MPI_REQUEST_NULL) continue;
+    MPI_Wait(&s_->requests[i], MPI_STATUS_IGNORE);
+    s_->completed(i);
+  }
+  s_->requests.clear();
+#endif
+  s_->started_at.clear();
+  return std::chrono::duration<double>(State::Clock::now() - t0).count();
+}
+
+double GradientBuckets::in_flight_seconds() const { return s_->in_flight; }
+int64_t GradientBuckets::started() const { return s_->started; }
+void GradientBuckets::reset_counts() { s_->in_flight = 0, s_->started = 0; }
 
 std::string rank_prefix() {
   if (g_size <= 1) return "";

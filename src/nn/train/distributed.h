@@ -4,6 +4,8 @@
 // (VKQAT_HAVE_MPI) and started by mpirun, these talk to the other ranks; otherwise the
 // world is one process and every call is a no-op (or an identity).
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,36 @@ class BatchNormExchange final : public BnStatsSync {
   std::vector<float> send_, gathered_;
   int64_t exchanges_ = 0;
   double seconds_ = 0;
+};
+
+// Data-parallel gradient buckets: non-blocking in-place sums over the ranks, started while
+// the backward goes on (MPI_Iallreduce on a communicator of their own, so that they pair
+// with each other in start order whatever blocking collectives, such as --sync-bn's
+// exchanges, run in between). Every rank must start the same buckets (same sizes) in the
+// same order. Without MPI or with one rank every call returns at once.
+class GradientBuckets {
+ public:
+  GradientBuckets();
+  ~GradientBuckets();
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+  // Starts the sum of data[0, n) over the ranks, in place; data stays untouched by this
+  // process until wait_all() returned.
+  void start(float* data, size_t n);
+  // MPI_Test on each pending sum: Open MPI advances a non-blocking collective only inside
+  // MPI calls (no progress thread), so the host calls this while it waits for the device.
+  void progress();
+  // Blocks until every started sum completed; returns the seconds it blocked.
+  double wait_all();
+  // Summed over the buckets since reset_counts(): seconds from each start to when its
+  // completion was seen (progress() or wait_all()); overlapping buckets count each.
+  double in_flight_seconds() const;
+  int64_t started() const;
+  void reset_counts();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 // "rank 1/4: " under MPI with several ranks, "" otherwise (message prefix).

@@ -16,6 +16,7 @@
 #include "nn/model/model_builders.h"
 #include "nn/train/checkpoint.h"
 #include "nn/train/distributed.h"
+#include "nn/train/gradient_buckets.h"
 #include "nn/train/run_state.h"
 #include "nn/train/trainer_internal.h"
 
@@ -93,6 +94,8 @@ Trainer::Trainer(Context& ctx, TrainConfig cfg, const QuantPlugins& plugins)
   if (cfg_.test_limit < 0) throw Error("--test-limit must be >= 0, got " + std::to_string(cfg_.test_limit));
   if (cfg_.stop_after_steps < 0)
     throw Error("--stop-after-steps must be >= 0, got " + std::to_string(cfg_.stop_after_steps));
+  if (!(cfg_.bucket_mb >= 0) || !std::isfinite(cfg_.bucket_mb))
+    throw Error("--bucket-mb must be a finite number >= 0, got " + num(cfg_.bucket_mb));
   if (cfg_.fc_init != "default" && cfg_.fc_init != "sat")
     throw Error("--fc-init must be default or sat, got '" + cfg_.fc_init + "'");
   // Stored absolute, so that the run resumes from any working directory.
@@ -205,10 +208,10 @@ void Trainer::record_step() {
     Recording& rec = *slot.step;
     // Submitted while the other slot's step may still run: start after it.
     if (s.overlap_recorded) rec.order_after_earlier_submissions();
-    rec.copy(slot.host_x.view(), net_->input().view(), "upload batch");
-    rec.copy(slot.host_y.view(), s.labels.view(), "upload labels");
     const StepBuffers buffers{&s.labels, &slot.step_params, &s.loss_sum, &s.correct, &s.aux_loss_sum, &s.aux_correct};
     if (!s.data_parallel) {
+      rec.copy(slot.host_x.view(), net_->input().view(), "upload batch");
+      rec.copy(slot.host_y.view(), s.labels.view(), "upload labels");
       record_training_step(rec, *net_, aux_.get(), cfg_, buffers);
       if (s.overlap_recorded) {
         // The totals after this step, for the host to read once this slot's fence signals
@@ -220,27 +223,13 @@ void Trainer::record_step() {
       rec.finish();
       continue;
     }
-    // The gradients leave the device in one flat host-visible buffer (one all-reduce), in
-    // trained_parameters' order; each starts at an aligned offset (copies into sub-views).
-    record_forward_backward(rec, *net_, aux_.get(), cfg_, buffers);
-    const std::vector<Parameter*> params = trained_parameters(*net_, aux_.get());
-    const uint64_t align = std::max<uint64_t>(256, s.ctx.info().min_storage_offset_alignment);
-    std::vector<uint64_t> offsets;
-    uint64_t bytes = 0;
-    for (Parameter* p : params) {
-      offsets.push_back(bytes);
-      bytes = (bytes + p->grad.bytes() + align - 1) / align * align;
-    }
-    s.grad_floats = int64_t(bytes / 4);
-    s.grad_flat = Tensor(s.ctx, {int(std::max<int64_t>(1, s.grad_floats))}, DType::F32, MemoryKind::Host);
-    std::memset(s.grad_flat.view().mapped, 0, s.grad_flat.bytes());
-    for (size_t i = 0; i < params.size(); ++i)
-      rec.copy(params[i]->grad.view(), s.grad_flat.view().sub(offsets[i], params[i]->grad.bytes()), "gradients to host");
+    record_data_parallel_step(rec);
     rec.finish();
+    const std::vector<Parameter*> params = trained_parameters(*net_, aux_.get());
     s.update_step = std::make_unique<Recording>(s.ctx);
     for (size_t i = 0; i < params.size(); ++i)
-      s.update_step->copy(s.grad_flat.view().sub(offsets[i], params[i]->grad.bytes()), params[i]->grad.view(),
-                          "gradients from host");
+      s.update_step->copy(s.grad_flat.view().sub(s.grad_layout.offsets[i], params[i]->grad.bytes()),
+                          params[i]->grad.view(), "gradients from host");
     record_optimizer(*s.update_step, *net_, aux_.get(), cfg_, buffers);
     s.update_step->finish();
   }
@@ -437,39 +426,6 @@ TrainSummary Trainer::run() {
   }
 }
 
-void Trainer::broadcast_state() {
-  Impl& s = *impl_;
-  auto send = [](Tensor& t) {
-    std::vector<float> v = t.download();
-    dist::broadcast(v.data(), v.size() * sizeof(float));
-    t.upload(v);
-  };
-  for (const auto& [name, t] : net_->state()) send(*t);
-  if (aux_)
-    for (const auto& [name, t] : aux_->state()) send(*t);
-  for (Parameter* p : trained_parameters(*net_, aux_.get())) send(p->momentum);
-  for (Tensor* t : {&s.loss_sum, &s.aux_loss_sum, &s.correct, &s.aux_correct})  // host-visible, 4 bytes each
-    dist::broadcast(t->view().mapped, 4);
-}
-
-void Trainer::check_ranks_agree() {
-  // FNV-1a over the bytes of every parameter and momentum: the all-reduced gradients are
-  // the same on every rank, so the weights must stay bit-identical.
-  uint64_t h = 1469598103934665603ull;
-  for (Parameter* p : trained_parameters(*net_, aux_.get()))
-    for (const Tensor* t : {&p->value, &p->momentum})
-      for (float f : t->download()) {
-        uint32_t u;
-        std::memcpy(&u, &f, 4);
-        for (int k = 0; k < 4; ++k) h = (h ^ ((u >> (8 * k)) & 0xff)) * 1099511628211ull;
-      }
-  uint64_t root = h;
-  dist::broadcast(&root, sizeof root);
-  if (root != h)
-    throw Error("the parameters of rank " + std::to_string(impl_->rank) + " differ from rank 0's at step " +
-                std::to_string(impl_->step) + " (the all-reduce did not give every rank the same gradients)");
-}
-
 TrainSummary Trainer::run_loop() {
   Impl& s = *impl_;
   if (cfg_.out.empty()) throw Error("--out RUN_DIR is required");
@@ -528,6 +484,7 @@ TrainSummary Trainer::run_loop() {
   Batch batch;
   const auto run_start = Clock::now();
   if (s.bn_exchange) s.bn_exchange->reset_counts();  // the steps' exchanges only (not LSQ's init)
+  if (s.bucket_sums) s.bucket_sums->reset_counts();
   int steps_this_process = 0;
   g_stop = false;
   // Steps submitted and not yet completed, oldest first (overlap: at most one per slot).
@@ -581,7 +538,10 @@ TrainSummary Trainer::run_loop() {
         const auto ta = Clock::now();
         s.wait_seconds += std::chrono::duration<double>(ta - tw).count();
         float* g = static_cast<float*>(s.grad_flat.view().mapped);
-        dist::allreduce_sum(g, size_t(s.grad_floats));
+        if (s.bucket_sums)
+          s.bucket_sums->wait_all();  // started during the backward (record_data_parallel_step)
+        else
+          dist::allreduce_sum(g, size_t(s.grad_floats));
         if (s.world > 1)
           for (int64_t i = 0; i < s.grad_floats; ++i) g[i] *= 1.f / float(s.world);
         const auto tu = Clock::now();
@@ -764,13 +724,19 @@ TrainSummary Trainer::run_loop() {
                                      {"batch_per_rank", s.local_batch},
                                      {"gradient_bytes", s.grad_floats * 4},
                                      {"wait_ms_per_step", 1e3 * s.wait_seconds / n},
-                                     {"allreduce_ms_per_step", 1e3 * s.allreduce_seconds / n},
+                                     {"buckets", s.grad_layout.buckets.size()},
+                                     {"bucket_mb", s.bucket_sums ? std::round(double(cfg_.bucket_mb) * 1e6) / 1e6 : 0.0},
+                                     {"allreduce_ms_per_step",
+                                      1e3 * (s.bucket_sums ? s.bucket_sums->in_flight_seconds() : s.allreduce_seconds) / n},
+                                     {"exposed_allreduce_ms_per_step", 1e3 * s.allreduce_seconds / n},
                                      {"update_ms_per_step", 1e3 * s.update_seconds / n}};
     if (root)
       std::fprintf(stderr, "data-parallel over %d ranks, per step: %.2f ms waiting for the slowest rank, %.2f ms "
-                   "all-reduce of %.2f MB of gradients, %.2f ms optimizer recording\n", s.world,
-                   1e3 * s.wait_seconds / n, 1e3 * s.allreduce_seconds / n, s.grad_floats * 4e-6,
-                   1e3 * s.update_seconds / n);
+                   "all-reduce of %.2f MB of gradients in %zu bucket%s (%.2f ms of it after the backward), %.2f ms "
+                   "optimizer recording\n", s.world, 1e3 * s.wait_seconds / n,
+                   summary.json["data_parallel"]["allreduce_ms_per_step"].get<double>(), s.grad_floats * 4e-6,
+                   s.grad_layout.buckets.size(), s.grad_layout.buckets.size() == 1 ? "" : "s",
+                   1e3 * s.allreduce_seconds / n, 1e3 * s.update_seconds / n);
     if (s.bn_exchange) {
       // The recorded step runs as segments with a host exchange between each two.
       const size_t segments = s.slots[0].step->host_step_count() + 1;

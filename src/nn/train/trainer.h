@@ -58,6 +58,10 @@ struct TrainConfig {
   // --sync-bn: under mpirun, batch-norm statistics over the global batch (BnStatsSync);
   // one process has the whole batch already (a no-op there).
   bool sync_bn = false;
+  // --bucket-mb: under mpirun, the gradients are all-reduced in buckets of about this many
+  // MB, each started as soon as the backward has finished it; 0: one all-reduce after the
+  // backward. Not stored: it changes no result (see README "Several GPUs").
+  float bucket_mb = 0.25f;
   nlohmann::json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j);
 };
@@ -70,6 +74,7 @@ struct ResumeOptions {
   int keep_checkpoints = 0;
   int stop_after_steps = 0;  // this process only (not stored)
   bool profile = false;      // this process only (not stored)
+  float bucket_mb = -1;      // this process only (not stored); < 0: the default
 };
 
 struct EvalResult {
@@ -149,6 +154,7 @@ class Trainer {
   // initialising = false (reconfigure: every value is restored afterwards) skips --fc-init.
   bool build_model(bool initialising = true);
   void record_step();  // (re-)records the training step and the evaluator
+  void record_data_parallel_step(Recording& rec);  // forward + backward + gradients out (record_step)
   TrainSummary run_loop();
   void broadcast_state();      // rank 0's weights, momenta and train accumulators to every rank
   void check_ranks_agree();    // every rank's parameters equal rank 0's (Error otherwise)

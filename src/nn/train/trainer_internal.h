@@ -14,6 +14,7 @@
 #include "backend/recording.h"
 #include "nn/data/loader.h"
 #include "nn/train/distributed.h"
+#include "nn/train/gradient_buckets.h"
 #include "nn/train/trainer.h"
 
 namespace vkqat::nn {
@@ -97,8 +98,12 @@ struct Trainer::Impl {
   bool data_parallel = false;  // MPI active (also for one rank: the split path)
   Tensor grad_flat;
   int64_t grad_floats = 0;    // used floats of grad_flat (alignment gaps stay zero)
+  GradientLayout grad_layout;  // where each gradient lies in grad_flat; the buckets
+  std::unique_ptr<dist::GradientBuckets> bucket_sums;  // --bucket-mb > 0 (null: one blocking all-reduce)
   std::unique_ptr<Recording> update_step;
   Batch shard;
+  // allreduce_seconds: the host blocked in the all-reduce after the backward (with buckets,
+  // waiting for those not yet done: the part that did not overlap the backward).
   double wait_seconds = 0, allreduce_seconds = 0, update_seconds = 0;
   int64_t data_parallel_steps = 0;
   // --sync-bn on several ranks: every BN layer's exchange (BatchNorm2dLayer::sync).

@@ -136,6 +136,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const std::string& dir, c
         cfg.keep_checkpoints = change.keep_checkpoints;
   cfg.stop_after_steps = change.stop_after_steps;
   cfg.profile = change.profile;
+  if (change.bucket_mb >= 0) cfg.bucket_mb = change.bucket_mb;
   cfg.init.clear();  // the checkpoint below replaces whatever the run started from
   auto tr = std::make_unique<Trainer>(ctx, cfg, plugins);
   const SafeTensors& model = on_disk.checkpoint;
