@@ -2,7 +2,6 @@
 // description with a residual block and a depthwise conv passes the whole-network gradient
 // check (and the check catches a dropped shortcut gradient there too); the built-in models'
 // descriptions give the hand-written classes' logits and parameter gradients.
-#include <filesystem>
 #include <map>
 
 #include "net_gradcheck.h"
@@ -310,42 +309,4 @@ TEST_CASE("the built-in models' descriptions on GraphNetwork give the hand-writt
       CHECK(worst <= kTol);
     }
   }
-}
-
-TEST_CASE("graph network gradient buffer reuse: logits and every gradient bit-identical without it") {
-  // What the pool may break: a buffer overwritten while still read (a relu read in its BN's
-  // pass, an add's gradient read by its inputs, the aux module's taps written before the
-  // backward). Full precision and W4A4 CG-PACT (PACT in BN's passes) with the aux module.
-  quant::QuantConfig w4a4;
-  w4a4.wbits = 4, w4a4.abits = 4;
-  const char* data = std::getenv("VKQAT_TEST_DATA");
-  REQUIRE(data);
-  const std::string tiny_dw =
-      (std::filesystem::path(data) / ".." / ".." / "models" / "tiny-dw-residual.json").lexically_normal().string();
-  for (const std::string& model : std::vector<std::string>{"resnet20", "preact-resnet20", tiny_dw})
-    for (bool quantized : {false, true}) {
-      CAPTURE(model);
-      CAPTURE(quantized);
-      nn::ModelConfig mc;
-      mc.width = 4;
-      mc.in_channels = 1, mc.height = 28, mc.width_px = 28, mc.classes = 10;
-      nn::ModelDescription d;
-      if (model == tiny_dw) {
-        d = nn::load_model_description(model);
-        mc.model_file = model;
-      } else {
-        mc.name = model;
-        d = nn::describe_model(mc);
-      }
-      nn::GraphNetwork separate(test::ctx(), d, mc, 4, /*reuse_gradient_buffers=*/false);
-      const StepResult want = train_step(separate, quantized ? &w4a4 : nullptr, quantized, nullptr);
-      nn::GraphNetwork pooled(test::ctx(), d, mc, 4, /*reuse_gradient_buffers=*/true);
-      const StepResult got = train_step(pooled, quantized ? &w4a4 : nullptr, quantized, nullptr);
-      CHECK(got.logits == want.logits);
-      REQUIRE(got.grads.size() == want.grads.size());
-      for (const auto& [name, g] : want.grads) {
-        CAPTURE(name);
-        CHECK(got.grads.at(name) == g);
-      }
-    }
 }
