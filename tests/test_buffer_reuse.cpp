@@ -227,6 +227,7 @@ TEST_CASE("buffer reuse: logits and every gradient bit-identical to separate buf
       if (fwd.aux) CHECK(same_bits(fwd.aux->logits().download(), want.eval_aux_logits.back()));
       Recording rec(test::ctx());
       CHECK_THROWS_WITH(fwd.net->backward(rec), doctest::Contains("forward only"));
+      CHECK_THROWS_WITH(fwd.net->forward(rec, true), doctest::Contains("forward only"));
     }
 }
 

@@ -110,10 +110,11 @@ void print_device_memory(const nn::ModelDescription& d, const ModelShowArgs& a, 
     const MemoryStats after = ctx.allocator().stats();
     const double mib = 1 << 20;
     std::printf("device memory at batch %d (GraphNetwork, %s, %s): %.2f MiB in %llu buffers, of which the shared pool "
-                "%.2f MiB (peak while building %.2f MiB, device blocks %.2f MiB)\n",
+                "%.2f MiB (lower bound %.2f; peak while building %.2f MiB, device blocks %.2f MiB)\n",
                 a.batch, what.c_str(), forward_only ? "forward only" : "training",
                 double(after.used_bytes - before.used_bytes) / mib,
                 static_cast<unsigned long long>(after.live_buffers - before.live_buffers), double(net.pool_bytes()) / mib,
+                double(net.pool_lower_bound()) / mib,
                 double(after.peak_used_bytes - before.used_bytes) / mib, double(after.block_bytes - before.block_bytes) / mib);
   }
 }

@@ -309,6 +309,9 @@ QuantSites GraphNetwork::quant_sites() {
 }
 
 void GraphNetwork::forward(Recording& rec, bool train) {
+  if (train && forward_only_)
+    throw Error("model description " + desc_.source + ": a training forward of a network built for forward only "
+                "(ModelConfig::forward_only: its buffers are planned for evaluation)");
   auto in = [&](const Node& n, int k) -> const Tensor& {
     const int j = n.d.input_index[size_t(k)];
     return j < 0 ? input_ : consumed(j);

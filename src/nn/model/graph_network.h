@@ -52,6 +52,8 @@ class GraphNetwork : public Network {
   const ModelDescription& description() const { return desc_; }
   // Bytes of the shared buffer pool (0 without reuse): tests and `vkqat model show`.
   uint64_t pool_bytes() const { return pool_.defined() ? pool_.bytes() : 0; }
+  // The bytes live at the busiest step: no placement of these lifetimes needs less.
+  uint64_t pool_lower_bound() const { return pool_lower_bound_; }
   // Whether conv layer `name` convolves integer levels in evaluation (its input is on an
   // activation quantizer's grid and its weights on their quantizer's); false for other layers.
   bool conv_exact_eval(const std::string& name) const;
@@ -93,6 +95,7 @@ class GraphNetwork : public Network {
   Tensor dropout_step_;  // U32 [1], the dropout layers' step counter (only with dropout)
   bool reuse_, forward_only_;
   bool cut_lifetimes_short_ = false;
+  uint64_t pool_lower_bound_ = 0;
   Tensor pool_;  // reuse_: the memory of every activation and gradient buffer but logits / d_logits
 };
 

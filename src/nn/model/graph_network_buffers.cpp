@@ -5,7 +5,8 @@
 // One timeline for a step of a net of L layers:
 //   0 .. L-1    forward, layer i at step i. The training and the evaluation forward use
 //               partly different buffers (a residual batchnorm writes its own output only in
-//               evaluation): a buffer used by either is taken as used at that step;
+//               evaluation): a buffer used by either is taken as used at that step (a
+//               forward-only net runs evaluation forwards only);
 //   L           the aux module (trainer: net forward, aux forward, losses, aux backward, net
 //               backward): its forward and its backward read the taps' values, its backward
 //               overwrites the taps' gradients;
@@ -87,7 +88,9 @@ void GraphNetwork::place_buffers() {
   const std::vector<BufferSlot> slots = buffer_slots();
   if (reuse_) {
     const uint64_t align = std::max<uint64_t>(256, ctx_.info().min_storage_offset_alignment);
-    const MemoryPlan p = plan_memory(buffer_lifetimes(slots), align);
+    const std::vector<BufferLifetime> life = buffer_lifetimes(slots);
+    const MemoryPlan p = plan_memory(life, align);
+    pool_lower_bound_ = peak_live_bytes(life, align);
     if (p.pool_bytes / 4 > uint64_t(std::numeric_limits<int>::max()))
       throw Error("model description " + desc_.source + ": the planned buffer pool (" +
                   std::to_string(p.pool_bytes >> 20) + " MiB at batch " + std::to_string(batch_) +
@@ -149,7 +152,7 @@ std::vector<BufferLifetime> GraphNetwork::buffer_lifetimes(const std::vector<Buf
     for (const Tensor* t : {&n.out, &n.q_out, &n.q_in}) use(t, i);
     if (n.d.op == LayerOp::BatchNorm && (n.mode == Mode::BnRelu || n.mode == Mode::BnAct)) use(&node(n.relu).out, i);
     if (n.d.op == LayerOp::Add && n.mode == Mode::Residual) {
-      use(input(n.bn_node, 0), i);
+      if (!forward_only_) use(input(n.bn_node, 0), i);  // training: the batchnorm's pass runs here
       use(&node(n.bn_node).out, i);
       use(&node(n.relu).out, i);
     }
