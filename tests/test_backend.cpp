@@ -62,6 +62,13 @@ TEST_CASE("block allocator sub-allocates, aligns and coalesces" * doctest::test_
   CHECK(alloc.stats().blocks == blocks_after_small);
   Buffer huge = ctx.alloc(100ull << 20);  // larger than a block: gets its own
   CHECK(alloc.stats().blocks == blocks_after_small + 1);
+  const uint64_t block_bytes = alloc.stats().block_bytes;
+  huge = Buffer();  // ... which goes back to the device once free (a replanned pool must not pile up)
+  CHECK(alloc.stats().blocks == blocks_after_small);
+  CHECK(alloc.stats().block_bytes == block_bytes - (100ull << 20));
+  Buffer bigger = ctx.alloc(120ull << 20);
+  CHECK(alloc.stats().blocks == blocks_after_small + 1);
+  CHECK(alloc.stats().block_bytes == block_bytes - (100ull << 20) + (120ull << 20));
 }
 
 TEST_CASE("upload and download round-trip, device and host memory" * doctest::test_suite("backend")) {

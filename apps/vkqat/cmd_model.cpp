@@ -21,7 +21,7 @@ struct ModelShowArgs {
   int wbits = 32, abits = 32;
   std::string quantizer = "cgpact", wquant, aquant, bits_config;
   int edge_bits = 8;
-  bool sat = false, sat_conv = false, per_channel = false;
+  bool sat = false, sat_conv = false, per_channel = false, aux = false, no_reuse = false;
   int batch = 0;  // > 0: build the net on the device and report its buffers' memory
 };
 
@@ -92,15 +92,31 @@ std::string human(double v) {
 }
 
 // The device memory GraphNetwork's buffers take for a batch (parameters, activations,
-// gradients; full precision, no aux module): the allocator's bytes in use before and after.
-void print_device_memory(const nn::ModelDescription& d, const ModelShowArgs& a, bool builtin) {
-  Context ctx;
-  const MemoryStats before = ctx.allocator().stats();
-  nn::GraphNetwork net(ctx, d, build_config(d, a, builtin), a.batch);
-  const MemoryStats after = ctx.allocator().stats();
-  std::printf("device memory at batch %d (GraphNetwork, FP32 training buffers): %.2f MiB in %llu buffers\n", a.batch,
-              double(after.used_bytes - before.used_bytes) / (1 << 20),
-              static_cast<unsigned long long>(after.live_buffers - before.live_buffers));
+// gradients, quantizer state; with --aux the aux module's too): the allocator's bytes in use
+// once built, its peak while building, and the device blocks holding them; for a training
+// net and for one built for forward only (evaluation).
+void print_device_memory(const nn::ModelDescription& d, const ModelShowArgs& a, bool builtin, const quant::QuantConfig& q) {
+  const std::string what =
+      std::string(q.any() ? "quantized" : "FP32") + (a.aux ? " + aux" : "") + (a.no_reuse ? ", no reuse" : "");
+  for (bool forward_only : {false, true}) {
+    Context ctx;
+    const MemoryStats before = ctx.allocator().stats();
+    nn::ModelConfig mc = build_config(d, a, builtin);
+    mc.forward_only = forward_only;
+    nn::GraphNetwork net(ctx, d, mc, a.batch, /*reuse_buffers=*/!a.no_reuse);
+    if (q.any()) net.apply_quant_policy(*quant::make_quant_policy(q));
+    std::unique_ptr<nn::AuxiliaryHead> aux;
+    if (a.aux) aux = quant::quant_plugins().aux(ctx, net);
+    const MemoryStats after = ctx.allocator().stats();
+    const double mib = 1 << 20;
+    std::printf("device memory at batch %d (GraphNetwork, %s, %s): %.2f MiB in %llu buffers, of which the shared pool "
+                "%.2f MiB (lower bound %.2f; peak while building %.2f MiB, device blocks %.2f MiB)\n",
+                a.batch, what.c_str(), forward_only ? "forward only" : "training",
+                double(after.used_bytes - before.used_bytes) / mib,
+                static_cast<unsigned long long>(after.live_buffers - before.live_buffers), double(net.pool_bytes()) / mib,
+                double(net.pool_lower_bound()) / mib,
+                double(after.peak_used_bytes - before.used_bytes) / mib, double(after.block_bytes - before.block_bytes) / mib);
+  }
 }
 
 int show_model(const ModelShowArgs& a) {
@@ -148,7 +164,7 @@ int show_model(const ModelShowArgs& a) {
     for (const auto& t : d.taps) taps += (taps.empty() ? "" : ", ") + t;
     std::printf("aux taps: %s\n", taps.c_str());
   }
-  if (a.batch > 0) print_device_memory(d, a, builtin);
+  if (a.batch > 0) print_device_memory(d, a, builtin, q);
   return 0;
 }
 
@@ -179,6 +195,8 @@ void add_model_command(CLI::App& app, Actions& actions) {
   show->add_flag("--per-channel", a->per_channel, "per-channel weight scales, as vkqat train");
   show->add_option("--batch", a->batch, "also build the net on the device and print the memory its buffers take at this batch")
       ->check(CLI::Range(1, 65536));
+  show->add_flag("--aux", a->aux, "with --batch: also build the aux module on the net's taps, as vkqat train --aux");
+  show->add_flag("--no-reuse", a->no_reuse, "with --batch: every activation and gradient buffer its own (for comparison)");
   show->callback([&actions, a] { actions.push_back([a] { return show_model(*a); }); });
 }
 

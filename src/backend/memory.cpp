@@ -168,6 +168,16 @@ void BlockAllocator::release(uint32_t bi, uint64_t offset, uint64_t size) {
   }
   stats_.used_bytes -= size;
   stats_.live_buffers--;
+  // A block made for one tensor larger than the block size (a network's buffer pool, planned
+  // again when quantizers or aux taps change it) goes back to the device once empty: kept, it
+  // would hold memory no later request of another size can use. Its index stays (empty).
+  if (b.size > block_bytes_ && b.free.size() == 1 && b.free[0].size == b.size) {
+    vkDestroyBuffer(device_, b.buffer, nullptr);
+    vkFreeMemory(device_, b.memory, nullptr);
+    stats_.blocks--;
+    stats_.block_bytes -= b.size;
+    b = Block{};
+  }
 }
 
 }  // namespace vkqat

@@ -73,7 +73,8 @@ std::vector<int> fake_quant_predictions(Context& ctx, const std::string& checkpo
   const nn::SafeTensors st = nn::read_safetensors(checkpoint);
   const nlohmann::json meta = nn::checkpoint_metadata(st);
   if (meta.is_null() || !meta.contains("model")) throw Error(checkpoint + " has no vkqat metadata");
-  const nn::ModelConfig mc = nn::ModelConfig::from_json(meta["model"]);
+  nn::ModelConfig mc = nn::ModelConfig::from_json(meta["model"]);
+  mc.forward_only = true;  // logits only: no gradient buffers, activations reused
   batch = std::max(1, std::min(batch, data.n));
   auto net = nn::build_network(ctx, mc, batch);
   const nlohmann::json quant = meta.value("quant", nlohmann::json());

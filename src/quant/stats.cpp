@@ -134,6 +134,9 @@ StatsCollector::StatsCollector(Context& ctx, nn::Network& net) : impl_(std::make
     s.acts.push_back(std::move(a));
   };
   // Every model lists its sites the same way: no model class is known here.
+  // A forward-only net reuses the sites' buffers once its forward read them.
+  if (net.config().forward_only)
+    throw Error("statistics: model " + net.config().name + " was built for forward only (evaluation)");
   const nn::QuantSites sites = net.quant_sites();
   if (!sites.classifier) throw Error("statistics: model " + net.config().name + " names no last FC layer");
   for (const nn::WeightSite& w : sites.weights) add_weight(w);

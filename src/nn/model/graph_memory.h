@@ -6,7 +6,7 @@
 // Greedy best known heuristic for this (NP-hard) packing: largest buffers first, each at the
 // lowest aligned offset free of the buffers already placed that are live at any of its steps
 // (TensorFlow Lite's and MXNet's memory planners do the same).
-// GraphNetwork places its gradient buffers with it (graph_network.cpp, place_gradients).
+// GraphNetwork places its activation and gradient buffers with it (graph_network_buffers.cpp).
 #include <cstdint>
 #include <vector>
 

@@ -3,7 +3,7 @@
 #include <functional>
 
 #include "backend/error.h"
-#include "nn/model/graph_memory.h"
+#include "nn/model/graph_network_node.h"
 #include "nn/model/quant_wiring.h"  // wire_input_grids, output_grid
 #include "nn/ops/add.h"
 #include "nn/ops/dropout.h"
@@ -12,63 +12,15 @@
 
 namespace vkqat::nn {
 
-namespace {
-enum class Mode {
-  Plain,
-  Skip,      // a relu whose work the batchnorm before it does
-  BnRelu,    // batchnorm writing relu(bn(x)) into its relu's output
-  BnAct,     // batchnorm + its relu's activation quantizer (forward_quantized)
-  Residual,  // an add whose batchnorm input computes the sum (and the relu / quantizer after it)
-};
-}  // namespace
-
-struct GraphNetwork::Node {
-  LayerDesc d;
-  std::vector<int> consumers;
-  Tensor out, grad;
-  std::unique_ptr<Conv2dLayer> conv;
-  std::unique_ptr<BatchNorm2dLayer> bn;
-  std::unique_ptr<LinearLayer> linear;
-  std::unique_ptr<ActQuantizer> act;  // relu: replaces it; the last linear: quantizes its input
-  Tensor q_in, d_q_in;                // the last linear's quantized input and its gradient
-  // A linear bottleneck (an add / batchnorm feeding a conv or linear with no relu between):
-  // its signed quantizer "LAYER.act"; every consumer reads q_out and writes d_q_out, while
-  // out / grad stay the value before the quantizer (what the aux taps read, METHODS.md §4).
-  std::unique_ptr<ActQuantizer> signed_act;
-  Tensor q_out, d_q_out;
-  bool q_written = false;
-  Pool2dShape pool;                   // maxpool
-  DropoutParams dropout;              // dropout (seed set by init_layers)
-  bool last = false, classifier = false;
-  bool tapped = false;   // the aux module writes this output's gradient first
-  Mode mode = Mode::Plain;
-  int relu = -1;        // BnRelu / BnAct: the relu; Residual (on the add): the relu after it
-  int bn_node = -1;     // Residual (on the add): the batchnorm input
-  int shortcut = -1;    // Residual: which input (0/1) is the shortcut
-  bool written = false;  // while recording backward: the gradient buffer holds a value
-  int drop_input = -1;   // tests: an add input whose gradient is left out
-  int grad_from_add = -1;  // this output's only consumer is that add: its gradient is the add's
-  bool grad_is_alias = false;
-};
+using graph_detail::batched;
+using graph_detail::Mode;
 
 // The 2x2 stride-2 unpadded pool has its own faster kernels.
 static bool is_2x2(const Pool2dShape& s) { return s.k == 2 && s.stride == 2 && s.pad == 0; }
 
-static int64_t numel_of(const std::vector<int>& s) {
-  int64_t n = 1;
-  for (int d : s) n *= d;
-  return n;
-}
-
-static std::vector<int> batched(int batch, const std::vector<int>& s) {
-  std::vector<int> r{batch};
-  r.insert(r.end(), s.begin(), s.end());
-  return r;
-}
-
 GraphNetwork::GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch,
-                           bool reuse_gradient_buffers)
-    : Network(ctx, cfg, batch), desc_(desc), reuse_grads_(reuse_gradient_buffers) {
+                           bool reuse_buffers)
+    : Network(ctx, cfg, batch), desc_(desc), reuse_(reuse_buffers), forward_only_(cfg.forward_only) {
   const std::string where = "model description " + desc_.source;
   if (desc_.in_channels != cfg.in_channels || desc_.height != cfg.height || desc_.width != cfg.width_px ||
       desc_.classes != cfg.classes)
@@ -239,69 +191,7 @@ void GraphNetwork::plan() {
         node(j).grad_from_add = a;
     }
   }
-  // Buffers: allocated once, only where the chosen kernels read or write them.
-  std::vector<int> own_grad;  // nodes with a gradient buffer of their own
-  for (int i = 0; i < n_layers; ++i) {
-    Node& n = node(i);
-    if (n.last) continue;
-    const std::vector<int> shape = batched(batch_, n.d.shape);
-    const bool clip_in_bn = n.mode == Mode::BnAct && node(n.relu).act->uniform_clip() && !n.tapped;
-    const bool no_out = (n.d.op == LayerOp::BatchNorm && n.mode == Mode::BnRelu) ||
-                        (n.d.op == LayerOp::Add && n.mode == Mode::Residual && !node(n.relu).act && !n.tapped);
-    const bool no_grad = n.d.op == LayerOp::BatchNorm &&
-                         (n.mode == Mode::BnRelu || n.mode == Mode::Residual || clip_in_bn);
-    if (!no_out && !n.out.defined()) n.out = Tensor(ctx_, shape);
-    if (n.grad_from_add < 0 && n.grad_is_alias) n.grad = Tensor(), n.grad_is_alias = false;  // tapped since
-    if (!no_grad && n.grad_from_add < 0) own_grad.push_back(i);
-  }
-  if (reuse_grads_)
-    place_gradients(own_grad);
-  else
-    for (int i : own_grad)
-      if (!node(i).grad.defined()) node(i).grad = Tensor(ctx_, batched(batch_, node(i).d.shape));
-  for (auto& np : nodes_) {  // after the adds' own buffers exist (again: they may have moved)
-    Node& n = *np;
-    if (n.grad_from_add < 0) continue;
-    n.grad = Tensor::alias(node(n.grad_from_add).grad, batched(batch_, n.d.shape));
-    n.grad_is_alias = true;
-  }
-}
-
-// Backward runs node L-1 first: step L-1-i is node i's. A gradient buffer lives from the first
-// step that writes it (its consumers' backward; a batchnorm computed in an add's pass writes
-// at the add's step; the aux module writes the taps' before the backward, step -1) to the
-// last that reads it (its own node's step; a relu done by the batchnorm or add before it is
-// read at that node's step; an add's buffer also at the steps of the inputs that read it).
-void GraphNetwork::place_gradients(const std::vector<int>& own) {
-  const int n_layers = int(nodes_.size());
-  auto step = [&](int i) { return n_layers - 1 - i; };
-  std::vector<int> done_at(size_t(n_layers), -1);  // a node whose backward another node's pass does: that node
-  std::vector<int> read_at(size_t(n_layers), -1);  // a skipped relu: the node whose pass reads its gradient
-  for (int i = 0; i < n_layers; ++i) {
-    const Node& n = node(i);
-    if (n.d.op == LayerOp::Add && n.mode == Mode::Residual) done_at[size_t(n.bn_node)] = i, read_at[size_t(n.relu)] = i;
-    if (n.d.op == LayerOp::BatchNorm && (n.mode == Mode::BnRelu || n.mode == Mode::BnAct)) read_at[size_t(n.relu)] = i;
-  }
-  std::vector<BufferLifetime> life;
-  for (int j : own) {
-    const Node& n = node(j);
-    BufferLifetime l;
-    l.bytes = uint64_t(numel_of(batched(batch_, n.d.shape))) * 4;
-    l.first = l.last = step(j);
-    for (int c : n.consumers) l.first = std::min(l.first, step(done_at[size_t(c)] >= 0 ? done_at[size_t(c)] : c));
-    if (n.tapped) l.first = -1;
-    if (read_at[size_t(j)] >= 0) l.last = std::max(l.last, step(read_at[size_t(j)]));
-    for (int k = 0; k < n_layers; ++k)
-      if (node(k).grad_from_add == j) l.last = std::max(l.last, step(k));
-    life.push_back(l);
-  }
-  const uint64_t align = std::max<uint64_t>(256, ctx_.info().min_storage_offset_alignment);
-  const MemoryPlan p = plan_memory(life, align);
-  if (p.pool_bytes > grad_pool_.bytes()) grad_pool_ = Tensor(ctx_, {int(p.pool_bytes / 4)});
-  for (size_t k = 0; k < own.size(); ++k) {
-    Node& n = node(own[k]);
-    n.grad = Tensor::alias(grad_pool_, batched(batch_, n.d.shape), p.offsets[k]);
-  }
+  place_buffers();  // graph_network_buffers.cpp
 }
 
 // A batchnorm or add whose value reaches a conv or (non-classifier) linear through max
@@ -332,8 +222,7 @@ void GraphNetwork::apply_quant_policy(QuantPolicy& policy) {
                   n.d.name + ".act', but a layer has that name (rename it)");
     n.signed_act = policy.signed_activation(ctx_, n.d.name + ".act", shape);
     if (!n.signed_act) continue;
-    register_act_quantizer(n.signed_act.get());
-    if (!n.q_out.defined()) n.q_out = Tensor(ctx_, shape), n.d_q_out = Tensor(ctx_, shape);
+    register_act_quantizer(n.signed_act.get());  // q_out / d_q_out: plan()
   }
   for (auto& np : nodes_) {
     Node& n = *np;
@@ -348,10 +237,7 @@ void GraphNetwork::apply_quant_policy(QuantPolicy& policy) {
       if (n.classifier) {
         const std::vector<int> in_shape{batch_, n.linear->in};
         n.act = policy.activation(ctx_, n.d.name + ".act", in_shape, LayerRole::Last);
-        if (n.act) {
-          register_act_quantizer(n.act.get());
-          if (!n.q_in.defined()) n.q_in = Tensor(ctx_, in_shape), n.d_q_in = Tensor(ctx_, in_shape);
-        }
+        if (n.act) register_act_quantizer(n.act.get());  // q_in / d_q_in: plan()
       }
       n.linear->set_quantizer(
           ctx_, policy.weight(ctx_, n.d.name, n.linear->weight.value, n.classifier ? LayerRole::Last : LayerRole::Middle));
@@ -423,6 +309,9 @@ QuantSites GraphNetwork::quant_sites() {
 }
 
 void GraphNetwork::forward(Recording& rec, bool train) {
+  if (train && forward_only_)
+    throw Error("model description " + desc_.source + ": a training forward of a network built for forward only "
+                "(ModelConfig::forward_only: its buffers are planned for evaluation)");
   auto in = [&](const Node& n, int k) -> const Tensor& {
     const int j = n.d.input_index[size_t(k)];
     return j < 0 ? input_ : consumed(j);
@@ -550,6 +439,9 @@ static void copy_or_add(Recording& rec, const Tensor& src, Tensor& dst, bool acc
 }
 
 void GraphNetwork::backward(Recording& rec) {
+  if (forward_only_)
+    throw Error("model description " + desc_.source + ": backward of a network built for forward only "
+                "(ModelConfig::forward_only: it has no gradient buffers)");
   for (auto& n : nodes_) n->written = n->tapped, n->q_written = false;
   nodes_.back()->written = true;  // d_logits
   auto in = [&](const Node& n, int k) -> const Tensor& {

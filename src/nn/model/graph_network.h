@@ -12,8 +12,10 @@
 //   batchnorm -> add -> relu (each the only consumer of the one before; training)
 //                                                    the residual sum (and PACT or the ReLU)
 //                                                    in BN's pass.
-// Gradient buffers share one pool where their lifetimes in the backward pass do not overlap
-// (graph_memory.h); activations each have their own (most are read by the backward).
+// Activation and gradient buffers share one pool where their lifetimes in the step do not
+// overlap (graph_memory.h; the timeline and every reader: graph_network_buffers.cpp). A
+// network built for forward only (ModelConfig::forward_only: evaluation) has no gradient
+// buffers, and its activations die after their last forward read.
 // Quantization: a conv reading the image is LayerRole::First, the last linear Last (its input
 // quantized as "NAME.act"), every relu's and relu6's activation quantizer is named after the layer.
 // Dropout (training only) draws its mask from a per-layer seed (from the init seed) and a
@@ -23,6 +25,7 @@
 // checks' loss and gradient passes) all see the same mask.
 #include <memory>
 
+#include "nn/model/graph_memory.h"
 #include "nn/model/model_desc.h"
 #include "nn/model/network.h"
 
@@ -33,10 +36,10 @@ class GraphNetwork : public Network {
   // Throws Error naming the description and layer for what the engine cannot run yet
   // (conv bias, grouped but not depthwise convs, linear without bias) or when
   // the description's input and classes differ from cfg's.
-  // reuse_gradient_buffers: gradient buffers whose lifetimes in the backward pass do not
-  // overlap share memory (graph_memory.h); false gives each its own (tests compare the two).
+  // reuse_buffers: activation and gradient buffers whose lifetimes do not overlap share
+  // memory (graph_memory.h); false gives each its own (tests compare the two).
   GraphNetwork(Context& ctx, const ModelDescription& desc, const ModelConfig& cfg, int batch,
-               bool reuse_gradient_buffers = true);
+               bool reuse_buffers = true);
   ~GraphNetwork() override;
   void forward(Recording& rec, bool train) override;
   void backward(Recording& rec) override;
@@ -47,12 +50,19 @@ class GraphNetwork : public Network {
   std::vector<FeatureTap> feature_taps() override;
   QuantSites quant_sites() override;
   const ModelDescription& description() const { return desc_; }
+  // Bytes of the shared buffer pool (0 without reuse): tests and `vkqat model show`.
+  uint64_t pool_bytes() const { return pool_.defined() ? pool_.bytes() : 0; }
+  // The bytes live at the busiest step: no placement of these lifetimes needs less.
+  uint64_t pool_lower_bound() const { return pool_lower_bound_; }
   // Whether conv layer `name` convolves integer levels in evaluation (its input is on an
   // activation quantizer's grid and its weights on their quantizer's); false for other layers.
   bool conv_exact_eval(const std::string& name) const;
   // Tests only: the gradient of one input of this add layer is dropped (as a forgotten
   // shortcut gradient would be), for the gradient check to catch.
   void drop_add_input_grad_for_test(const std::string& add_layer, int input);
+  // Tests only: every buffer's lifetime ends at its first use (reused far too early), for the
+  // reuse test to show it catches that.
+  void cut_lifetimes_short_for_test();
 
  protected:
   void init_layers(InitRng& rng) override;
@@ -61,7 +71,15 @@ class GraphNetwork : public Network {
   struct Node;
   Node& node(int i) { return *nodes_[size_t(i)]; }
   void plan();  // chooses the fusions from the current quantizers and taps
-  void place_gradients(const std::vector<int>& own);  // the nodes' gradient buffers in grad_pool_
+  // The activation and gradient buffers the chosen kernels use (graph_network_buffers.cpp):
+  // each its own, or with reuse_ aliases of pool_ placed by their lifetimes.
+  struct BufferSlot {
+    Tensor* tensor;
+    std::vector<int> shape;
+  };
+  void place_buffers();
+  std::vector<BufferSlot> buffer_slots();
+  std::vector<BufferLifetime> buffer_lifetimes(const std::vector<BufferSlot>& slots);
   bool is_linear_bottleneck(int i);  // needs a signed activation quantizer (apply_quant_policy)
   const Tensor& consumed(int j);     // what node j's consumers read: its quantized output if it has one
   // The gradient buffer of input `k` of node i for a write, or null (the image needs none).
@@ -74,9 +92,11 @@ class GraphNetwork : public Network {
   Tensor d_image_;  // sink for gradients of non-conv layers that read the image
   Tensor grid_scratch_;
   Tensor undefined_;
-  Tensor dropout_step_;
-  bool reuse_grads_;
-  Tensor grad_pool_;  // reuse_grads_: the memory of every gradient buffer but d_logits  // U32 [1], the dropout layers' step counter (only with dropout)
+  Tensor dropout_step_;  // U32 [1], the dropout layers' step counter (only with dropout)
+  bool reuse_, forward_only_;
+  bool cut_lifetimes_short_ = false;
+  uint64_t pool_lower_bound_ = 0;
+  Tensor pool_;  // reuse_: the memory of every activation and gradient buffer but logits / d_logits
 };
 
 }  // namespace vkqat::nn

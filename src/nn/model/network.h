@@ -23,6 +23,10 @@ struct ModelConfig {
   // --model-file: a JSON model description (model_desc.h), absolute; set, it replaces `name`
   // and `width` (GraphNetwork runs it).
   std::string model_file;
+  // How this process uses the net, not part of the model (never serialized): built for
+  // forward passes only (evaluation), a GraphNetwork allocates no gradient buffers and reuses
+  // activations once their last forward reader ran; backward() then throws.
+  bool forward_only = false;
   nlohmann::json to_json() const;
   static ModelConfig from_json(const nlohmann::json& j);  // throws Error on bad fields
 };

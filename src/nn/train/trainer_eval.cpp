@@ -157,6 +157,7 @@ EvalResult evaluate_checkpoint(Context& ctx, const EvalRequest& req, ModelConfig
                   std::to_string(test.width) + " with " + std::to_string(test.classes));
     mc.in_channels = test.channels, mc.height = test.height, mc.width_px = test.width, mc.classes = test.classes;
   }
+  mc.forward_only = true;  // evaluation only: no gradient buffers, activations reused
   auto net = build_network(ctx, mc, std::min(req.batch, std::max(1, test.n)));
   const nlohmann::json quant = meta.is_null() ? nlohmann::json() : meta.value("quant", nlohmann::json());
   if (!quant.is_null()) {
