@@ -75,7 +75,9 @@ std::vector<BenchRecord> bench_data_pipeline(bool quick, const std::string& keep
   for (const char* split : {"train", "val"})
     for (int c = 0; c < 2; ++c) {
       const fs::path dir = root / split / ("class" + std::to_string(c));
-      fs::create_directories(dir);
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      if (ec) throw Error((keep ? "--data-dir " : "bench data folder ") + dir.string() + ": cannot create: " + ec.message());
       const int n = std::string(split) == "train" ? per_class : 2;
       for (int i = 0; i < n; ++i) {
         const std::string f = (dir / (std::to_string(i) + ".jpg")).string();

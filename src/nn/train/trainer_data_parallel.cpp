@@ -70,7 +70,9 @@ void Trainer::record_data_parallel_step(Recording& rec) {
   // 1 thread ran 1.43-1.58x one rank with it and 1.70-2.07x without. So it is on for GPUs only;
   // VKQAT_BUCKET_POLL=1 / 0 forces it on / off.
   const char* poll = std::getenv("VKQAT_BUCKET_POLL");
-  const bool polling = poll ? std::string(poll) != "0" : !s.ctx.info().is_cpu();
+  if (poll && std::string(poll) != "0" && std::string(poll) != "1")
+    throw Error(std::string("VKQAT_BUCKET_POLL=") + poll + ": expected 0 or 1");
+  const bool polling = poll ? std::string(poll) == "1" : !s.ctx.info().is_cpu();
   if (s.world > 1 && polling) rec.while_waiting([sums] { sums->progress(); });
   record_forward_backward_of_slot(rec);
 }
