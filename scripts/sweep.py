@@ -51,11 +51,14 @@ PROTOCOLS = {
 # Further blocks of a protocol: (name, the values that differ from the protocol's). SAT's paper
 # reports quantized MobileNets at 4 bits beating full precision; this block is a small-scale
 # reading of that claim: MobileNetV2 x0.25 with the CIFAR stem, FP32 vs W4A4 CG-PACT with and
-# without SAT, and with the aux module. Meant to take ~10 min on two quiet cores (lavapipe); not
-# timed quietly (34 min under load average 12-16).
+# without SAT, and with the aux module. Its quantized runs start their last FC at SAT's scale
+# (`--fc-init sat`): from PyTorch's init, the 1280-wide classifier's first DoReFa/SAT step is
+# ~384x the float layer's and no W4A4 run trained (README, "Quantized MobileNetV2"). Meant to take
+# ~10 min on two quiet cores (lavapipe).
 BLOCKS = {
     "quick": [("mobilenet-v2", dict(model="mobilenet-v2", width_mult=0.25, stem="cifar", bits=[4],
-                                    methods=["cgpact", "sat", "aux+sat"], train_limit=6400, test_limit=1000))],
+                                    methods=["cgpact", "sat", "aux+sat"], train_limit=6400, test_limit=1000,
+                                    fc_init="sat"))],
 }
 
 
@@ -108,7 +111,7 @@ def block_names(protocol):
 
 def block_proto(p, a, block):
     """The settings of one block: the protocol's, the block's own, then the flags."""
-    proto = dict(PROTOCOLS[a.protocol], width_mult=None, stem=None, lr=0.1, methods=list(METHODS))
+    proto = dict(PROTOCOLS[a.protocol], width_mult=None, stem=None, lr=0.1, methods=list(METHODS), fc_init=None)
     proto.update(dict(BLOCKS.get(a.protocol, [])).get(block, {}))
     proto["block"] = block
     proto["first_block"] = block == block_names(a.protocol)[0]
@@ -171,6 +174,7 @@ def train_command(a, proto, bits, method, seed, run_dir, init):
         cmd += ["--aux"] if proto["two_stage"] else []  # stage one of the two-stage recipe trains FP32 + aux
     else:
         cmd += METHODS[method]
+        cmd += ["--fc-init", proto["fc_init"]] if proto["fc_init"] else []
         if init:
             cmd += ["--init", init]
     return cmd
@@ -233,6 +237,7 @@ def write_table(path, a, proto, results):
              f"lr {proto['lr']} (cosine), data {a.data}"
              + (f", first {proto['train_limit']} training images" if proto["train_limit"] else "")
              + (f", first {proto['test_limit']} test images" if proto["test_limit"] else ", full test set")
+             + (f", low-bit runs with `--fc-init {proto['fc_init']}`" if proto["fc_init"] else "")
              + (", low-bit runs initialised from the FP32+aux run of the same seed" if proto["two_stage"] else
                 ", every run from scratch")
              + f". Seeds {','.join(map(str, proto['seeds']))}; test accuracy in %, mean ± std over seeds "
