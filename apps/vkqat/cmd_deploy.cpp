@@ -11,6 +11,7 @@
 #include "backend/error.h"
 #include "commands.h"
 #include "nn/data/dataset.h"
+#include "nn/model/model_builders.h"
 #include "quant/int_engine.h"
 #include "quant/int_export.h"
 #include "quant/int_infer.h"
@@ -32,8 +33,8 @@ int run_export(const std::string& checkpoint, const std::string& out) {
   const quant::IntModel m = quant::export_int_model(checkpoint);
   quant::write_int_model(out, m);
   const auto in_bytes = std::filesystem::file_size(checkpoint), out_bytes = std::filesystem::file_size(out);
-  std::printf("%s: integer %s (width %d, %d convs, %zu layers), %llu bytes (%.1fx smaller than %s, %llu bytes)\n",
-              out.c_str(), m.model.name.c_str(), m.model.width, m.count(quant::IntOp::Conv), m.nodes.size(),
+  std::printf("%s: integer %s (%s, %d convs, %zu layers), %llu bytes (%.1fx smaller than %s, %llu bytes)\n",
+              out.c_str(), m.model.name.c_str(), nn::size_label(m.model).c_str(), m.count(quant::IntOp::Conv), m.nodes.size(),
               (unsigned long long)out_bytes,
               double(in_bytes) / double(out_bytes), checkpoint.c_str(), (unsigned long long)in_bytes);
   return 0;

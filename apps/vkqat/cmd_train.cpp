@@ -11,6 +11,7 @@
 #include "backend/context.h"
 #include "backend/error.h"
 #include "commands.h"
+#include "nn/model/model_builders.h"
 #include "nn/safetensors.h"
 #include "nn/train/checkpoint.h"
 #include "nn/train/distributed.h"
@@ -58,8 +59,8 @@ int train_process(TrainArgs a) {
     std::fprintf(stderr, "%straining on device %d (%s), %d of the global batch of %d\n", nn::dist::rank_prefix().c_str(),
                  co.device, ctx.info().name.c_str(), trainer->config().batch / ranks, trainer->config().batch);
   if (rank == 0)
-    std::fprintf(stderr, "training %s (width %d, %llu parameters) on %s, device %s\n",
-                 trainer->config().model.name.c_str(), trainer->config().model.width,
+    std::fprintf(stderr, "training %s (%s, %llu parameters) on %s, device %s\n",
+                 trainer->config().model.name.c_str(), nn::size_label(trainer->config().model).c_str(),
                  (unsigned long long)trainer->network().parameter_count(), trainer->config().data.c_str(),
                  ctx.info().name.c_str());
   nn::TrainSummary s = trainer->run();

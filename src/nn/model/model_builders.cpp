@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <iterator>
 
 #include "backend/error.h"
@@ -302,6 +303,14 @@ bool is_torchvision_model(const std::string& name) {
 }
 
 bool is_mobilenet(const std::string& name) { return name.rfind("mobilenet-", 0) == 0; }
+
+std::string size_label(const ModelConfig& cfg) {
+  if (!cfg.model_file.empty()) return cfg.model_file;
+  if (!is_mobilenet(cfg.name)) return "width " + std::to_string(cfg.width);
+  char m[32];
+  std::snprintf(m, sizeof m, "width-mult %g", cfg.width_mult);
+  return m;
+}
 
 ModelDescription describe_model(const ModelConfig& cfg) {
   Builder b;

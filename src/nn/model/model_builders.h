@@ -19,6 +19,8 @@ ModelDescription describe_model(const ModelConfig& cfg);
 std::vector<std::string> torchvision_model_names();
 bool is_torchvision_model(const std::string& name);
 bool is_mobilenet(const std::string& name);  // sized by --width-mult, not --width
+// How the model is sized, for messages: "width 16", "width-mult 0.25", or the model file.
+std::string size_label(const ModelConfig& cfg);
 
 // For a state dict without vkqat metadata (a PyTorch file) and a torchvision model named in
 // cfg: cfg with in_channels and classes read from the first conv's and the classifier's
