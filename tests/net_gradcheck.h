@@ -257,9 +257,13 @@ struct Directional {
   bool ok() const { return std::fabs(analytic - numeric) <= tol; }
 };
 
+// The direction per tensor: random signs, or the signs of the recorded gradient (g.v = |g|_1,
+// the largest signal a +-1 direction gets: up to sqrt(n) times a random one's).
+enum class Direction { Random, GradientSigns };
+
 // only: the tensors to check (empty: all); noise: the loss's (0: measured, loss_noise_floor).
 inline std::vector<Directional> directional_derivatives(GradCheckNet& g, const std::set<std::string>& only = {},
-                                                        double noise = 0) {
+                                                        double noise = 0, Direction direction = Direction::Random) {
   const double rtol = 3e-2;
   g.grad_step->run();
   noise = std::max(kMinLossNoise, noise > 0 ? noise : loss_noise_floor(g));
@@ -275,6 +279,7 @@ inline std::vector<Directional> directional_derivatives(GradCheckNet& g, const s
     double spread = 0;
     for (size_t i = 0; i < v.size(); ++i) {
       v[i] = (rng() & 1u) ? 1.0 : -1.0;
+      if (direction == Direction::GradientSigns) v[i] = grad[i] < 0 ? -1.0 : 1.0;
       if (relative) v[i] *= std::fabs(double(value[i]));
       spread += (double(grad[i]) * v[i]) * (double(grad[i]) * v[i]);
     }
@@ -310,13 +315,14 @@ inline std::vector<Directional> directional_derivatives(GradCheckNet& g, const s
 
 // The test of the checker: `param`'s recorded gradient scaled by `factor` (after the
 // completions above) fails the directional check of that tensor.
-inline bool directional_catches(GradCheckNet& g, const std::string& param, double factor, double noise = 0) {
+inline bool directional_catches(GradCheckNet& g, const std::string& param, double factor, double noise = 0,
+                                Direction direction = Direction::Random) {
   const auto before = g.complete.count(param) ? g.complete.at(param) : nullptr;
   g.complete[param] = [before, factor](std::vector<float>& a, const std::vector<float>& v) {
     if (before) before(a, v);
     for (float& x : a) x = float(x * factor);
   };
-  const std::vector<Directional> d = directional_derivatives(g, {param}, noise);
+  const std::vector<Directional> d = directional_derivatives(g, {param}, noise, direction);
   if (before)
     g.complete[param] = before;
   else
@@ -412,7 +418,11 @@ inline ClipInGap clip_in_gap(std::vector<float> x, double quantile = 0.88) {
 // whole channels of the tiny nets constant, which the next BN blows up by 1 / std. LSQ's
 // weight steps clip |w| the same way (the BN after the conv cancels a common scale, so the
 // loss feels the step only through the clipped weights).
-inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q, double quantile = 0.88) {
+// relative_clip_steps: PACT / CG-PACT's alpha differenced as LSQ's steps (relative, within
+// half the gap around it): a clip level's derivative needs steps far above the weights'
+// (3e-5 .. 3e-6 put the loss's rounding noise over it).
+inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q, double quantile = 0.88,
+                                 bool relative_clip_steps = false) {
   const quant::LsqConfig wgt_cfg{kCheckBits, quant::QuantTarget::Weight, false};
   const nn::QuantSites sites = g.net->quant_sites();
   for (const nn::ActSite& s : sites.acts) {
@@ -433,6 +443,7 @@ inline void calibrate_quantizers(GradCheckNet& g, const QuantCheck& q, double qu
         g.relative_step[p->name] = c.half_gap / c.clip;
       } else {
         p->value.upload(std::vector<float>(size_t(p->value.numel()), c.clip));
+        if (relative_clip_steps) g.relative_step[p->name] = c.half_gap / c.clip;
       }
     }
   }
